@@ -1,0 +1,208 @@
+"""Loading configs: defaults <- TOML files (in order) <- ``--set section.key=value``.
+
+Every problem (unknown or misspelt key, wrong type, out-of-range value) is collected and reported in one
+:class:`~ppp_dist.errors.ConfigError`, with "did you mean" suggestions for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+from ppp_dist import __version__
+from ppp_dist.config.sections import PipelineConfig
+from ppp_dist.errors import ConfigError
+
+_MISSING = object()
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is tuple:
+        args = get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
+    """Convert a TOML value to ``hint``; append a problem and return _MISSING when impossible."""
+    origin = get_origin(hint)
+    ok = True
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            ok = False
+        else:
+            return _build(hint, value, _section_name(where), problems)
+    elif origin is Literal:
+        ok = value in get_args(hint)
+    elif origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            ok = False
+        else:
+            if len(args) == 2 and args[1] is Ellipsis:
+                item_hints = [args[0]] * len(value)
+            elif len(args) != len(value):
+                problems.append(f"{where} must be {_describe(hint)}, got {len(value)} values: {value!r}")
+                return _MISSING
+            else:
+                item_hints = list(args)
+            items = [_convert(v, h, f"{where}[{i}]", problems) for i, (v, h) in enumerate(zip(value, item_hints))]
+            return _MISSING if any(i is _MISSING for i in items) else tuple(items)
+    elif origin is dict:
+        if not isinstance(value, dict):
+            ok = False
+        else:
+            return {str(k): tuple(v) if isinstance(v, list) else (v,) for k, v in value.items()}
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            return float(value)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif hint is tuple or origin in (typing.Union, types.UnionType):
+        return value
+    if not ok:
+        problems.append(f"{where} must be {_describe(hint)}, got {value!r}")
+        return _MISSING
+    return value
+
+
+def _section_name(where: str) -> str:
+    """``[training] sampling`` -> ``training.sampling``; ``[vote]`` -> ``vote``."""
+    head, _, key = where.partition("] ")
+    head = head.lstrip("[").rstrip("]")
+    return f"{head}.{key}" if key else head
+
+
+def _build(cls: type, table: dict[str, Any], section: str, problems: list[str]) -> Any:
+    hints = get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in table.items():
+        where = f"[{section}] {key}" if section else f"[{key}]"
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(known)}"
+            kind = "section" if not section else "key"
+            problems.append(f"unknown {kind} [{section}] {key!r}{hint}" if section
+                            else f"unknown {kind} [{key}]{hint}")
+            continue
+        converted = _convert(value, hints[key], where, problems)
+        if converted is not _MISSING:
+            kwargs[key] = converted
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a field left out because its value was wrong: defaults fill in
+        problems.append(f"[{section}] {err}")
+        return cls()
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """Parse one TOML file; errors name the file and the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file to --config")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``section.key=value`` (value in TOML syntax; bare words are strings) into a nested table."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} must look like section.key=value, e.g. vote.patch_threshold=0.6")
+    dotted, raw = text.split("=", 1)
+    parts = [p.strip() for p in dotted.strip().split(".")]
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {text!r} must name a section and a key, e.g. vote.patch_threshold=0.6")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as greedy or cpu
+    table: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        table = {part: table}
+    return table
+
+
+def config_from_table(table: dict[str, Any]) -> PipelineConfig:
+    """Build and validate a :class:`PipelineConfig` from one merged table; raise all problems at once."""
+    problems: list[str] = []
+    table = {k: v for k, v in table.items() if k != "ppp_dist"}  # provenance written by save_config
+    config = _build(PipelineConfig, table, "", problems)
+    problems += config.problems()  # values with a wrong type were left at their defaults
+    if problems:
+        raise ConfigError(_join(problems))
+    return config
+
+
+def _join(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems in the config: " + "; ".join(problems)
+
+
+def load_config(paths: list[Path | str] | tuple[Path | str, ...] = (),
+                overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Defaults, then each TOML file in order (later files win), then ``--set`` overrides."""
+    table: dict[str, Any] = {}
+    for path in paths:
+        table = _merge(table, read_toml(path))
+    for text in overrides:
+        table = _merge(table, parse_override(text))
+    return config_from_table(table)
+
+
+def config_to_table(config: PipelineConfig) -> dict[str, Any]:
+    """The resolved config as a TOML-ready table (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def save_config(config: PipelineConfig, path: Path | str) -> Path:
+    """Write the resolved config (with the package version) as TOML; it loads back to an equal config."""
+    path = Path(path)
+    table = config_to_table(config)
+    table["ppp_dist"] = {"version": __version__}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Resolved ppp_dist config: defaults <- files <- --set overrides.\n" + tomli_w.dumps(table))
+    return path

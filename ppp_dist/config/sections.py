@@ -1,0 +1,421 @@
+"""The typed config sections of ppp_dist.
+
+One frozen dataclass per TOML section. Field comments are the documentation: ``configs/default.toml``
+repeats every key with its default, and ``docs/config_reference.md`` is generated from these classes
+(``python -m ppp_dist.config.reference``). Each section lists its range problems in ``problems()``;
+the loader collects the problems of every section and reports them together.
+
+All spatial sizes are voxels in (Z, Y, X) order; 2D data is 3D with Z = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Normalization = Literal["none", "clip", "minmax"]
+Activation = Literal["relu", "leaky_relu", "elu"]
+Padding = Literal["valid", "same"]
+Upsampling = Literal["transposed_conv", "resize_conv"]
+Head = Literal["patches", "codes"]
+NuminstHead = Literal["classes", "foreground"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Consensus = Literal["prob_product", "raw_prob_product", "count"]
+DifferentRule = Literal["less_than_threshold", "inverse_threshold", "half_threshold"]
+Selection = Literal["local", "greedy"]
+Partition = Literal["connected_components", "mutex_watershed"]
+Criterion = Literal["iou", "cldice"]
+Assignment = Literal["hungarian", "greedy"]
+ClusterKind = Literal["local", "scheduler", "cuda", "slurm", "lsf", "pbs"]
+Backend = Literal["sqlite", "postgres"]
+PatchDtype = Literal["uint8", "float16"]
+
+
+def _positive(section: str, **values: object) -> list[str]:
+    """Problems for every value that is not > 0 (scalars or tuples)."""
+    problems = []
+    for key, value in values.items():
+        items = value if isinstance(value, tuple) else (value,)
+        if any(v <= 0 for v in items):  # type: ignore[operator]
+            problems.append(f"[{section}] {key} must be > 0, got {value!r}")
+    return problems
+
+
+def _probability(section: str, **values: float) -> list[str]:
+    return [f"[{section}] {key} must lie in [0, 1], got {value!r}"
+            for key, value in values.items() if not 0.0 <= value <= 1.0]
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    """[general] Logging, overwriting and seeding."""
+
+    log_level: LogLevel = "INFO"  # log level of the console and of <exp>/logs/run.log
+    overwrite: bool = False  # recompute outputs that exist already (otherwise they are reused)
+    seed: int = 0  # seed of every random choice (sampling, augmentation, synthetic data)
+
+    def problems(self) -> list[str]:
+        return [] if self.seed >= 0 else [f"[general] seed must be >= 0, got {self.seed}"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """[data] Where the volumes are and how to read them."""
+
+    input: str = ""  # volume to process (predict/infer/plan): "path.zarr/key"; --input overrides it
+    train_data: tuple[str, ...] = ()  # zarr samples (files or folders of *.zarr) for training
+    val_data: tuple[str, ...] = ()  # zarr samples for validation sweeps
+    test_data: tuple[str, ...] = ()  # zarr samples for infer/evaluate
+    raw_key: str = "volumes/raw"  # array of raw intensities (C, Z, Y, X) inside each sample
+    gt_key: str = "volumes/gt_instances"  # ground truth (K, Z, Y, X) instance channels inside each sample
+    num_channels: int = 1  # channels of the raw input
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # physical size of a voxel (Z, Y, X)
+    normalization: Normalization = "clip"  # raw intensity normalisation: none, clip (to [0, clip_max]/clip_max), minmax
+    clip_max: float = 1500.0  # upper clip value for normalization = "clip"
+    shift_intensity: bool = False  # map normalised raw x in [0, 1] to 2x - 1
+    overlapping_instances: bool = False  # GT has one instance per channel and instances may overlap
+    cross_val_folds: tuple[str, ...] = ("val_data", "test_data")  # the two data keys used as cross-validation folds
+
+    def problems(self) -> list[str]:
+        problems = _positive("data", num_channels=self.num_channels, voxel_size=self.voxel_size,
+                             clip_max=self.clip_max)
+        for key in self.cross_val_folds:
+            if key not in ("train_data", "val_data", "test_data"):
+                problems.append(f"[data] cross_val_folds names {key!r}; use train_data, val_data or test_data")
+        return problems
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """[model.decoder] The code decoder of ppp+dec (model.head = "codes"), trained jointly."""
+
+    code_shape: tuple[int, int, int, int] = (22, 2, 2, 2)  # code reshaped to (fmaps, z, y, x); prod = model.code_units
+    num_fmaps: tuple[int, ...] = (128, 64)  # decoder widths, coarse to fine
+    upsample_factor: int = 2  # per decoder level, per spatial axis (z too, unless the patch has z = 1)
+    kernel_size: int = 3
+    num_repetitions: int = 2  # convolutions per decoder level
+    num_code_samples: int = 1024  # single-instance voxels decoded per batch item for the loss
+    decode_batch_size: int = 1024  # voxels decoded at once by the decode stage
+    checkpoint: str = "this"  # "this" = the decoder trained with the U-Net; or a checkpoint path
+
+    def problems(self) -> list[str]:
+        return _positive("model.decoder", code_shape=self.code_shape, num_fmaps=self.num_fmaps,
+                         upsample_factor=self.upsample_factor, kernel_size=self.kernel_size,
+                         num_repetitions=self.num_repetitions, num_code_samples=self.num_code_samples,
+                         decode_batch_size=self.decode_batch_size)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """[model] The U-Net and its heads."""
+
+    patch_shape: tuple[int, int, int] = (7, 7, 7)  # odd patch size per axis; (1, py, px) for 2D
+    max_num_inst: int = 2  # numinst classes are 0, 1, ..., max_num_inst ("max_num_inst or more")
+    head: Head = "patches"  # patches = ppp (one logit per patch voxel); codes = ppp+dec
+    code_units: int = 176  # code length for head = "codes"
+    numinst_head: NuminstHead = "classes"  # classes = softmax over 0..max_num_inst; foreground = one sigmoid
+    num_fmaps: int = 20  # feature maps of the first level
+    fmap_inc_factors: tuple[float, ...] = (3.0, 3.0, 3.0)  # width growth per downsampling
+    fmap_dec_factors: tuple[float, ...] = (1.2, 1.2, 1.2)  # decoder width shrink per level
+    downsample_factors: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2))
+    kernel_size: int = 3
+    num_repetitions: int = 2  # convolutions per level
+    activation: Activation = "relu"
+    padding: Padding = "valid"
+    upsampling: Upsampling = "transposed_conv"
+    train_input_shape: tuple[int, int, int] = (140, 140, 140)  # network input during training
+    predict_input_shape: tuple[int, int, int] = (156, 156, 156)  # network input during prediction
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def problems(self) -> list[str]:
+        problems = _positive("model", patch_shape=self.patch_shape, num_fmaps=self.num_fmaps,
+                             fmap_inc_factors=self.fmap_inc_factors, fmap_dec_factors=self.fmap_dec_factors,
+                             kernel_size=self.kernel_size, num_repetitions=self.num_repetitions,
+                             train_input_shape=self.train_input_shape,
+                             predict_input_shape=self.predict_input_shape, code_units=self.code_units)
+        if any(p % 2 == 0 for p in self.patch_shape):
+            problems.append(f"[model] patch_shape must be odd on every axis, got {self.patch_shape}")
+        if self.max_num_inst < 1:
+            problems.append(f"[model] max_num_inst must be >= 1, got {self.max_num_inst}")
+        if len(self.fmap_inc_factors) != len(self.downsample_factors) or \
+                len(self.fmap_dec_factors) != len(self.downsample_factors):
+            problems.append("[model] fmap_inc_factors, fmap_dec_factors and downsample_factors need one entry "
+                            f"per level; got {len(self.fmap_inc_factors)}, {len(self.fmap_dec_factors)} "
+                            f"and {len(self.downsample_factors)}")
+        code = 1
+        for c in self.decoder.code_shape:
+            code *= c
+        if self.head == "codes" and code != self.code_units:
+            problems.append(f"[model] code_units = {self.code_units} but model.decoder.code_shape = "
+                            f"{self.decoder.code_shape} holds {code}; make them agree")
+        return problems + self.decoder.problems()
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """[training.sampling] Where training crops are taken."""
+
+    probability_foreground: float = 0.7  # crops centred on a foreground voxel
+    probability_overlap: float = 0.25  # crops centred near an overlap (numinst >= 2) voxel
+    probability_random: float = 0.05  # uniformly random crops
+    overlap_radius: int = 3  # "near an overlap" = within this many voxels
+    min_masked: float = 0.01  # a foreground crop must hold at least this fraction of foreground
+
+    def problems(self) -> list[str]:
+        problems = _probability("training.sampling", probability_foreground=self.probability_foreground,
+                                probability_overlap=self.probability_overlap,
+                                probability_random=self.probability_random, min_masked=self.min_masked)
+        total = self.probability_foreground + self.probability_overlap + self.probability_random
+        if abs(total - 1.0) > 1e-6:
+            problems.append(f"[training.sampling] probability_foreground + probability_overlap + "
+                            f"probability_random must sum to 1, got {total:g}")
+        return problems
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """[training.augmentation] Random changes applied to training crops."""
+
+    mirror_transpose: bool = True  # mirror every axis and transpose equal-sized axes
+    intensity_scale: tuple[float, float] = (0.9, 1.1)  # multiply raw by a factor in this range
+    intensity_shift: tuple[float, float] = (-0.1, 0.1)  # add an offset in this range
+    probability_permute_channels: float = 0.5  # permute raw channels (colour-coded neurons)
+    probability_hue: float = 0.3  # change the hue of multi-channel raw
+    hue_max_change: float = 0.5
+    probability_elastic: float = 0.5  # smooth elastic deformation
+    elastic_control_point_spacing: int = 20  # voxels between control points
+    elastic_jitter_sigma: float = 1.0  # voxels
+    rotation_max_degrees: float = 45.0  # random rotation, in-plane for 2D
+    probability_overlay: float = 0.3  # add a second sample's raw and instances to make overlaps
+
+    def problems(self) -> list[str]:
+        problems = _probability("training.augmentation",
+                                probability_permute_channels=self.probability_permute_channels,
+                                probability_hue=self.probability_hue,
+                                probability_elastic=self.probability_elastic,
+                                probability_overlay=self.probability_overlay)
+        for key in ("intensity_scale", "intensity_shift"):
+            low, high = getattr(self, key)
+            if low > high:
+                problems.append(f"[training.augmentation] {key} must be (low, high), got {(low, high)}")
+        return problems
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """[training] Fitting the network."""
+
+    batch_size: int = 2
+    max_iterations: int = 400_000
+    learning_rate: float = 1e-4
+    optimizer: Optimizer = "adam"
+    patch_loss_weight: float = 1.0  # weight of the patch (or decoded patch) BCE
+    numinst_loss_weight: float = 1.0  # weight of the numinst cross entropy
+    background_weight: float = 1.0  # loss weight of background voxels (0.01 for partly labelled data)
+    checkpoint_every: int = 5000  # iterations between checkpoints
+    validate_every: int = 1000  # iterations between validation-loss evaluations (0 = never)
+    log_every: int = 25  # iterations between loss lines in metrics.csv and TensorBoard
+    num_workers: int = 2  # data-loading processes
+    use_amp: bool = True  # automatic mixed precision (CUDA only)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def problems(self) -> list[str]:
+        problems = _positive("training", batch_size=self.batch_size, max_iterations=self.max_iterations,
+                             learning_rate=self.learning_rate, checkpoint_every=self.checkpoint_every,
+                             log_every=self.log_every)
+        if min(self.patch_loss_weight, self.numinst_loss_weight, self.background_weight,
+               self.validate_every, self.num_workers) < 0:
+            problems.append("[training] loss weights, validate_every and num_workers must be >= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            problems.append(f"[training] device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return problems + self.sampling.problems() + self.augmentation.problems()
+
+
+@dataclass(frozen=True)
+class PredictionConfig:
+    """[prediction] Running the network over a volume."""
+
+    checkpoint: str = "last"  # last, best (from validation) or an iteration number
+    batch_size: int = 1
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    patch_dtype: PatchDtype = "uint8"  # stored patches: uint8 (value/255) or float16
+    store_patches: bool = True  # false = fused predict -> decode -> vote that stores no patches
+    decode_foreground_threshold: float = 0.5  # decode codes only where P(foreground) >= this
+
+    def problems(self) -> list[str]:
+        problems = _positive("prediction", batch_size=self.batch_size)
+        problems += _probability("prediction", decode_foreground_threshold=self.decode_foreground_threshold)
+        if not (self.checkpoint in ("last", "best") or self.checkpoint.isdigit()):
+            problems.append(f"[prediction] checkpoint must be last, best or an iteration number, "
+                            f"got {self.checkpoint!r}")
+        return problems
+
+
+@dataclass(frozen=True)
+class VoteConfig:
+    """[vote] Assembling instances from the consensus of overlapping patches."""
+
+    patch_threshold: float = 0.5  # TH: a patch value above it means "same instance as the centre"
+    cover_threshold: float = 0.5  # patch value above which a voxel counts as covered by a patch
+    numinst_thresholds: tuple[float, float] = (0.9, 0.1)  # numinst = 1 where P(1) > t1; = 2 where P(>=2) > t2
+    consensus: Consensus = "prob_product"  # vote value: normalised probability products, raw products, or +-1
+    different_rule: DifferentRule = "less_than_threshold"  # when a patch says "different": v < TH, v < 1-TH, v < TH/2
+    selection: Selection = "local"  # local = block-invariant election; greedy = the original cover + thin-out
+    thin_out: bool = True  # greedy selection only: remove redundant patches by greedy set cover
+    partition: Partition = "connected_components"
+    edge_threshold: float = 0.0  # patch pairs with mean consensus above this are the same instance
+    overlap_channels: bool = True  # keep a second label where numinst >= 2 (channel 1 of the output)
+    mask_to_foreground: bool = True  # labels only on predicted foreground
+    block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
+    foreground_bbox_only: bool = True  # restrict blocks to the bounding box of the foreground
+    ignore_small_components: int = 200  # foreground components this small do not extend that bounding box
+
+    def problems(self) -> list[str]:
+        problems = _probability("vote", cover_threshold=self.cover_threshold,
+                                numinst_threshold_1=self.numinst_thresholds[0],
+                                numinst_threshold_2=self.numinst_thresholds[1])
+        if not 0.0 < self.patch_threshold < 1.0:
+            problems.append(f"[vote] patch_threshold must lie strictly between 0 and 1, got {self.patch_threshold}")
+        if not -1.0 <= self.edge_threshold <= 1.0:
+            problems.append(f"[vote] edge_threshold must lie in [-1, 1], got {self.edge_threshold}")
+        problems += _positive("vote", block_shape=self.block_shape)
+        if self.ignore_small_components < 0:
+            problems.append(f"[vote] ignore_small_components must be >= 0, got {self.ignore_small_components}")
+        return problems
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """[validation] Sweeping checkpoints x assembly parameters on validation data."""
+
+    checkpoints: tuple[int, ...] = ()  # iterations to validate; empty = every checkpoint found
+    grid: dict[str, tuple] = field(default_factory=dict)  # [vote] key -> candidate values
+    zip_keys: tuple[str, ...] = ()  # grid keys whose lists are zipped; the others form a product
+    metric: str = "avS"  # summary number to maximise (see docs/metrics.md), e.g. avS, S_0.5, S, avF1
+
+    def problems(self) -> list[str]:
+        problems = []
+        from dataclasses import fields
+        vote_keys = [f.name for f in fields(VoteConfig)]
+        import difflib
+        for key, values in self.grid.items():
+            if key not in vote_keys:
+                close = difflib.get_close_matches(key, vote_keys, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"[validation.grid] {key!r} is not a [vote] key{hint}")
+            if len(values) == 0:
+                problems.append(f"[validation.grid] {key} lists no values")
+        for key in self.zip_keys:
+            if key not in self.grid:
+                problems.append(f"[validation] zip_keys names {key!r}, which is not in [validation.grid]")
+        lengths = {len(self.grid[k]) for k in self.zip_keys if k in self.grid}
+        if len(lengths) > 1:
+            problems.append(f"[validation] the zip_keys lists must have equal lengths, got {sorted(lengths)}")
+        return problems
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """[evaluation] Metrics against ground truth (docs/metrics.md)."""
+
+    criterion: Criterion = "iou"  # iou = S_t / avS (nuclei, worms); cldice = FlyLight/FISBe avF1, C, S
+    assignment: Assignment = "hungarian"  # matching of predictions to GT at each threshold
+    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    min_instance_size: int = 0  # predicted instances with <= this many voxels are removed first
+    foreground_only: bool = False  # ignore predictions where the GT is background
+    average_over_samples: bool = True  # false = pool instance counts over samples (FlyLight folds)
+    isbi_scores: bool = False  # also compute the ISBI 2012 V_Rand and V_Info
+    false_labels: bool = True  # count false splits and false merges (cldice)
+    write_images: bool = True  # overlay / max-projection PNGs in the report
+
+    def problems(self) -> list[str]:
+        problems = [f"[evaluation] thresholds must lie in (0, 1], got {t}"
+                    for t in self.thresholds if not 0.0 < t <= 1.0]
+        if not self.thresholds:
+            problems.append("[evaluation] thresholds must not be empty")
+        if self.min_instance_size < 0:
+            problems.append(f"[evaluation] min_instance_size must be >= 0, got {self.min_instance_size}")
+        return problems
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """[postprocess] Cleaning the painted instances."""
+
+    min_instance_size: int = 0  # instances with <= this many voxels are removed, the rest relabelled
+    dilate: int = 0  # grow each instance by this many voxels into background (never into another)
+    save_mip: bool = True  # write a coloured max-intensity projection PNG
+
+    def problems(self) -> list[str]:
+        if self.min_instance_size < 0 or self.dilate < 0:
+            return [f"[postprocess] min_instance_size and dilate must be >= 0, got "
+                    f"{self.min_instance_size} and {self.dilate}"]
+        return []
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster] Where the dask workers come from."""
+
+    kind: ClusterKind = "local"  # local, scheduler (join scheduler_address), cuda, slurm, lsf, pbs
+    scheduler_address: str = ""  # tcp://host:8786 for kind = "scheduler"; --scheduler overrides
+    n_workers: int = 0  # worker processes (0 = one per core for local, one per GPU for cuda)
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"  # per worker, e.g. "8GiB"
+    dashboard_address: str = ":8787"  # ":0" picks a free port
+    retries: int = 2  # attempts per failed block after the first
+    queue: str = ""  # batch systems: partition / queue
+    account: str = ""  # batch systems: project to charge
+    walltime: str = "04:00:00"
+    cores: int = 2  # batch systems: cores per job
+    memory: str = "16GiB"  # batch systems: memory per job
+    gpus_per_job: int = 0
+    job_extra_directives: tuple[str, ...] = ()  # extra #SBATCH / #BSUB / #PBS lines
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.kind == "scheduler" and not self.scheduler_address:
+            problems.append('[cluster] kind = "scheduler" needs scheduler_address (or --scheduler ADDRESS)')
+        if self.n_workers < 0 or self.threads_per_worker < 1 or self.retries < 0 or self.cores < 1:
+            problems.append("[cluster] n_workers and retries must be >= 0, threads_per_worker and cores >= 1")
+        return problems
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """[database] The graph database shared by the workers."""
+
+    backend: Backend = "sqlite"  # sqlite (one file, single machine) or postgres (clusters)
+    path: str = ""  # sqlite file; empty = <experiment>/graph.sqlite
+    dsn: str = ""  # postgres connection string; the environment variable PPP_DIST_DB_DSN overrides it
+    batch_size: int = 100_000  # rows per bulk insert / streamed read
+
+    def problems(self) -> list[str]:
+        return _positive("database", batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole configuration: one field per TOML section."""
+
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    prediction: PredictionConfig = field(default_factory=PredictionConfig)
+    vote: VoteConfig = field(default_factory=VoteConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        for name in ("general", "data", "model", "training", "prediction", "vote", "validation",
+                     "evaluation", "postprocess", "cluster", "database"):
+            problems += getattr(self, name).problems()
+        return problems
