@@ -93,7 +93,7 @@ class DecoderConfig:
     code_shape: tuple[int, int, int, int] = (22, 2, 2, 2)  # code reshaped to (fmaps, z, y, x); prod = model.code_units
     num_fmaps: tuple[int, ...] = (128, 64)  # decoder widths, coarse to fine
     upsample_factor: int = 2  # per decoder level, per spatial axis (z too, unless the patch has z = 1)
-    kernel_size: int = 3
+    kernel_size: int = 3  # convolution kernel size of the decoder
     num_repetitions: int = 2  # convolutions per decoder level
     num_code_samples: int = 1024  # single-instance voxels decoded per batch item for the loss
     decode_batch_size: int = 1024  # voxels decoded at once by the decode stage
@@ -118,12 +118,12 @@ class ModelConfig:
     num_fmaps: int = 20  # feature maps of the first level
     fmap_inc_factors: tuple[float, ...] = (3.0, 3.0, 3.0)  # width growth per downsampling
     fmap_dec_factors: tuple[float, ...] = (1.2, 1.2, 1.2)  # decoder width shrink per level
-    downsample_factors: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2))
-    kernel_size: int = 3
+    downsample_factors: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2))  # per level and axis
+    kernel_size: int = 3  # convolution kernel size
     num_repetitions: int = 2  # convolutions per level
-    activation: Activation = "relu"
-    padding: Padding = "valid"
-    upsampling: Upsampling = "transposed_conv"
+    activation: Activation = "relu"  # non-linearity after every convolution
+    padding: Padding = "valid"  # valid = exact tiling with context (the paper's); same = output as large as the input
+    upsampling: Upsampling = "transposed_conv"  # learned, or nearest upsampling + convolution
     train_input_shape: tuple[int, int, int] = (140, 140, 140)  # network input during training
     predict_input_shape: tuple[int, int, int] = (156, 156, 156)  # network input during prediction
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -182,7 +182,7 @@ class AugmentationConfig:
     intensity_shift: tuple[float, float] = (-0.1, 0.1)  # add an offset in this range
     probability_permute_channels: float = 0.5  # permute raw channels (colour-coded neurons)
     probability_hue: float = 0.3  # change the hue of multi-channel raw
-    hue_max_change: float = 0.5
+    hue_max_change: float = 0.5  # largest hue change
     probability_elastic: float = 0.5  # smooth elastic deformation
     elastic_control_point_spacing: int = 20  # voxels between control points
     elastic_jitter_sigma: float = 1.0  # voxels
@@ -206,10 +206,10 @@ class AugmentationConfig:
 class TrainingConfig:
     """[training] Fitting the network."""
 
-    batch_size: int = 2
-    max_iterations: int = 400_000
-    learning_rate: float = 1e-4
-    optimizer: Optimizer = "adam"
+    batch_size: int = 2  # crops per iteration
+    max_iterations: int = 400_000  # training stops after this many iterations
+    learning_rate: float = 1e-4  # Adam/AdamW/SGD learning rate
+    optimizer: Optimizer = "adam"  # torch optimiser
     patch_loss_weight: float = 1.0  # weight of the patch (or decoded patch) BCE
     numinst_loss_weight: float = 1.0  # weight of the numinst cross entropy
     background_weight: float = 1.0  # loss weight of background voxels (0.01 for partly labelled data)
@@ -239,7 +239,7 @@ class PredictionConfig:
     """[prediction] Running the network over a volume."""
 
     checkpoint: str = "last"  # last, best (from validation) or an iteration number
-    batch_size: int = 1
+    batch_size: int = 1  # network inputs per forward pass
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     patch_dtype: PatchDtype = "uint8"  # stored patches: uint8 (value/255) or float16
     store_patches: bool = True  # false = fused predict -> decode -> vote that stores no patches
@@ -265,7 +265,7 @@ class VoteConfig:
     different_rule: DifferentRule = "less_than_threshold"  # when a patch says "different": v < TH, v < 1-TH, v < TH/2
     selection: Selection = "local"  # local = block-invariant election; greedy = the original cover + thin-out
     thin_out: bool = True  # greedy selection only: remove redundant patches by greedy set cover
-    partition: Partition = "connected_components"
+    partition: Partition = "connected_components"  # or mutex_watershed: negative edges keep apart
     edge_threshold: float = 0.0  # patch pairs with mean consensus above this are the same instance
     overlap_channels: bool = True  # keep a second label where numinst >= 2 (channel 1 of the output)
     mask_to_foreground: bool = True  # labels only on predicted foreground
@@ -323,7 +323,7 @@ class EvaluationConfig:
 
     criterion: Criterion = "iou"  # iou = S_t / avS (nuclei, worms); cldice = FlyLight/FISBe avF1, C, S
     assignment: Assignment = "hungarian"  # matching of predictions to GT at each threshold
-    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # match thresholds
     min_instance_size: int = 0  # predicted instances with <= this many voxels are removed first
     foreground_only: bool = False  # ignore predictions where the GT is background
     average_over_samples: bool = True  # false = pool instance counts over samples (FlyLight folds)
@@ -363,16 +363,16 @@ class ClusterConfig:
     kind: ClusterKind = "local"  # local, scheduler (join scheduler_address), cuda, slurm, lsf, pbs
     scheduler_address: str = ""  # tcp://host:8786 for kind = "scheduler"; --scheduler overrides
     n_workers: int = 0  # worker processes (0 = one per core for local, one per GPU for cuda)
-    threads_per_worker: int = 1
+    threads_per_worker: int = 1  # threads of each worker process
     memory_limit: str = "auto"  # per worker, e.g. "8GiB"
     dashboard_address: str = ":8787"  # ":0" picks a free port
     retries: int = 2  # attempts per failed block after the first
     queue: str = ""  # batch systems: partition / queue
     account: str = ""  # batch systems: project to charge
-    walltime: str = "04:00:00"
+    walltime: str = "04:00:00"  # batch systems: wall-clock limit per job
     cores: int = 2  # batch systems: cores per job
     memory: str = "16GiB"  # batch systems: memory per job
-    gpus_per_job: int = 0
+    gpus_per_job: int = 0  # batch systems: GPUs per job (one worker per GPU)
     job_extra_directives: tuple[str, ...] = ()  # extra #SBATCH / #BSUB / #PBS lines
 
     def problems(self) -> list[str]:
