@@ -79,8 +79,15 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
             return float(value)
     elif hint is str:
         ok = isinstance(value, str)
-    elif hint is tuple or origin in (typing.Union, types.UnionType):
-        return value
+    elif origin in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        for option in args:  # the first type that takes the value without a problem
+            attempt: list[str] = []
+            converted = _convert(value, option, where, attempt)
+            if not attempt:
+                return converted
+        problems.append(f"{where} must be {' or '.join(_describe(a) for a in args)}, got {value!r}")
+        return _MISSING
     if not ok:
         problems.append(f"{where} must be {_describe(hint)}, got {value!r}")
         return _MISSING

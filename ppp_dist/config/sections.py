@@ -210,6 +210,9 @@ class TrainingConfig:
     max_iterations: int = 400_000  # training stops after this many iterations
     learning_rate: float = 1e-4  # Adam/AdamW/SGD learning rate
     optimizer: Optimizer = "adam"  # torch optimiser
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW betas (the ECCV networks used 0.95, 0.999)
+    weight_decay: float = 0.0  # L2 penalty of the optimiser
+    init_checkpoint: str = ""  # start from the weights of this checkpoint (e.g. self-supervised); empty = random
     patch_loss_weight: float = 1.0  # weight of the patch (or decoded patch) BCE
     numinst_loss_weight: float = 1.0  # weight of the numinst cross entropy
     background_weight: float = 1.0  # loss weight of background voxels (0.01 for partly labelled data)
@@ -227,10 +230,12 @@ class TrainingConfig:
                              learning_rate=self.learning_rate, checkpoint_every=self.checkpoint_every,
                              log_every=self.log_every)
         if min(self.patch_loss_weight, self.numinst_loss_weight, self.background_weight,
-               self.validate_every, self.num_workers) < 0:
-            problems.append("[training] loss weights, validate_every and num_workers must be >= 0")
+               self.validate_every, self.num_workers, self.weight_decay) < 0:
+            problems.append("[training] loss weights, weight_decay, validate_every and num_workers must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             problems.append(f"[training] device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            problems.append(f"[training] adam_betas must lie in [0, 1), got {self.adam_betas}")
         return problems + self.sampling.problems() + self.augmentation.problems()
 
 
@@ -238,7 +243,7 @@ class TrainingConfig:
 class PredictionConfig:
     """[prediction] Running the network over a volume."""
 
-    checkpoint: str = "last"  # last, best (from validation) or an iteration number
+    checkpoint: int | str = "last"  # last, best (from validation) or an iteration number
     batch_size: int = 1  # network inputs per forward pass
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     patch_dtype: PatchDtype = "uint8"  # stored patches: uint8 (value/255) or float16
@@ -248,7 +253,9 @@ class PredictionConfig:
     def problems(self) -> list[str]:
         problems = _positive("prediction", batch_size=self.batch_size)
         problems += _probability("prediction", decode_foreground_threshold=self.decode_foreground_threshold)
-        if not (self.checkpoint in ("last", "best") or self.checkpoint.isdigit()):
+        if not (self.checkpoint in ("last", "best") or
+                (isinstance(self.checkpoint, int) and not isinstance(self.checkpoint, bool)
+                 and self.checkpoint >= 0)):
             problems.append(f"[prediction] checkpoint must be last, best or an iteration number, "
                             f"got {self.checkpoint!r}")
         return problems
