@@ -26,7 +26,7 @@ DifferentRule = Literal["less_than_threshold", "inverse_threshold", "half_thresh
 Selection = Literal["local", "greedy"]
 Partition = Literal["connected_components", "mutex_watershed"]
 Criterion = Literal["iou", "cldice"]
-Assignment = Literal["hungarian", "greedy"]
+Assignment = Literal["auto", "hungarian", "greedy"]
 ClusterKind = Literal["local", "scheduler", "cuda", "slurm", "lsf", "pbs"]
 Backend = Literal["sqlite", "postgres"]
 PatchDtype = Literal["uint8", "float16"]
@@ -63,7 +63,8 @@ class GeneralConfig:
 class DataConfig:
     """[data] Where the volumes are and how to read them."""
 
-    input: str = ""  # volume to process (predict/infer/plan): "path.zarr/key"; --input overrides it
+    input: str = ""  # volume to process (predict/label/evaluate/plan): "path.zarr/key"; --input overrides it
+    ground_truth: str = ""  # ground truth of the input for evaluate: "path.zarr/key"; --gt overrides it
     train_data: tuple[str, ...] = ()  # zarr samples (files or folders of *.zarr) for training
     val_data: tuple[str, ...] = ()  # zarr samples for validation sweeps
     test_data: tuple[str, ...] = ()  # zarr samples for infer/evaluate
@@ -329,7 +330,7 @@ class EvaluationConfig:
     """[evaluation] Metrics against ground truth (docs/metrics.md)."""
 
     criterion: Criterion = "iou"  # iou = S_t / avS (nuclei, worms); cldice = FlyLight/FISBe avF1, C, S
-    assignment: Assignment = "hungarian"  # matching of predictions to GT at each threshold
+    assignment: Assignment = "auto"  # auto = hungarian for iou (as the paper), greedy for cldice (as FISBe)
     thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # match thresholds
     min_instance_size: int = 0  # predicted instances with <= this many voxels are removed first
     foreground_only: bool = False  # ignore predictions where the GT is background
@@ -337,6 +338,7 @@ class EvaluationConfig:
     isbi_scores: bool = False  # also compute the ISBI 2012 V_Rand and V_Info
     false_labels: bool = True  # count false splits and false merges (cldice)
     write_images: bool = True  # overlay / max-projection PNGs in the report
+    block_shape: tuple[int, int, int] = (128, 128, 128)  # blocks of the streamed GT x prediction overlap table
 
     def problems(self) -> list[str]:
         problems = [f"[evaluation] thresholds must lie in (0, 1], got {t}"
@@ -345,7 +347,7 @@ class EvaluationConfig:
             problems.append("[evaluation] thresholds must not be empty")
         if self.min_instance_size < 0:
             problems.append(f"[evaluation] min_instance_size must be >= 0, got {self.min_instance_size}")
-        return problems
+        return problems + _positive("evaluation", block_shape=self.block_shape)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,161 @@
+"""What each ``ppp-dist`` sub-command does, once the arguments are parsed.
+
+User-facing output of the CLI is printed here (and in ``cli.py``); the rest of the package only logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import tomli_w
+
+from ppp_dist import tasks
+from ppp_dist.config import PipelineConfig, load_config
+from ppp_dist.config.loader import config_to_table
+from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.experiment import CONFIG_NAME, Experiment, open_experiment
+from ppp_dist.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def dispatch(args: argparse.Namespace, do_tasks: list[str] | None) -> int:
+    if args.command == "plan":
+        return plan(args)
+    if args.command == "status":
+        return status(args)
+    if args.command == "show-config":
+        return show_config(args)
+    if args.command == "demo":
+        from ppp_dist.demo import run_demo
+        return run_demo(args)
+    return run_tasks(args, do_tasks or [args.command])
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if getattr(args, "input", None):
+        overrides.append(f"data.input={_toml_string(args.input)}")
+    if getattr(args, "gt", None):
+        overrides.append(f"data.ground_truth={_toml_string(args.gt)}")
+    if getattr(args, "scheduler", None):
+        overrides += ['cluster.kind="scheduler"', f"cluster.scheduler_address={_toml_string(args.scheduler)}"]
+    return overrides
+
+
+def _toml_string(text: str) -> str:
+    return tomli_w.dumps({"v": text})[4:].strip()
+
+
+def run_tasks(args: argparse.Namespace, names: list[str]) -> int:
+    """Run task names (groups expanded) in pipeline order inside one experiment folder."""
+    order = tasks.expand(names)
+    config = load_config(args.config, _overrides(args))  # config errors first, before anything is written
+    tasks.check_available(order)
+    _check_inputs(order, config)
+    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=_overrides(args))
+    setup_logging(experiment.config.general.log_level if not args.verbose else "DEBUG", experiment.log_path)
+    handlers = _task_handlers()
+    for name in order:
+        logger.info("task %s", name)
+        handlers[name](experiment)
+    return 0
+
+
+def _task_handlers() -> dict:
+    """Task name -> callable(experiment) for the tasks this version implements."""
+    return {"evaluate": evaluate}
+
+
+def _check_inputs(order: list[str], config: PipelineConfig) -> None:
+    """Input problems of the tasks about to run, raised before the experiment folder is written."""
+    if "evaluate" in order and "label" not in order:
+        if not config.data.input or not config.data.ground_truth:
+            raise ConfigError("evaluate needs the predicted labels and the ground truth: pass --input "
+                              "PRED.zarr/KEY and --gt GT.zarr/KEY (or set [data] input and ground_truth)")
+        from ppp_dist.io import volumes
+        volumes.open_array(config.data.input)
+        volumes.open_array(config.data.ground_truth)
+
+
+def evaluate(experiment: Experiment) -> None:
+    """Score ``[data] input`` (predicted labels) against ``[data] ground_truth``; write the reports."""
+    from ppp_dist.evaluate import evaluate_files
+
+    config = experiment.config
+    ev = config.evaluation
+    out_dir = experiment.output("evaluation")
+    result = evaluate_files([config.data.input], [config.data.ground_truth], out_dir, criterion=ev.criterion,
+                            assignment=None if ev.assignment == "auto" else ev.assignment,
+                            thresholds=ev.thresholds, min_instance_size=ev.min_instance_size,
+                            foreground_only=ev.foreground_only, isbi=ev.isbi_scores,
+                            block_shape=ev.block_shape, write_images=ev.write_images)
+    print(summary_line(result))
+    print(f"report: {out_dir / 'report.md'}")
+
+
+def summary_line(result: dict) -> str:
+    """One line with the headline numbers of an evaluation result."""
+    mean = result["mean"]
+    keys = ("avS", "S_0.5", "avF1", "C", "S", "v_rand", "v_info")
+    parts = [f"{k} {mean[k]:.4f}" for k in keys if isinstance(mean.get(k), float)]
+    return "evaluation: " + (", ".join(parts) if parts else "no scores")
+
+
+def _open_input(config: PipelineConfig):
+    from ppp_dist.io import volumes
+    if not config.data.input:
+        raise ConfigError("this command needs a volume: pass --input PATH.zarr/KEY or set [data] input")
+    array = volumes.open_array(config.data.input)
+    if array.ndim not in (3, 4):
+        raise InputDataError(f"{config.data.input} has {array.ndim} dimensions with shape {array.shape}; "
+                             "expected (C, Z, Y, X) or (Z, Y, X)")
+    return array
+
+
+def plan(args: argparse.Namespace) -> int:
+    """Print the blocks, halos and memory per block of every stage for the input volume."""
+    from ppp_dist.plan import format_bytes, plan_volume
+    config = load_config(args.config, _overrides(args))
+    array = _open_input(config)
+    spatial = tuple(int(s) for s in array.shape[-3:])
+    channels = int(array.shape[0]) if array.ndim == 4 else 1
+    if channels != config.data.num_channels:
+        raise InputDataError(f"{config.data.input} has {channels} channels but [data] num_channels = "
+                             f"{config.data.num_channels}; fix one of them")
+    print(f"volume   {config.data.input}: {channels} channel(s) x {spatial} (Z, Y, X), {array.dtype}, "
+          f"chunks {tuple(array.chunks)}")
+    print(f"patches  {config.model.patch_shape} ({config.model.head}); vote block {config.vote.block_shape}")
+    print(f"{'stage':<8} {'blocks':>7} {'block (Z,Y,X)':>16} {'halo':>13} {'memory/block':>13}  note")
+    for stage in plan_volume(config, spatial):
+        print(f"{stage.stage:<8} {stage.blocks:>7} {str(stage.block_shape):>16} {str(stage.halo):>13} "
+              f"{format_bytes(stage.memory_bytes):>13}  {stage.note}")
+    print("nothing was written (dry run)")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print what an experiment folder holds."""
+    path = Path(args.exp)
+    if not path.is_dir():
+        raise ConfigError(f"experiment folder {path} does not exist")
+    saved = path / CONFIG_NAME
+    if not saved.is_file():
+        raise ConfigError(f"{path} is not a ppp_dist experiment folder (no {CONFIG_NAME})")
+    config = load_config([saved])
+    print(f"experiment {path}")
+    print(f"  config   {saved} (input: {config.data.input or '-'}, patches {config.model.patch_shape})")
+    outputs = sorted(p.name for p in path.iterdir() if p.suffix in (".zarr", ".sqlite", ".csv", ".json", ".md"))
+    print(f"  outputs  {', '.join(outputs) if outputs else 'none yet'}")
+    for name, task in tasks.TASKS.items():
+        state = "not available in this version" if not task.available else "see outputs"
+        print(f"  {name:<12} {state}")
+    return 0
+
+
+def show_config(args: argparse.Namespace) -> int:
+    config = load_config(args.config, _overrides(args))
+    print(tomli_w.dumps(config_to_table(config)), end="")
+    return 0

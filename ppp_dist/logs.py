@@ -1,0 +1,36 @@
+"""Logging set-up. Only entry points (the CLI, worker start-up) call :func:`setup_logging`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int = "INFO", logfile: Path | str | None = None) -> None:
+    """Log to stderr at ``level`` and, if given, to ``logfile`` at DEBUG.
+
+    Parameters
+    ----------
+    level : a logging level name ("DEBUG", "INFO", ...) or number, for the console.
+    logfile : optional path; its folder is created.
+    """
+    root = logging.getLogger("ppp_dist")
+    root.setLevel(logging.DEBUG)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level if isinstance(level, int) else getattr(logging, str(level).upper()))
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(console)
+    if logfile is not None:
+        path = Path(logfile)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        root.addHandler(handler)
+    root.propagate = False

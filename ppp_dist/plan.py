@@ -1,0 +1,96 @@
+"""Dry run: what each stage would do on a volume (blocks, halos, memory), without writing anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ppp_dist import geometry
+from ppp_dist.config import PipelineConfig
+from ppp_dist.network_shapes import unet_output_shape
+
+
+def vote_halo(patch_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Halo (voxels per side) the vote stage reads around a block core.
+
+    Consensus for a voxel pair needs every patch whose window holds both voxels (centres up to ps - 1
+    away); the patch scores, the local selection and the pair weights each look one patch radius further.
+    2 * (ps - 1) per axis keeps every quantity the block owns equal to the whole-volume value.
+    """
+    return tuple(2 * (p - 1) for p in patch_shape)
+
+
+def positive_offsets(patch_shape: tuple[int, ...]) -> int:
+    """Number of lexicographically positive voxel-pair offsets inside a (2 ps - 1) window."""
+    n = 1
+    for p in patch_shape:
+        n *= 2 * p - 1
+    return (n - 1) // 2
+
+
+def vote_memory_bytes(block_shape: tuple[int, ...], patch_shape: tuple[int, ...],
+                      foreground_fraction: float, patch_bytes: int = 1) -> int:
+    """Upper estimate of one vote block's peak memory.
+
+    patches as stored (P x V x patch_bytes) + float32 copy (4 P V) + consensus sum and count over
+    foreground voxels only (8 x n_pos x fg x V), V = voxels of the block with its halo.
+    """
+    halo = vote_halo(patch_shape)
+    voxels = int(np.prod([b + 2 * h for b, h in zip(block_shape, halo)]))
+    patch_size = int(np.prod(patch_shape))
+    fg = int(np.ceil(voxels * foreground_fraction))
+    return patch_size * voxels * (patch_bytes + 4) + 8 * positive_offsets(patch_shape) * fg
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What one stage would do: its blocks and per-block footprint."""
+
+    stage: str
+    blocks: int
+    block_shape: tuple[int, ...]
+    halo: tuple[int, ...]
+    memory_bytes: int
+    note: str
+
+
+def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[StagePlan]:
+    """Plan predict and vote/paint for a volume of ``spatial_shape`` (Z, Y, X) voxels."""
+    model, vote = config.model, config.vote
+    is_2d = spatial_shape[0] == 1 or model.patch_shape[0] == 1
+    downsample = model.downsample_factors
+    predict_in = model.predict_input_shape
+    if is_2d:
+        predict_in = (1,) + tuple(predict_in[1:])
+        downsample = tuple((1,) + tuple(f[1:]) for f in downsample)
+    predict_out = unet_output_shape(predict_in, downsample, model.kernel_size, model.num_repetitions,
+                                    model.padding)
+    context = tuple((i - o) // 2 for i, o in zip(predict_in, predict_out))
+    out_channels = int(np.prod(model.patch_shape)) if model.head == "patches" else model.code_units
+    predict_blocks = len(geometry.tile(spatial_shape, predict_out, context))
+    in_bytes = int(np.prod(predict_in)) * config.data.num_channels * 4
+    out_bytes = int(np.prod(predict_out)) * (out_channels + model.max_num_inst + 1) * 4
+    block_shape = tuple(min(b, s) for b, s in zip(vote.block_shape, spatial_shape))
+    halo = vote_halo(model.patch_shape)
+    vote_blocks = len(geometry.tile(spatial_shape, block_shape, halo))
+    return [
+        StagePlan("predict", predict_blocks, predict_out, context, in_bytes + out_bytes,
+                  f"network input {predict_in} -> output {predict_out}, {out_channels} "
+                  f"{'patch' if model.head == 'patches' else 'code'} channels + numinst"),
+        StagePlan("vote", vote_blocks, block_shape, halo,
+                  vote_memory_bytes(block_shape, model.patch_shape, 0.25),
+                  "consensus, scores, selection, patch graph; memory assumes 25% foreground"),
+        StagePlan("paint", vote_blocks, block_shape, tuple(p // 2 for p in model.patch_shape),
+                  int(np.prod([b + p for b, p in zip(block_shape, model.patch_shape)]))
+                  * (int(np.prod(model.patch_shape)) + 8),
+                  "labels by accumulated votes of the selected patches"),
+    ]
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

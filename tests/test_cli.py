@@ -1,0 +1,183 @@
+"""The command line: help, exit codes, one-sentence errors, experiment folders, plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from ppp_dist.cli import build_parser, main
+from ppp_dist.tasks import GROUPS, TASKS
+
+ALL_COMMANDS = list(TASKS) + list(GROUPS) + ["plan", "status", "show-config", "demo"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_sentence_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got {lines}"
+    assert lines[0].startswith("ppp-dist: error: ") or lines[0].startswith("ppp-dist")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_every_command_explains_itself(command, capsys):
+    code = main([command, "--help"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("usage: ppp-dist " + command)
+    assert len(out.splitlines()) > 4
+
+
+def test_console_script_and_module_agree():
+    exe = Path(sys.executable).with_name("ppp-dist")
+    by_script = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    by_module = subprocess.run([sys.executable, "-m", "ppp_dist", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert by_script == by_module
+    for command in ALL_COMMANDS:
+        assert command in by_script
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if not TASKS[t].available])
+def test_unimplemented_task_says_so_and_writes_nothing(task, capsys, tmp_path):
+    code, _, err = run(capsys, task, "--root", str(tmp_path / "runs"))
+    assert code == 2
+    line = one_sentence_error(err)
+    assert f"cannot run {task} (arrives with" in line and "nothing was done" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_do_style_task_list(capsys, tmp_path):
+    code, _, err = run(capsys, "--do", "train", "predict", "--root", str(tmp_path))
+    assert code == 2
+    assert "cannot run train (arrives with the learning issue), predict" in one_sentence_error(err)
+    code, _, err = run(capsys, "--do", "trian")
+    assert code == 2 and "unknown: trian" in one_sentence_error(err)
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2 and "invalid choice: 'frobnicate'" in one_sentence_error(err)
+    code, _, _ = run(capsys)
+    assert code == 2
+
+
+def test_config_typo_is_one_sentence_with_suggestion(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vote]\npatch_treshold = 0.6\n")
+    code, _, err = run(capsys, "plan", "--config", str(bad), "--input", "x.zarr/raw")
+    assert code == 2
+    assert "did you mean 'patch_threshold'?" in one_sentence_error(err)
+    code, _, err = run(capsys, "show-config", "--set", "vote.selection=best")
+    assert code == 2 and "selection must be one of 'local', 'greedy', got 'best'" in one_sentence_error(err)
+
+
+def test_show_config_prints_resolved_toml(capsys):
+    code, out, _ = run(capsys, "show-config", "--set", "vote.selection=greedy")
+    assert code == 0
+    assert 'selection = "greedy"' in out and "[training.sampling]" in out
+
+
+@pytest.fixture
+def raw_zarr(tmp_path):
+    path = tmp_path / "vol.zarr"
+    group = zarr.open_group(path, mode="w")
+    group.create_array("raw", data=np.zeros((2, 40, 70, 90), dtype=np.uint8), chunks=(2, 20, 35, 45))
+    group.create_array("flat", data=np.zeros((3, 3), dtype=np.uint8))
+    return path
+
+
+def test_plan_prints_blocks_and_writes_nothing(capsys, raw_zarr):
+    before = sorted(p.name for p in raw_zarr.rglob("*"))
+    code, out, _ = run(capsys, "plan", "--input", f"{raw_zarr}/raw", "--set", "data.num_channels=2",
+                       "--set", "vote.block_shape=[32, 32, 32]")
+    assert code == 0
+    assert "2 channel(s) x (40, 70, 90)" in out
+    vote_line = next(line for line in out.splitlines() if line.startswith("vote"))
+    assert vote_line.split()[1] == str(2 * 3 * 3)  # ceil(40/32) * ceil(70/32) * ceil(90/32)
+    assert "(12, 12, 12)" in vote_line  # halo 2 * (7 - 1)
+    assert "nothing was written" in out
+    assert sorted(p.name for p in raw_zarr.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["plan"], "needs a volume: pass --input"),
+    (["plan", "--input", "{dir}/missing.zarr/raw"], "missing.zarr"),
+    (["plan", "--input", "{dir}/vol.zarr/rwa"], "rwa"),
+    (["plan", "--input", "{dir}/vol.zarr/flat"], "2 dimensions"),
+    (["plan", "--input", "{dir}/vol.zarr/raw"], "has 2 channels but [data] num_channels = 1"),
+    (["status", "{dir}/nope"], "does not exist"),
+    (["status", "{dir}"], "is not a ppp_dist experiment folder"),
+])
+def test_bad_input_is_one_sentence_exit_2(argv, expected, capsys, raw_zarr):
+    argv = [a.format(dir=raw_zarr.parent) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert expected in one_sentence_error(err)
+
+
+def test_experiment_folder_created_resumed_and_status(tmp_path, capsys):
+    from ppp_dist.experiment import open_experiment
+
+    exp = open_experiment(root=tmp_path, exp=None, configs=[], overrides=["vote.selection=greedy"])
+    assert exp.path.parent == tmp_path and exp.path.name.startswith("ppp_")
+    again = open_experiment(root=None, exp=exp.path, configs=[], overrides=[])
+    assert again.config == exp.config  # resumed from the saved config
+    changed = open_experiment(root=None, exp=exp.path, configs=[], overrides=["vote.selection=local"])
+    assert changed.config.vote.selection == "local"
+    assert len(list((exp.path / "backups").glob("config_*.toml"))) == 1  # the old config is kept
+    code, out, _ = run(capsys, "status", str(exp.path))
+    assert code == 0 and f"experiment {exp.path}" in out and "label" in out
+
+
+def test_unwritable_experiment_root_is_one_sentence(tmp_path, capsys):
+    blocker = tmp_path / "a_file"  # a folder cannot be made inside a file, not even by root
+    blocker.write_text("")
+    code, _, err = run(capsys, "demo", "--root", str(blocker))
+    assert code == 2
+    assert "cannot be written" in one_sentence_error(err)
+    code, _, err = run(capsys, "demo", "--exp", str(tmp_path / "nope"))
+    assert code == 2 and "does not exist; use --root" in one_sentence_error(err)
+
+
+def test_parser_lists_every_task():
+    parser = build_parser()
+    text = parser.format_help()
+    for name in TASKS:
+        assert name in text
+
+
+def test_evaluate_command_writes_reports(tmp_path, capsys):
+    store = tmp_path / "labels.zarr"
+    gt = np.zeros((1, 12, 20, 20), dtype=np.uint16)
+    gt[0, 2:10, 2:9, 2:9] = 1
+    gt[0, 2:10, 11:18, 11:18] = 2
+    pred = gt.copy()
+    pred[0, 2:10, 11:18, 11:18] = 0  # one instance missed: S_t = 1 / (1 + 0 + 1)
+    group = zarr.open_group(store, mode="w")
+    group.create_array("gt", data=gt, chunks=(1, 6, 10, 10))
+    group.create_array("pred", data=pred, chunks=(1, 6, 10, 10))
+    code, out, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--input", f"{store}/pred",
+                         "--gt", f"{store}/gt", "--set", "evaluation.block_shape=[6, 10, 10]")
+    assert code == 0, err
+    assert "avS 0.5000, S_0.5 0.5000" in out
+    (exp,) = (tmp_path / "runs").iterdir()
+    for name in ("report.md", "results.json", "results.toml", "summary.csv", "per_image.csv", "scores.png"):
+        assert (exp / "evaluation" / name).is_file(), name
+    code, _, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--input", f"{store}/pred")
+    assert code == 2 and "evaluate needs the predicted labels and the ground truth" in one_sentence_error(err)
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the failed call wrote no experiment folder
+    code, _, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--input", f"{store}/pred",
+                       "--gt", f"{store}/gtt")
+    assert code == 2 and "did you mean 'gt'" in one_sentence_error(err)
