@@ -17,14 +17,13 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from itertools import product
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.geometry import Box
+from ppp_dist.geometry import Box, tile
 from ppp_dist.ops.metrics_cldice import aggregate_cldice, cldice_metrics, filter_predictions
 from ppp_dist.ops.metrics_iou import (DEFAULT_THRESHOLDS, Assignment, aggregate_images, iou_metrics,
                                       prepare_table)
@@ -130,7 +129,7 @@ def compute_overlap_table(gt_spec: str, pred_spec: str, *, block_shape: Sequence
     import dask
     from dask import delayed
 
-    boxes = _grid(spatial, tuple(block_shape))
+    boxes = [spec.write_box for spec in tile(spatial, tuple(block_shape))]
     level = [delayed(_block_table, pure=True)(gt_spec, pred_spec, box, dask_key_name=f"eval-block-{i}")
              for i, box in enumerate(boxes)]
     depth = 0
@@ -261,12 +260,6 @@ def _check_same_space(gt_spec: str, gt: Any, pred_spec: str, pred: Any) -> None:
     if tuple(gs) != tuple(ps):
         raise InputDataError(f"ground truth {gt_spec} has spatial shape {tuple(gs)} but prediction "
                              f"{pred_spec} has {tuple(ps)}; they must cover the same voxels")
-
-
-def _grid(shape: Sequence[int], block: Sequence[int]) -> list[Box]:
-    ranges = [range(0, s, b) for s, b in zip(shape, block)]
-    return [Box(begin, tuple(min(b + k, s) for b, k, s in zip(begin, block, shape)))
-            for begin in product(*ranges)]
 
 
 def _block_table(gt_spec: str, pred_spec: str, box: Box) -> OverlapTable:
