@@ -1,4 +1,4 @@
-"""Write a seeded synthetic volume (raw + gt_instances) to a zarr v3 group, block by block.
+"""Write a seeded synthetic volume (raw + labels/gt_instances) to a zarr v3 group, block by block.
 
 Example::
 

@@ -18,7 +18,6 @@ The zarr calls are kept in :func:`_create_arrays` and :func:`_write_block` so th
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import logging
 import multiprocessing
 import os
@@ -34,12 +33,12 @@ import numpy as np
 from ppp_dist.data.synthetic import make_scene
 from ppp_dist.data.synthetic_scene import Scene, Shape3, normalize_shape
 from ppp_dist.errors import StorageError
-from ppp_dist.geometry import Box
+from ppp_dist.geometry import Box, tile
 
 logger = logging.getLogger(__name__)
 
 RAW_NAME = "raw"
-GT_NAME = "gt_instances"
+GT_NAME = "labels/gt_instances"  # its own group: OME-Zarr viewers open it as labels
 RAW_DTYPES = ("float32", "uint8")
 #: Refuse blocks whose rendered arrays would exceed this (e.g. per-instance channels at scale).
 MAX_BLOCK_BYTES = 2 << 30
@@ -79,8 +78,8 @@ class SyntheticVolume:
 
 def block_boxes(shape: Shape3, chunks: Shape3) -> Iterator[Box]:
     """Chunk-aligned blocks of the volume in C order, clipped at the far border."""
-    for begin in itertools.product(*(range(0, s, c) for s, c in zip(shape, chunks))):
-        yield Box(begin, tuple(min(b + c, s) for b, c, s in zip(begin, chunks, shape)))
+    for spec in tile(shape, chunks):
+        yield spec.write_box
 
 
 def write_synthetic_volume(path: str | os.PathLike[str], kind: str, shape: Sequence[int],
@@ -185,12 +184,14 @@ def to_raw_dtype(raw: np.ndarray, raw_dtype: str) -> np.ndarray:
     return raw
 
 
-# --- zarr access (to move to ppp_dist.io.volumes) -------------------------------------------------
+# --- zarr access -------------------------------------------------------------------------------------
 
 
 def _create_arrays(path: Path, scene: Scene, chunks: Shape3, raw_dtype: str,
                    overwrite: bool) -> None:
     import zarr
+
+    from ppp_dist.io import volumes
 
     if path.exists():
         if not overwrite:
@@ -201,25 +202,21 @@ def _create_arrays(path: Path, scene: Scene, chunks: Shape3, raw_dtype: str,
             shutil.rmtree(path)
         else:
             path.unlink()
-    compressors = zarr.codecs.BloscCodec(cname="zstd", clevel=3)
     root = zarr.open_group(str(path), mode="w-", zarr_format=3)
     root.attrs["ppp_dist"] = {"synthetic": scene.describe(), "raw_dtype": raw_dtype,
                               "raw_scale": 255 if raw_dtype == "uint8" else 1}
-    root.create_array(RAW_NAME, shape=(scene.num_channels, *scene.shape), dtype=raw_dtype,
-                      chunks=(scene.num_channels, *chunks), compressors=compressors, fill_value=0,
-                      dimension_names=("c", "z", "y", "x"))
-    root.create_array(GT_NAME, shape=(scene.num_layers, *scene.shape), dtype="uint16",
-                      chunks=(1, *chunks), compressors=compressors, fill_value=0,
-                      dimension_names=("c", "z", "y", "x"))
+    volumes.prepare_array(path / RAW_NAME, shape=(scene.num_channels, *scene.shape), dtype=raw_dtype,
+                          chunks=(scene.num_channels, *chunks), axes="czyx", kind="image")
+    volumes.prepare_array(path / GT_NAME, shape=(scene.num_layers, *scene.shape), dtype="uint16",
+                          chunks=(1, *chunks), axes="czyx", kind="labels")
 
 
 def _write_block(path: Path, scene: Scene, box: Box, raw_dtype: str) -> None:
-    import zarr
+    from ppp_dist.io import volumes
 
     raw, instances = scene.render(box)
-    where = (slice(None), *box.slices)
-    zarr.open_array(str(path / RAW_NAME), mode="r+")[where] = to_raw_dtype(raw, raw_dtype)
-    zarr.open_array(str(path / GT_NAME), mode="r+")[where] = instances
+    volumes.write_box(path / RAW_NAME, box, to_raw_dtype(raw, raw_dtype))
+    volumes.write_box(path / GT_NAME, box, instances)
 
 
 _WORKER: dict[str, Any] = {}

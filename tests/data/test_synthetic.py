@@ -209,10 +209,10 @@ def test_blockwise_write_equals_in_memory(tmp_path):
     expected = make_scene("tubes", (48, 48, 48), seed=2, n_tubes=6, channels="packed").to_sample()
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
     assert group["raw"].shape == (3, 48, 48, 48) and group["raw"].dtype == np.float32
-    assert group["gt_instances"].shape == (info.num_layers, 48, 48, 48)
-    assert group["gt_instances"].chunks == (1, 16, 20, 48)
+    assert group["labels/gt_instances"].shape == (info.num_layers, 48, 48, 48)
+    assert group["labels/gt_instances"].chunks == (1, 16, 20, 48)
     assert group["raw"][...].tobytes() == expected.raw.tobytes()
-    assert group["gt_instances"][...].tobytes() == expected.instances.tobytes()
+    assert group["labels/gt_instances"][...].tobytes() == expected.instances.tobytes()
     assert group.attrs["ppp_dist"]["synthetic"]["num_instances"] == 6
     assert info.num_blocks == 3 * 3 * 1
 
@@ -226,7 +226,7 @@ def test_parallel_uint8_write_and_existing_path(tmp_path):
     expected = make_scene("worms", (64, 72), seed=1, n_worms=4, channels="packed").to_sample()
     group = zarr.open_group(tmp_path / "w.zarr", mode="r")
     np.testing.assert_array_equal(group["raw"][...], np.rint(expected.raw * np.float32(255)))
-    np.testing.assert_array_equal(group["gt_instances"][...], expected.instances)
+    np.testing.assert_array_equal(group["labels/gt_instances"][...], expected.instances)
     with pytest.raises(StorageError, match="already exists"):
         write_synthetic_volume(tmp_path / "w.zarr", "worms", (64, 72), (32, 32))
 
@@ -247,5 +247,5 @@ def test_script_writes_a_volume(tmp_path):
     argv = ["--kind", "nuclei3d", "--shape", "20", "24", "28", "--chunks", "10", "12", "28",
             "--seed", "5", "--out", str(out)]
     assert module.main(argv) == 0
-    assert (out / "gt_instances" / "zarr.json").is_file()
+    assert (out / "labels" / "gt_instances" / "zarr.json").is_file()
     assert module.main(argv) == 2  # exists: one-line error, exit code 2
