@@ -68,7 +68,7 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             ok = False
         else:
-            return {str(k): tuple(v) if isinstance(v, list) else (v,) for k, v in value.items()}
+            return {str(k): _frozen(v) if isinstance(v, list) else (v,) for k, v in value.items()}
     elif hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
@@ -92,6 +92,11 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
         problems.append(f"{where} must be {_describe(hint)}, got {value!r}")
         return _MISSING
     return value
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (nested too) as tuples, so grid values compare equal to the typed fields they set."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _section_name(where: str) -> str:
