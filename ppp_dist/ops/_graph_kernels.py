@@ -1,0 +1,405 @@
+"""Private numba kernels: patch selection, patch-pair weights, partitions and painting.
+
+Parallel kernels are gathers (one output element per iteration, fixed inner order); sequential
+kernels (greedy cover, union-find, mutex watershed) process items in an explicit sorted order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _pair_consensus(mu, mw, coords, h2, lut, lstr, cons, cnt):
+    """(tier, value) of the consensus of member voxels mu, mw (any order): tier 1 primary, 2 fallback,
+    0 unknown."""
+    d0 = coords[mw, 0] - coords[mu, 0]
+    d1 = coords[mw, 1] - coords[mu, 1]
+    d2 = coords[mw, 2] - coords[mu, 2]
+    if abs(d0) > h2[0] or abs(d1) > h2[1] or abs(d2) > h2[2]:
+        return 0, 0.0
+    first = mu
+    if d0 < 0 or (d0 == 0 and (d1 < 0 or (d1 == 0 and d2 < 0))):
+        first = mw
+        d0 = -d0
+        d1 = -d1
+        d2 = -d2
+    col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+    if col < 0 or cnt[first, col] == 0:
+        return 0, 0.0
+    return (1 if cnt[first, col] > 0 else 2), float(cons[first, col])
+
+
+@njit(parallel=True, cache=True)
+def elect(voxels_pflat, nelect, woff, cand_pad, cand_vi, cand_mem, vrows, scores, sizes, cover_th,
+          coords, h2, lut, lstr, cons, cnt, out):
+    """Each voxel elects up to nelect[i] covering candidates (value > cover_th), best first: higher
+    score, then larger cover size, then smaller index (= smaller linear index); the k-th must be
+    separated (negative consensus between the centres) from the ones elected before."""
+    npos = len(woff)
+    for i in prange(len(voxels_pflat)):
+        xp = voxels_pflat[i]
+        for k in range(nelect[i]):
+            best = -1
+            bs = 0.0
+            bz = 0
+            for e in range(npos):
+                ci = cand_pad[xp - woff[e]]
+                if ci < 0 or vrows[cand_vi[ci], e] <= cover_th:
+                    continue
+                if best >= 0:
+                    sc = scores[ci]
+                    if sc < bs or (sc == bs and (sizes[ci] < bz or (sizes[ci] == bz and ci > best))):
+                        continue
+                ok = True
+                for j in range(k):
+                    prev = out[i, j]
+                    if prev == ci:
+                        ok = False
+                        break
+                    has, val = _pair_consensus(cand_mem[prev], cand_mem[ci], coords, h2, lut, lstr, cons, cnt)
+                    if has == 0 or val >= 0.0:
+                        ok = False
+                        break
+                if ok:
+                    best = ci
+                    bs = scores[ci]
+                    bz = sizes[ci]
+            if best < 0:
+                break
+            out[i, k] = best
+
+
+@njit(cache=True)
+def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_members):
+    """Ranked cover with pixTh = 0 then thin-out greedy set cover (ppp_reference §4.4–4.5).
+
+    Returns a bool per candidate. The thin-out loop stops when no selected patch covers any
+    remaining voxel, so it always terminates (bug 3)."""
+    npos = len(woff)
+    ncand = len(cand_pflat)
+    covered = np.zeros(n_members, dtype=np.bool_)
+    sel = np.zeros(ncand, dtype=np.bool_)
+    for ci in order:
+        c = cand_pflat[ci]
+        vi = cand_vi[ci]
+        new = False
+        for e in range(npos):
+            m = mem_pad[c + woff[e]]
+            if m >= 0 and not covered[m] and vrows[vi, e] > cover_th:
+                new = True
+                break
+        if new:
+            sel[ci] = True
+            for e in range(npos):
+                m = mem_pad[c + woff[e]]
+                if m >= 0 and vrows[vi, e] > cover_th:
+                    covered[m] = True
+    # thin-out over the selected, in rank order
+    chosen = np.empty(ncand, dtype=np.int64)
+    ns = 0
+    for ci in order:
+        if sel[ci]:
+            chosen[ns] = ci
+            ns += 1
+    chosen = chosen[:ns]
+    ptr = np.zeros(ns + 1, dtype=np.int64)
+    for s in range(ns):
+        c = cand_pflat[chosen[s]]
+        vi = cand_vi[chosen[s]]
+        k = 0
+        for e in range(npos):
+            if mem_pad[c + woff[e]] >= 0 and vrows[vi, e] > cover_th:
+                k += 1
+        ptr[s + 1] = ptr[s] + k
+    sets = np.empty(ptr[ns], dtype=np.int64)
+    inv_cnt = np.zeros(n_members + 1, dtype=np.int64)
+    for s in range(ns):
+        c = cand_pflat[chosen[s]]
+        vi = cand_vi[chosen[s]]
+        k = ptr[s]
+        for e in range(npos):
+            m = mem_pad[c + woff[e]]
+            if m >= 0 and vrows[vi, e] > cover_th:
+                sets[k] = m
+                inv_cnt[m + 1] += 1
+                k += 1
+    inv_ptr = np.cumsum(inv_cnt)
+    inv = np.empty(inv_ptr[n_members], dtype=np.int64)
+    fill = inv_ptr[:-1].copy()
+    for s in range(ns):
+        for k in range(ptr[s], ptr[s + 1]):
+            m = sets[k]
+            inv[fill[m]] = s
+            fill[m] += 1
+    gain = ptr[1:] - ptr[:-1]
+    done = np.zeros(n_members, dtype=np.bool_)
+    keep = np.zeros(ncand, dtype=np.bool_)
+    while True:
+        best = -1
+        bg = 0
+        for s in range(ns):
+            if gain[s] > bg:
+                bg = gain[s]
+                best = s
+        if best < 0:
+            break
+        keep[chosen[best]] = True
+        for k in range(ptr[best], ptr[best + 1]):
+            m = sets[k]
+            if not done[m]:
+                done[m] = True
+                for t in range(inv_ptr[m], inv_ptr[m + 1]):
+                    gain[inv[t]] -= 1
+    return keep
+
+
+@njit(parallel=True, cache=True)
+def candidate_pairs(sel_pflat, sel_pad, box_off):
+    """All pairs (i, j), j = the selected patch at sel_pflat[i] + box_off[k] (positive offsets only)."""
+    n = len(sel_pflat)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for i in prange(n):
+        k = 0
+        for o in range(len(box_off)):
+            if sel_pad[sel_pflat[i] + box_off[o]] >= 0:
+                k += 1
+        counts[i + 1] = k
+    ptr = np.cumsum(counts)
+    pairs = np.empty((ptr[n], 2), dtype=np.int64)
+    for i in prange(n):
+        k = ptr[i]
+        for o in range(len(box_off)):
+            j = sel_pad[sel_pflat[i] + box_off[o]]
+            if j >= 0:
+                pairs[k, 0] = i
+                pairs[k, 1] = j
+                k += 1
+    return pairs
+
+
+@njit(parallel=True, cache=True)
+def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel,
+                     sel_coords, r3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num):
+    """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
+    split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u.
+
+    nb_off / nb_d: padded flat offsets and vectors of all voxel-pair offsets |d| <= 2h (both halves);
+    b_ptr: CSR capacity per row (selected patches within 3h of u, an upper bound), filled in the
+    order the patches are first met; unused entries keep b_sel = -1."""
+    w3 = 2 * r3 + 1
+    nbox = w3[0] * w3[1] * w3[2]
+    for r in prange(len(rows_mem)):
+        u = rows_mem[r]
+        up = mem_pflat[u]
+        slot = np.full(nbox, -1, dtype=np.int32)
+        k0 = b_ptr[r]
+        k = k0
+        u0 = coords[u, 0]
+        u1 = coords[u, 1]
+        u2 = coords[u, 2]
+        for o in range(len(nb_off)):
+            w = mem_pad[up + nb_off[o]]
+            if w < 0 or cov_ptr[w] == cov_ptr[w + 1]:
+                continue
+            d0 = nb_d[o, 0]
+            d1 = nb_d[o, 1]
+            d2 = nb_d[o, 2]
+            if d0 > 0 or (d0 == 0 and (d1 > 0 or (d1 == 0 and d2 > 0))):
+                first = u
+                col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+            else:
+                first = w
+                col = lut[(h2[0] - d0) * lstr[0] + (h2[1] - d1) * lstr[1] + (h2[2] - d2) * lstr[2]]
+            c = cnt[first, col]
+            if c == 0:
+                continue
+            val = cons[first, col]
+            t = 0 if c > 0 else 1
+            for q in range(cov_ptr[w], cov_ptr[w + 1]):
+                j = cov_sel[q]
+                b0 = sel_coords[j, 0] - u0 + r3[0]
+                b1 = sel_coords[j, 1] - u1 + r3[1]
+                b2 = sel_coords[j, 2] - u2 + r3[2]
+                bi = (b0 * w3[1] + b1) * w3[2] + b2
+                s = slot[bi]
+                if s < 0:  # first time j is met from u: next free entry (deterministic order)
+                    s = k - k0
+                    slot[bi] = s
+                    b_sel[k] = j
+                    k += 1
+                b_val[k0 + s, t] += val
+                b_num[k0 + s, t] += 1
+
+
+@njit(parallel=True, cache=True)
+def pair_weights(pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, r4,
+                 weights, npairs, tier):
+    """Edge (i, j): mean of the consensus over all member pairs (u in support i, w in support j, u != w)
+    with votes: W = sum over u in S_i of B[u, j]. Tier 1 if any pair has primary consensus, else tier
+    2 (fallback consensus only). One prange iteration per source node i (its pairs are contiguous)."""
+    w4 = 2 * r4 + 1
+    for i in prange(len(pair_ptr) - 1):
+        p0 = pair_ptr[i]
+        p1 = pair_ptr[i + 1]
+        if p0 == p1:
+            continue
+        slot = np.full(w4[0] * w4[1] * w4[2], -1, dtype=np.int32)
+        for p in range(p0, p1):
+            j = pairs[p, 1]
+            b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
+            b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
+            b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
+            slot[(b0 * w4[1] + b1) * w4[2] + b2] = p - p0
+        acc = np.zeros((p1 - p0, 2))
+        num = np.zeros((p1 - p0, 2), dtype=np.int64)
+        for a in range(sup_ptr[i], sup_ptr[i + 1]):
+            r = row_of[sup_mem[a]]
+            for k in range(b_ptr[r], b_ptr[r + 1]):
+                j = b_sel[k]
+                if j <= i:
+                    continue
+                b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
+                b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
+                b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
+                if b0 < 0 or b1 < 0 or b2 < 0 or b0 >= w4[0] or b1 >= w4[1] or b2 >= w4[2]:
+                    continue
+                s = slot[(b0 * w4[1] + b1) * w4[2] + b2]
+                if s < 0:
+                    continue
+                for t in range(2):
+                    acc[s, t] += b_val[k, t]
+                    num[s, t] += b_num[k, t]
+        for s in range(p1 - p0):
+            p = p0 + s
+            for t in range(2):
+                if num[s, t] > 0:
+                    weights[p] = acc[s, t] / num[s, t]
+                    npairs[p] = num[s, t]
+                    tier[p] = t + 1
+                    break
+
+
+@njit(cache=True, inline="always")
+def _find(parent, a):
+    r = a
+    while parent[r] != r:
+        r = parent[r]
+    while parent[a] != r:
+        nxt = parent[a]
+        parent[a] = r
+        a = nxt
+    return r
+
+
+@njit(cache=True)
+def union_find(n, pairs, keep):
+    """Component representative (smallest node index) of every node, merging pairs where keep."""
+    parent = np.arange(n)
+    for k in range(len(pairs)):
+        if not keep[k]:
+            continue
+        ra = _find(parent, pairs[k, 0])
+        rb = _find(parent, pairs[k, 1])
+        if ra < rb:
+            parent[rb] = ra
+        elif rb < ra:
+            parent[ra] = rb
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = _find(parent, i)
+    return out
+
+
+@njit(cache=True)
+def mutex_watershed(n, pairs, attractive, order):
+    """Mutex watershed: edges in the given order; attractive edges merge unless a mutex separates
+    the clusters, repulsive edges add a mutex. Returns the smallest node index of each cluster."""
+    parent = np.arange(n)
+    head = np.full(n, -1, dtype=np.int64)
+    tail = np.full(n, -1, dtype=np.int64)
+    length = np.zeros(n, dtype=np.int64)
+    m = len(order)
+    nxt = np.full(2 * m, -1, dtype=np.int64)
+    other = np.empty(2 * m, dtype=np.int64)
+    nm = 0
+    for k in order:
+        ra = _find(parent, pairs[k, 0])
+        rb = _find(parent, pairs[k, 1])
+        if ra == rb:
+            continue
+        # is there a mutex between ra and rb? scan the shorter list
+        sa, sb = (ra, rb) if length[ra] <= length[rb] else (rb, ra)
+        mutex = False
+        t = head[sa]
+        while t >= 0:
+            if _find(parent, other[t]) == sb:
+                mutex = True
+                break
+            t = nxt[t]
+        if mutex:
+            continue
+        if attractive[k]:
+            lo, hi = (ra, rb) if ra < rb else (rb, ra)
+            parent[hi] = lo
+            if head[hi] >= 0:
+                if head[lo] < 0:
+                    head[lo] = head[hi]
+                else:
+                    nxt[tail[lo]] = head[hi]
+                tail[lo] = tail[hi]
+                length[lo] += length[hi]
+        else:
+            for r, o in ((ra, rb), (rb, ra)):
+                other[nm] = o
+                if head[r] < 0:
+                    head[r] = nm
+                else:
+                    nxt[tail[r]] = nm
+                tail[r] = nm
+                length[r] += 1
+                nm += 1
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        out[i] = _find(parent, i)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def paint(voxels_pflat, voxels_flat, nlab, woff, sel_pad, sel_vi, sel_label, vrows, th, use_count, out):
+    """Each voxel takes the nlab[i] instances with the largest summed patch value (or count) over the
+    selected patches covering it with value > th; ties -> smaller id."""
+    npos = len(woff)
+    kmax = out.shape[0]
+    for i in prange(len(voxels_pflat)):
+        xp = voxels_pflat[i]
+        labs = np.zeros(npos, dtype=np.int64)
+        acc = np.zeros(npos, dtype=np.float64)
+        nf = 0
+        for e in range(npos):
+            si = sel_pad[xp - woff[e]]
+            if si < 0:
+                continue
+            v = vrows[sel_vi[si], e]
+            if v <= th:
+                continue
+            lab = sel_label[si]
+            f = 0
+            while f < nf and labs[f] != lab:
+                f += 1
+            if f == nf:
+                labs[nf] = lab
+                nf += 1
+            acc[f] += 1.0 if use_count else v
+        for k in range(min(nlab[i], kmax)):
+            best = -1
+            for f in range(nf):
+                if labs[f] == 0:
+                    continue
+                if best < 0 or acc[f] > acc[best] or (acc[f] == acc[best] and labs[f] < labs[best]):
+                    best = f
+            if best < 0:
+                break
+            out[k, voxels_flat[i]] = labs[best]
+            labs[best] = 0

@@ -1,0 +1,187 @@
+"""Private numba kernels: window member lists, consensus of patch votes, patch scores.
+
+Every kernel is a gather: one ``prange`` iteration computes one output row in a fixed order, so the
+result does not depend on the number of threads (no atomics, no shared accumulators).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# vote modes
+PROB_PRODUCT = 0
+COUNT = 1
+
+
+@njit(cache=True, inline="always")
+def _vote(a, b, th, diff_hi, diff_l, mode):
+    """Vote of one patch on the pair (u, w) with patch values a = patch(u), b = patch(w).
+
+    Returns (kind, value): kind 0 = no vote, 1 = "same", 2 = "different"; value is signed.
+    """
+    if a > th:
+        if b > th:
+            if mode == COUNT:
+                return 1, 1.0
+            return 1, (a * b - th * th) / (1.0 - th * th)
+        if b < diff_hi:
+            if mode == COUNT:
+                return 2, -1.0
+            return 2, -(a * (1.0 - b) - diff_l) / (1.0 - diff_l)
+        return 0, 0.0
+    if b > th and a < diff_hi:
+        if mode == COUNT:
+            return 2, -1.0
+        return 2, -(b * (1.0 - a) - diff_l) / (1.0 - diff_l)
+    return 0, 0.0
+
+
+@njit(parallel=True, cache=True)
+def window_member_lists(centres_pflat, woff, mem_pad):
+    """CSR per centre: window positions (ascending) holding a member voxel, and that voxel's member index."""
+    n = len(centres_pflat)
+    npos = len(woff)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for i in prange(n):
+        c = centres_pflat[i]
+        k = 0
+        for e in range(npos):
+            if mem_pad[c + woff[e]] >= 0:
+                k += 1
+        counts[i + 1] = k
+    ptr = np.cumsum(counts)
+    pos = np.empty(ptr[n], dtype=np.int32)
+    mem = np.empty(ptr[n], dtype=np.int32)
+    for i in prange(n):
+        c = centres_pflat[i]
+        k = ptr[i]
+        for e in range(npos):
+            m = mem_pad[c + woff[e]]
+            if m >= 0:
+                pos[k] = e
+                mem[k] = m
+                k += 1
+    return ptr, pos, mem
+
+
+@njit(parallel=True, cache=True)
+def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos, lut, base, centre,
+                   th, diff_hi, diff_l, mode, cons, cnt):
+    """Mean vote for every (member u in rows, positive offset) pair.
+
+    Votes of patches centred on non-overlap voxels (vkind 1) take precedence; votes of patches
+    centred on overlap voxels (vkind 2) are used only for pairs that no non-overlap patch voted on,
+    and their count is stored negated (cnt < 0 marks fallback consensus). vkind 0 does not vote.
+    The vote formulas of _vote are expanded per case of the value at u (same numbers, fewer branches).
+    """
+    npos = len(woff)
+    ncol = cons.shape[1]
+    same_k = th * th / (1.0 - th * th)
+    inv_same = 1.0 / (1.0 - th * th)
+    diff_k = diff_l / (1.0 - diff_l)
+    inv_diff = 1.0 / (1.0 - diff_l)
+    for r in prange(len(rows)):
+        u = rows[r]
+        up = mem_pflat[u]
+        s = np.zeros((2, ncol), dtype=np.float64)  # row 0 primary, row 1 fallback
+        c = np.zeros((2, ncol), dtype=np.int32)
+        for e_u in range(npos):
+            vi = vot_pad[up - woff[e_u]]
+            if vi < 0 or vkind[vi] == 0:
+                continue
+            a = vrows[vi, e_u]
+            high = a > th
+            if not (high or a < diff_hi):
+                continue
+            t = vkind[vi] - 1
+            bu = base[e_u] - centre
+            lo = vm_ptr[vi]
+            hi = vm_ptr[vi + 1]
+            while lo < hi:  # first listed position after e_u (the list is ascending)
+                mid = (lo + hi) // 2
+                if vm_pos[mid] > e_u:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            end = vm_ptr[vi + 1]
+            if mode == COUNT:
+                for k in range(lo, end):
+                    e_w = vm_pos[k]
+                    b = vrows[vi, e_w]
+                    if high:
+                        if b > th:
+                            val = 1.0
+                        elif b < diff_hi:
+                            val = -1.0
+                        else:
+                            continue
+                    elif b > th:
+                        val = -1.0
+                    else:
+                        continue
+                    col = lut[base[e_w] - bu]
+                    s[t, col] += val
+                    c[t, col] += 1
+            elif high:
+                a_same = a * inv_same
+                a_diff = a * inv_diff
+                for k in range(lo, end):
+                    e_w = vm_pos[k]
+                    b = vrows[vi, e_w]
+                    if b > th:
+                        val = a_same * b - same_k
+                    elif b < diff_hi:
+                        val = diff_k - a_diff * (1.0 - b)
+                    else:
+                        continue
+                    col = lut[base[e_w] - bu]
+                    s[t, col] += val
+                    c[t, col] += 1
+            else:
+                a_diff = (1.0 - a) * inv_diff
+                for k in range(lo, end):
+                    e_w = vm_pos[k]
+                    b = vrows[vi, e_w]
+                    if b > th:
+                        col = lut[base[e_w] - bu]
+                        s[t, col] += diff_k - a_diff * b
+                        c[t, col] += 1
+        for col in range(ncol):
+            if c[0, col] > 0:
+                cons[u, col] = s[0, col] / c[0, col]
+                cnt[u, col] = min(c[0, col], 32767)
+            elif c[1, col] > 0:
+                cons[u, col] = s[1, col] / c[1, col]
+                cnt[u, col] = -min(c[1, col], 32767)
+
+
+@njit(parallel=True, cache=True)
+def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, diff_hi, diff_l, mode,
+                 cons, cnt, out):
+    """Mean agreement of each candidate patch with the consensus on the pairs it votes on."""
+    for i in prange(len(cands)):
+        vi = cands[i]
+        acc = 0.0
+        n = 0
+        for k1 in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            e_u = vm_pos[k1]
+            a = vrows[vi, e_u]
+            if not (a > th or a < diff_hi):
+                continue
+            u = vm_mem[k1]
+            bu = base[e_u] - centre
+            for k2 in range(k1 + 1, vm_ptr[vi + 1]):
+                e_w = vm_pos[k2]
+                kind, val = _vote(a, vrows[vi, e_w], th, diff_hi, diff_l, mode)
+                if kind == 0:
+                    continue
+                col = lut[base[e_w] - bu]
+                if cnt[u, col] == 0:
+                    continue
+                if kind == 1:
+                    acc += cons[u, col]
+                else:
+                    acc -= cons[u, col]
+                n += 1
+        out[i] = acc / n if n > 0 else 0.0

@@ -1,0 +1,183 @@
+"""Consensus of patch votes for voxel pairs, and patch scores against it (ppp_reference §4.2–4.3).
+
+Who takes part (one foreground definition, from numinst only):
+
+* *members* — foreground voxels that are not overlap (numinst == 1). Only members are pair members.
+* *voters* — every foreground voxel's patch votes. Patches centred on members are *primary*: their
+  votes decide a pair whenever at least one of them voted on it. Patches centred on overlap voxels
+  (whose oracle target is the union of several instances) are *fallback* voters, used only for pairs
+  no primary patch voted on — they are what links the two halves of an instance cut by a crossing,
+  without letting their unreliable "same" votes override the "different" votes of primary patches.
+* *candidates* — patches centred on members; only they can be selected (as the original cover step).
+
+Storage: one row per member voxel u and one column per lexicographically positive offset d with
+|d_i| <= ps_i - 1, for the pair (u, u + d): mean vote (float32, in [-1, 1]) and vote count (int16,
+negated for fallback consensus).
+Bytes = 6 * N_members * n_pos, n_pos = ((4hz+1)(4hy+1)(4hx+1) - 1) / 2 (1098 for 7³, 3280 for 1×41×41).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ppp_dist.ops import _vote_kernels as _k
+from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, as_patches,
+                                    check_numinst, check_patch_shape, check_threshold, numinst_from_prob,
+                                    pair_offsets)
+
+__all__ = ["PatchField", "Consensus", "numinst_from_prob", "prepare_field", "compute_consensus", "compute_scores",
+           "supports", "vote_parameters"]
+
+
+OVERLAP_VOTES = ("fallback", "ignore")
+
+
+@dataclass(frozen=True)
+class PatchField:
+    """Patches of the foreground voxels in voxel-major layout, plus the index structures all steps share."""
+
+    patch_shape: tuple[int, int, int]
+    grid: Grid  # padded flat indexing, pad = 4h (enough for pair search)
+    numinst: np.ndarray  # (Z, Y, X) uint8
+    member_coords: np.ndarray  # (N_m, 3) int64, C order
+    member_pflat: np.ndarray  # (N_m,) int64 padded flat index
+    mem_pad: np.ndarray  # padded flat int32 member index volume
+    voter_coords: np.ndarray  # (N_v, 3) int64: all foreground voxels, C order
+    voter_pflat: np.ndarray
+    vot_pad: np.ndarray  # padded flat int32 voter index volume
+    vrows: np.ndarray  # (N_v, P) float32 patch of each voter
+    vkind: np.ndarray  # (N_v,) uint8: 1 = centred on a member, 2 = centred on an overlap voxel
+    candidates: np.ndarray  # (N_c,) int64 voter indices with vkind 1 (ascending = linear order)
+    woff: np.ndarray  # (P,) int64 padded flat window offsets
+    vm_ptr: np.ndarray  # CSR over voters: member window positions
+    vm_pos: np.ndarray
+    vm_mem: np.ndarray
+    pairs: PairOffsets
+
+    @property
+    def n_members(self) -> int:
+        return len(self.member_coords)
+
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in (self.member_coords, self.member_pflat, self.mem_pad, self.voter_coords,
+                                          self.voter_pflat, self.vot_pad, self.vrows, self.vkind, self.candidates,
+                                          self.vm_ptr, self.vm_pos, self.vm_mem)))
+
+
+@dataclass(frozen=True)
+class Consensus:
+    values: np.ndarray  # (N_m, n_pos) float32 mean vote in [-1, 1]
+    counts: np.ndarray  # (N_m, n_pos) int16 votes: > 0 primary, < 0 -(fallback votes), 0 = no information
+    threshold: float
+    rule: str
+    different_rule: str
+
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + self.counts.nbytes)
+
+
+def vote_parameters(threshold: float, rule: str, different_rule: str) -> tuple[float, float, int]:
+    """(diff_hi, diff_l, mode) for the kernels.
+
+    A "different" vote needs one value a > TH and the other b < diff_hi (TH, 1 - TH or TH / 2 for the
+    three rules). Its magnitude is (a (1 - b) - L) / (1 - L) with L = min(TH², TH (1 - diff_hi)), the
+    smallest value a (1 - b) can take; L = TH² (the original formula) wherever that is sign-safe, so the
+    vote can never flip sign for TH > 0.5 (ppp_reference §4.2, bug 6).
+    """
+    if rule not in CONSENSUS_RULES:
+        raise ValueError(f"consensus must be one of {CONSENSUS_RULES}; got {rule!r}")
+    if different_rule not in DIFFERENT_RULES:
+        raise ValueError(f"different_rule must be one of {DIFFERENT_RULES}; got {different_rule!r}")
+    th = threshold
+    diff_hi = {"less_than_threshold": th, "inverse_threshold": 1.0 - th, "half_threshold": th / 2.0}[different_rule]
+    diff_l = min(th * th, th * (1.0 - diff_hi))
+    return diff_hi, diff_l, _k.COUNT if rule == "count" else _k.PROB_PRODUCT
+
+
+def prepare_field(patches: np.ndarray, numinst: np.ndarray, patch_shape) -> PatchField:
+    """Validate inputs and gather the patches of all foreground voxels (voxel-major, float32)."""
+    ps = check_patch_shape(patch_shape)
+    patches = as_patches(patches, ps)
+    numinst = check_numinst(numinst, patches.shape[1:])
+    h = np.asarray(ps, dtype=np.int64) // 2
+    grid = Grid(tuple(int(s) for s in numinst.shape), ps, tuple(int(4 * x) for x in h))
+    member_coords = np.argwhere(numinst == 1).astype(np.int64)
+    voter_coords = np.argwhere(numinst >= 1).astype(np.int64)
+    vkind = np.where(numinst[tuple(voter_coords.T)] == 1, 1, 2).astype(np.uint8)
+    vrows = np.ascontiguousarray(patches[:, voter_coords[:, 0], voter_coords[:, 1], voter_coords[:, 2]].T)
+    mem_pad = grid.index_volume(member_coords)
+    vot_pad = grid.index_volume(voter_coords)
+    member_pflat = grid.flat(member_coords)
+    voter_pflat = grid.flat(voter_coords)
+    woff = grid.window_offsets()
+    vm_ptr, vm_pos, vm_mem = _k.window_member_lists(voter_pflat, woff, mem_pad)
+    return PatchField(ps, grid, numinst, member_coords, member_pflat, mem_pad, voter_coords, voter_pflat, vot_pad,
+                      vrows, vkind, np.flatnonzero(vkind == 1).astype(np.int64), woff, vm_ptr, vm_pos, vm_mem,
+                      pair_offsets(ps))
+
+
+def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = "prob_product",
+                      different_rule: str = "less_than_threshold", overlap_votes: str = "fallback",
+                      owned: np.ndarray | None = None) -> Consensus:
+    """Mean vote for every pair of member voxels at most ps - 1 apart per axis.
+
+    ``owned`` (bool (Z, Y, X), optional): compute only the rows of members inside it (a block core);
+    the other rows stay zero-count. A row needs the patches within h of its voxel and the membership
+    of the voxels within 2h (input halo 2h).
+    """
+    th = check_threshold("patch_threshold", threshold)
+    diff_hi, diff_l, mode = vote_parameters(th, rule, different_rule)
+    if overlap_votes not in OVERLAP_VOTES:
+        raise ValueError(f"overlap_votes must be one of {OVERLAP_VOTES}; got {overlap_votes!r}")
+    vkind = field.vkind if overlap_votes == "fallback" else np.where(field.vkind == 1, 1, 0).astype(np.uint8)
+    rows = _owned_rows(field.member_coords, owned, field.numinst.shape)
+    values = np.zeros((field.n_members, field.pairs.n), dtype=np.float32)
+    counts = np.zeros((field.n_members, field.pairs.n), dtype=np.int16)
+    _k.consensus_rows(rows, field.member_pflat, field.woff, field.vot_pad, field.vrows, vkind, field.vm_ptr,
+                      field.vm_pos, field.pairs.lut, field.pairs.base, field.pairs.centre, th, diff_hi, diff_l, mode,
+                      values, counts)
+    return Consensus(values, counts, th, rule, different_rule)
+
+
+def compute_scores(field: PatchField, consensus: Consensus) -> np.ndarray:
+    """Score of every candidate patch (field.candidates order): mean agreement with the consensus, in [-1, 1].
+
+    "Same" votes add the pair's consensus, "different" votes subtract it (ppp_reference §4.3); pairs
+    without consensus are skipped. A patch that votes on no pair scores 0. Input halo: 3h.
+    """
+    diff_hi, diff_l, mode = vote_parameters(consensus.threshold, consensus.rule, consensus.different_rule)
+    out = np.zeros(len(field.candidates), dtype=np.float32)
+    _k.patch_scores(field.candidates, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem, field.pairs.lut,
+                    field.pairs.base, field.pairs.centre, consensus.threshold, diff_hi, diff_l, mode,
+                    consensus.values, consensus.counts, out)
+    return out
+
+
+def supports(field: PatchField, voter_index: np.ndarray, threshold: float):
+    """CSR (ptr, member indices) of each patch's support: member voxels with patch value > threshold."""
+    starts = field.vm_ptr[voter_index]
+    lens = field.vm_ptr[voter_index + 1] - starts
+    owner = np.repeat(np.arange(len(voter_index)), lens)
+    k = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(int(lens.sum()))
+    keep = field.vrows[voter_index[owner], field.vm_pos[k]] > threshold
+    ptr = np.concatenate(([0], np.cumsum(np.bincount(owner[keep], minlength=len(voter_index)))))
+    return ptr.astype(np.int64), field.vm_mem[k[keep]].astype(np.int64)
+
+
+def lookup_args(field: PatchField, consensus: Consensus):
+    """Arguments of the kernels' pair-consensus look-up (coords, 2h, lut, lut strides, values, counts)."""
+    ls = field.pairs.lut_shape
+    lstr = np.array([ls[1] * ls[2], ls[2], 1], dtype=np.int64)
+    h2 = 2 * (np.asarray(field.patch_shape, dtype=np.int64) // 2)
+    return field.member_coords, h2, field.pairs.lut, lstr, consensus.values, consensus.counts
+
+
+def _owned_rows(coords: np.ndarray, owned: np.ndarray | None, shape) -> np.ndarray:
+    if owned is None:
+        return np.arange(len(coords), dtype=np.int64)
+    owned = np.asarray(owned, dtype=bool)
+    if owned.shape != tuple(shape):
+        raise ValueError(f"owned must be a bool mask of shape {tuple(shape)}; got {owned.shape}")
+    return np.flatnonzero(owned[tuple(coords.T)]).astype(np.int64)

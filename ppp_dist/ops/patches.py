@@ -1,0 +1,79 @@
+"""Patch targets and numinst targets from ground-truth instances (ppp_reference §1.2).
+
+This is the reference implementation; a torch version used in training is tested equal to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ppp_dist.errors import InputDataError
+from ppp_dist.ops._geometry import check_patch_shape, window_positions
+
+
+def _as_channel_stack(instances: np.ndarray) -> np.ndarray:
+    inst = np.asarray(instances)
+    if inst.dtype.kind not in "ui":
+        raise InputDataError(f"instances must be an integer label array; got dtype {inst.dtype}")
+    if inst.ndim == 3:
+        inst = inst[None]
+    if inst.ndim != 4:
+        raise InputDataError(
+            f"instances must be a flat label image (Z, Y, X) or a channel stack (K, Z, Y, X); got shape {inst.shape}")
+    if inst.dtype.kind == "i" and inst.size and inst.min() < 0:
+        raise InputDataError("instances must not contain negative labels")
+    return np.ascontiguousarray(inst.astype(np.int64, copy=False))
+
+
+@njit(parallel=True, cache=True)
+def _targets(seg, offsets, out):
+    k, nz, ny, nx = seg.shape
+    for e in prange(len(offsets)):
+        dz, dy, dx = offsets[e, 0], offsets[e, 1], offsets[e, 2]
+        for z in range(nz):
+            z2 = z + dz
+            if z2 < 0 or z2 >= nz:
+                continue
+            for y in range(ny):
+                y2 = y + dy
+                if y2 < 0 or y2 >= ny:
+                    continue
+                for x in range(nx):
+                    x2 = x + dx
+                    if x2 < 0 or x2 >= nx:
+                        continue
+                    for c in range(k):
+                        s = seg[c, z, y, x]
+                        if s != 0 and s == seg[c, z2, y2, x2]:
+                            out[e, z, y, x] = 1
+                            break
+
+
+def patch_targets(instances: np.ndarray, patch_shape) -> np.ndarray:
+    """(P, Z, Y, X) uint8 patch targets.
+
+    Channel e (C-order window position, offset d = pos - h) at voxel v is 1 iff some channel c has
+    ``seg[c, v] == seg[c, v + d] != 0``; offsets leaving the array read background. ``instances`` is a
+    channel stack (K, Z, Y, X) (overlaps: non-zero in several channels) or a flat label image (Z, Y, X).
+    """
+    ps = check_patch_shape(patch_shape)
+    seg = _as_channel_stack(instances)
+    offsets = window_positions(ps) - np.asarray(ps, dtype=np.int64) // 2
+    out = np.zeros((len(offsets),) + seg.shape[1:], dtype=np.uint8)
+    _targets(seg, offsets, out)
+    return out
+
+
+def numinst_target(instances: np.ndarray, max_num_inst: int = 2) -> np.ndarray:
+    """(Z, Y, X) uint8: number of non-zero channels per voxel, clamped to ``max_num_inst``."""
+    if int(max_num_inst) < 1:
+        raise ValueError(f"max_num_inst must be >= 1; got {max_num_inst}")
+    seg = _as_channel_stack(instances)
+    return np.minimum((seg != 0).sum(axis=0), int(max_num_inst)).astype(np.uint8)
+
+
+def numinst_onehot(numinst: np.ndarray, n_classes: int = 3) -> np.ndarray:
+    """(n_classes, Z, Y, X) float32 one-hot probabilities of a numinst map (the oracle prediction)."""
+    numinst = np.minimum(np.asarray(numinst), n_classes - 1)
+    return np.stack([(numinst == k) for k in range(n_classes)]).astype(np.float32)
