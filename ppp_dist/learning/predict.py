@@ -1,0 +1,223 @@
+"""In-process tiled prediction of one volume (ppp_reference §2): :func:`predict_volume`, :func:`predict_tile`.
+
+Tiling. The volume is cut into output tiles of the network's output size (valid padding) or of the input
+size minus a margin per side (same padding; the margin is an upper bound of the network's receptive
+context, rounded up to the downsampling grid, so cropped tiles equal a whole-volume pass). Each tile reads
+its input with that context; outside the volume the (normalised) input is zero. Valid-padding tiles stitch exactly, without overlap or
+blending; the last tile per axis is cropped at the volume end, so any volume shape works.
+
+Outputs (zarr v3 arrays in ``output_store``, chunks dividing the output tile so that tiles write whole chunks):
+
+* ``numinst`` (max_num_inst + 1, Z, Y, X) uint8 softmax probabilities x 255 (rounded), or ``fg`` (1, Z, Y, X)
+  for ``numinst_head = "foreground"``;
+* ``patches`` (P, Z, Y, X): sigmoid probabilities, uint8 (value / 255) or float16 per
+  ``prediction.patch_dtype``; or, for ppp+dec, ``codes`` (K, Z, Y, X) float16 sigmoid codes.
+
+:func:`predict_tile` is the pure per-tile function (network + input with context -> float arrays) that a
+blockwise dask stage can call per block with a network from :func:`ppp_dist.model.load_network`, reading
+the input with :func:`read_input_tile` and quantising with :func:`to_storage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppp_dist import __version__
+from ppp_dist.config.sections import DataConfig, ModelConfig, PipelineConfig
+from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.geometry import Box, tile
+from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array, read_box, write_box
+from ppp_dist.learning.sampling import normalize_raw
+from ppp_dist.model import PppModel, effective_factors, effective_input_shape, expected_output_shape, load_network
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """Spatial (Z, Y, X) sizes of one prediction tile.
+
+    ``input_shape`` is what the network reads, ``output_shape`` what is kept and written, ``context`` the
+    input voxels per side around the kept output, ``net_crop`` what is cut per side from the raw network
+    output (0 for valid padding; the margin for same padding).
+    """
+
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, int, int]
+    context: tuple[int, int, int]
+    net_crop: tuple[int, int, int]
+
+
+def receptive_context(model: ModelConfig) -> tuple[int, int, int]:
+    """Upper bound of the input voxels per side that one output voxel of the network depends on.
+
+    Per level l at scale s_l = prod(factors[:l]): the encoder and decoder convolutions add
+    ``num_repetitions * (kernel_size // 2) * s_l`` each, pooling and upsampling ``(f_l - 1) * s_l`` each
+    (the window / phase), the bottom convolutions ``num_repetitions * (kernel_size // 2) * s_L``.
+    """
+    factors = effective_factors(model)
+    conv = model.num_repetitions * (model.kernel_size // 2)
+    out = []
+    for axis in range(3):
+        scale, radius = 1, 0
+        for f in factors:
+            radius += 2 * conv * scale + 2 * (f[axis] - 1) * scale
+            scale *= f[axis]
+        radius += conv * scale
+        out.append(0 if axis == 0 and model.patch_shape[0] == 1 else radius)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def tile_geometry(model: ModelConfig) -> TileGeometry:
+    """The prediction tile of ``model.predict_input_shape`` (see the module docstring)."""
+    inp = effective_input_shape(model, model.predict_input_shape)
+    out = tuple(expected_output_shape(model, inp))
+    if model.padding == "valid":
+        return TileGeometry(inp, out, tuple((i - o) // 2 for i, o in zip(inp, out)), (0, 0, 0))  # type: ignore
+    factors = effective_factors(model)
+    total = [math.prod(f[a] for f in factors) for a in range(3)]
+    margin = tuple(-(-c // t) * t for c, t in zip(receptive_context(model), total))
+    kept = tuple(i - 2 * m for i, m in zip(inp, margin))
+    if min(kept) < 1:
+        raise ConfigError(f"[model] predict_input_shape {inp} leaves no output with padding = 'same': "
+                          f"{margin} voxels per side are cropped; use a larger predict_input_shape")
+    return TileGeometry(inp, kept, margin, margin)  # type: ignore[arg-type]
+
+
+def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """Network activations for one input tile (or a batch of them); a pure function.
+
+    Parameters
+    ----------
+    net : the network (eval mode), on its device.
+    raw : (C, *geometry.input_shape) or (N, C, *geometry.input_shape) float32 normalised input with context.
+    geometry : the tile geometry of ``net``.
+    amp : float16 autocast (CUDA only).
+
+    Returns
+    -------
+    dict of float32 arrays of shape ([N,] channels, *geometry.output_shape): ``numinst`` (softmax) or ``fg``
+    (sigmoid), and ``patches`` or ``codes`` (sigmoid).
+    """
+    single = raw.ndim == 4
+    batch = raw[None] if single else raw
+    if tuple(batch.shape[2:]) != tuple(geometry.input_shape):
+        raise ValueError(f"input tile of spatial shape {tuple(batch.shape[2:])} does not match the network input "
+                         f"{geometry.input_shape}")
+    device = next(net.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
+                                         enabled=amp and device.type == "cuda"):
+        patch_logits, numinst_logits = net(x)
+    crop = tuple(slice(c, c + o) for c, o in zip(geometry.net_crop, geometry.output_shape))
+    patch_logits = patch_logits[(Ellipsis, *crop)].float()
+    numinst_logits = numinst_logits[(Ellipsis, *crop)].float()
+    if numinst_logits.shape[1] > 1:
+        numinst = torch.softmax(numinst_logits, dim=1)
+    else:
+        numinst = torch.sigmoid(numinst_logits)
+    out = {"numinst" if numinst_logits.shape[1] > 1 else "fg": numinst.cpu().numpy(),
+           "patches" if net.decoder is None else "codes": torch.sigmoid(patch_logits).cpu().numpy()}
+    return {k: v[0] if single else v for k, v in out.items()}
+
+
+def to_storage(name: str, values: np.ndarray, patch_dtype: str = "uint8") -> np.ndarray:
+    """Stored form of ``predict_tile`` outputs: probabilities x 255 as uint8, or float16 (codes always)."""
+    if name == "codes" or (name == "patches" and patch_dtype == "float16"):
+        return values.astype(np.float16)
+    return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def read_input_tile(arr: Any, write_box: Box, geometry: TileGeometry, data: DataConfig) -> np.ndarray:
+    """(C, *geometry.input_shape) float32 network input for the output tile starting at ``write_box.begin``.
+
+    ``arr`` is the raw (C, Z, Y, X) or (Z, Y, X) zarr array; the input is normalised (``normalize_raw``) and
+    zero where it leaves the volume. ``write_box`` may be smaller than the output tile (at the volume end).
+    """
+    begin = tuple(b - c for b, c in zip(write_box.begin, geometry.context))
+    box = Box(begin, tuple(b + i for b, i in zip(begin, geometry.input_shape)))
+    spatial = tuple(int(s) for s in arr.shape[-3:])
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    out = np.zeros((channels,) + box.shape, dtype=np.float32)
+    inner = box.intersect(Box.from_shape(spatial))
+    if not inner.empty:
+        values = read_box(arr, inner)
+        out[(slice(None), *inner.relative_to(box))] = normalize_raw(values if values.ndim == 4 else values[None],
+                                                                    data)
+    return out
+
+
+def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_spec: str, output_store: Path | str
+                   ) -> dict[str, Any]:
+    """Predict one volume in this process and write the outputs into ``output_store`` (a .zarr folder).
+
+    Parameters
+    ----------
+    config : uses [model], [data] (channels, normalisation), [prediction] (device, batch_size, patch_dtype)
+        and [general] overwrite.
+    checkpoint_path : a checkpoint of the same architecture (else CheckpointError).
+    input_spec : ``"path.zarr/key"`` of a (C, Z, Y, X) or (Z, Y, X) raw volume.
+    output_store : the zarr group to write ``numinst``/``fg`` and ``patches``/``codes`` into.
+
+    Returns
+    -------
+    dict: ``outputs`` (name -> array spec), ``tiles``, ``voxels``, ``seconds``, ``voxels_per_s``,
+    ``tile_geometry``.
+    """
+    started = time.perf_counter()
+    arr = open_array(input_spec)
+    if arr.ndim not in (3, 4):
+        raise InputDataError(f"{input_spec} must be a (C, Z, Y, X) or (Z, Y, X) raw volume, got shape {arr.shape}")
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    if channels != config.data.num_channels:
+        raise InputDataError(f"{input_spec} has {channels} channels but [data] num_channels = "
+                             f"{config.data.num_channels}; set num_channels or give the right volume")
+    spatial = tuple(int(s) for s in arr.shape[-3:])
+    net = load_network(config.model, channels, checkpoint_path, config.prediction.device)
+    geometry = tile_geometry(config.model)
+    amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"
+    store = Path(output_store)
+    numinst_name = "numinst" if net.arch["numinst_channels"] > 1 else "fg"
+    patch_name = "patches" if net.decoder is None else "codes"
+    patch_channels = net.arch["out_channels"]
+    patch_dtype = "float16" if patch_name == "codes" else config.prediction.patch_dtype
+    attrs = {"ppp_dist": {"version": __version__, "stage": "predict", "checkpoint": str(checkpoint_path),
+                          "input": str(input_spec), "patch_shape": list(config.model.patch_shape)}}
+    outputs = {}
+    for name, ch, dtype in ((numinst_name, net.arch["numinst_channels"], "uint8"),
+                            (patch_name, patch_channels, patch_dtype)):
+        chunks = choose_chunks(spatial, geometry.output_shape, channels=ch, itemsize=np.dtype(dtype).itemsize)
+        scale = "value / 255" if dtype == "uint8" else "value"
+        outputs[name] = prepare_array(f"{store}/{name}", shape=(ch,) + spatial, chunks=(ch,) + tuple(chunks),
+                                      dtype=dtype, overwrite=config.general.overwrite, axes="czyx",
+                                      attrs={**attrs, "encoding": scale})
+    tiles = tile(spatial, geometry.output_shape)
+    batch_size = config.prediction.batch_size
+    for first in range(0, len(tiles), batch_size):
+        specs = tiles[first:first + batch_size]
+        inputs = np.stack([read_input_tile(arr, spec.write_box, geometry, config.data) for spec in specs])
+        result = predict_tile(net, inputs, geometry, amp=amp)
+        for i, spec in enumerate(specs):
+            keep = tuple(slice(0, s) for s in spec.write_box.shape)
+            for name, values in result.items():
+                write_box(outputs[name], spec.write_box,
+                          to_storage(name, values[i][(slice(None), *keep)], patch_dtype))
+    seconds = time.perf_counter() - started
+    voxels = int(np.prod(spatial))
+    logger.info("predicted %s (%s, %d tiles of %s) in %.1f s: %.0f voxels/s", input_spec, spatial, len(tiles),
+                geometry.output_shape, seconds, voxels / max(seconds, 1e-9))
+    return {"outputs": {k: f"{store}/{k}" for k in outputs}, "tiles": len(tiles), "voxels": voxels,
+            "seconds": seconds, "voxels_per_s": voxels / max(seconds, 1e-9), "tile_geometry": geometry}
+
+
+__all__ = ["TileGeometry", "tile_geometry", "receptive_context", "read_input_tile", "predict_tile", "to_storage",
+           "predict_volume"]

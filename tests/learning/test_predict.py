@@ -1,0 +1,114 @@
+"""Tiled in-process prediction equals one pass of the network over the whole (zero-padded) volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ppp_dist.errors import CheckpointError, InputDataError
+from ppp_dist.io.volumes import open_array, prepare_array
+from ppp_dist.learning.predict import predict_tile, predict_volume, tile_geometry, to_storage
+from ppp_dist.model import build_model, load_network, save_checkpoint
+
+from _learning_helpers import TINY_2D, TINY_3D, make_config
+
+
+def _write_raw(path, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = rng.random(shape, dtype=np.float32)
+    arr = prepare_array(f"{path}/raw", shape=shape, chunks=shape, dtype="float32", axes="czyx")
+    arr[...] = raw
+    return raw
+
+
+def _checkpoint(config, tmp_path):
+    torch.manual_seed(0)
+    net = build_model(config.model, config.data.num_channels)
+    for p in net.parameters():  # make the random network's outputs vary strongly in space
+        p.data.mul_(1.5)
+    return save_checkpoint(tmp_path / "train" / "checkpoint_1.pt", net, iteration=1)
+
+
+def _single_pass(config, checkpoint, raw):
+    """Whole volume, zero-padded by the context (+ up to one tile at the far end), in one forward pass."""
+    geometry = tile_geometry(config.model)
+    net = load_network(config.model, raw.shape[0], checkpoint, "cpu")
+    spatial = raw.shape[1:]
+    n = [-(-s // o) for s, o in zip(spatial, geometry.output_shape)]
+    padded = np.zeros((raw.shape[0],) + tuple(k * o + 2 * c for k, o, c in
+                                             zip(n, geometry.output_shape, geometry.context)), np.float32)
+    padded[(slice(None),) + tuple(slice(c, c + s) for c, s in zip(geometry.context, spatial))] = raw
+    with torch.no_grad():
+        patch_logits, numinst_logits = net(torch.from_numpy(padded)[None])
+    crop = (0, slice(None)) + tuple(slice(m, m + s) for m, s in zip(geometry.net_crop, spatial))
+    return {"numinst": torch.softmax(numinst_logits, 1)[crop].numpy(),
+            "patches": torch.sigmoid(patch_logits)[crop].numpy()}
+
+
+CASES = {
+    "2d valid": (TINY_2D, (1, 2, 37, 61)),
+    "2d same": ({**TINY_2D, "padding": "same", "predict_input_shape": [1, 64, 64]}, (1, 1, 29, 50)),
+    "3d valid": (TINY_3D, (3, 13, 21, 17)),
+    "3d same": ({**TINY_3D, "padding": "same", "predict_input_shape": [24, 24, 24]}, (3, 11, 9, 26)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("patch_dtype", ["uint8", "float16"])
+def test_tiled_prediction_equals_single_pass(name, patch_dtype, tmp_path):
+    model, shape = CASES[name]
+    config = make_config(model=model, data={"num_channels": shape[0]},
+                         prediction={"device": "cpu", "patch_dtype": patch_dtype, "batch_size": 2})
+    geometry = tile_geometry(config.model)
+    assert any(s % o for s, o in zip(shape[1:], geometry.output_shape)), "the volume must not be a tile multiple"
+    raw = _write_raw(tmp_path / "in.zarr", shape)
+    checkpoint = _checkpoint(config, tmp_path)
+    summary = predict_volume(config, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+    assert summary["tiles"] > 1
+    expected = _single_pass(config, checkpoint, raw)
+    numinst = open_array(f"{tmp_path}/out.zarr/numinst")[...]
+    patches = open_array(f"{tmp_path}/out.zarr/patches")[...]
+    assert numinst.dtype == np.uint8 and numinst.shape == (3,) + shape[1:]
+    assert patches.dtype == np.dtype(patch_dtype) and patches.shape == (int(np.prod(model["patch_shape"])),) + shape[1:]
+    assert expected["patches"].std() > 0.05  # a meaningful comparison
+    np.testing.assert_allclose(numinst.astype(int), to_storage("numinst", expected["numinst"]).astype(int), atol=1)
+    if patch_dtype == "uint8":
+        np.testing.assert_allclose(patches.astype(int), to_storage("patches", expected["patches"]).astype(int),
+                                   atol=1)
+    else:
+        np.testing.assert_allclose(patches.astype(np.float32), expected["patches"], atol=2e-3)
+
+
+def test_predict_tile_is_a_pure_batched_function(tmp_path):
+    config = make_config(model=TINY_2D)
+    checkpoint = _checkpoint(config, tmp_path)
+    net = load_network(config.model, 1, checkpoint, "cpu")
+    geometry = tile_geometry(config.model)
+    tiles = np.random.default_rng(1).random((3, 1) + geometry.input_shape, dtype=np.float32)
+    batched = predict_tile(net, tiles, geometry)
+    single = predict_tile(net, tiles[1], geometry)
+    assert set(batched) == {"numinst", "patches"}
+    assert batched["patches"].shape == (3, 25) + geometry.output_shape
+    np.testing.assert_allclose(batched["patches"][1], single["patches"], atol=1e-5)
+    np.testing.assert_allclose(batched["numinst"].sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="does not match the network input"):
+        predict_tile(net, tiles[:, :, :, :10], geometry)
+
+
+def test_foreground_head_writes_fg(tmp_path):
+    config = make_config(model={**TINY_2D, "numinst_head": "foreground"})
+    _write_raw(tmp_path / "in.zarr", (1, 1, 20, 20))
+    predict_volume(config, _checkpoint(config, tmp_path), f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+    assert open_array(f"{tmp_path}/out.zarr/fg").shape == (1, 1, 20, 20)
+
+
+def test_wrong_channels_and_wrong_checkpoint_are_clear_errors(tmp_path):
+    config = make_config(model=TINY_2D)
+    checkpoint = _checkpoint(config, tmp_path)
+    _write_raw(tmp_path / "in.zarr", (2, 1, 20, 20))
+    with pytest.raises(InputDataError, match="has 2 channels but \\[data\\] num_channels = 1"):
+        predict_volume(config, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+    other = make_config(model={**TINY_2D, "num_fmaps": 5}, data={"num_channels": 2})
+    with pytest.raises(CheckpointError, match="num_fmaps is 4 in the checkpoint but 5"):
+        predict_volume(other, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")

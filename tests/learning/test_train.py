@@ -1,0 +1,71 @@
+"""The training loop: the loss falls, checkpoints resume exactly, metrics and network.json are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from ppp_dist.errors import CheckpointError
+from ppp_dist.learning.train import run_train
+from ppp_dist.model import list_checkpoints, read_checkpoint
+
+from _learning_helpers import TINY_3D, make_config
+
+
+def _metrics(exp):
+    with open(exp / "train" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_loss_halves_within_200_iterations(nuclei_sample, tmp_path):
+    config = make_config(nuclei_sample, model={"num_fmaps": 8}, training={"log_every": 20, "checkpoint_every": 100})
+    summary = run_train(config, tmp_path / "exp", max_iterations=200)
+    rows = [r for r in _metrics(tmp_path / "exp") if r["loss"]]
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert summary["iterations"] == 200 and summary["iterations_run"] == 200
+    assert last <= 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
+    assert float(rows[-1]["patch_loss"]) < float(rows[0]["patch_loss"])
+    assert [it for it, _ in list_checkpoints(tmp_path / "exp" / "train")] == [100, 200]
+    assert summary["checkpoint"].endswith("checkpoint_200.pt") and summary["it_per_s"] > 0
+    network = json.loads((tmp_path / "exp" / "train" / "network.json").read_text())
+    assert network["train"] == {"input": [1, 56, 56], "output": [1, 16, 16], "context": [0, 20, 20]}
+
+
+def test_resumed_training_equals_uninterrupted_training(nuclei_sample, tmp_path):
+    config = make_config(nuclei_sample, training={"checkpoint_every": 6, "log_every": 3, "validate_every": 6},
+                         data={"val_data": [str(nuclei_sample)]},
+                         **{"general": {"seed": 5}})
+    run_train(config, tmp_path / "once", max_iterations=12)
+    run_train(config, tmp_path / "twice", max_iterations=6)
+    resumed = run_train(config, tmp_path / "twice", max_iterations=12)
+    assert resumed["iterations_run"] == 6
+    a = read_checkpoint(tmp_path / "once" / "train" / "checkpoint_12.pt")
+    b = read_checkpoint(tmp_path / "twice" / "train" / "checkpoint_12.pt")
+    for key, value in a["model_state_dict"].items():
+        torch.testing.assert_close(b["model_state_dict"][key], value, rtol=0, atol=1e-6)
+    for s1, s2 in zip(a["optimizer_state_dict"]["state"].values(), b["optimizer_state_dict"]["state"].values()):
+        torch.testing.assert_close(s1["exp_avg"], s2["exp_avg"], rtol=0, atol=1e-6)
+        assert float(s1["step"]) == float(s2["step"]) == 12
+    # finished: a further call does no work
+    assert run_train(config, tmp_path / "twice", max_iterations=12)["iterations_run"] == 0
+    rows = _metrics(tmp_path / "twice")
+    assert [int(r["iteration"]) for r in rows] == [3, 6, 9, 12]
+    assert [bool(r["val_loss"]) for r in rows] == [False, True, False, True]
+
+
+def test_resuming_with_another_architecture_is_refused(nuclei_sample, tmp_path):
+    run_train(make_config(nuclei_sample), tmp_path / "exp", max_iterations=2)
+    wider = make_config(nuclei_sample, model={"num_fmaps": 6})
+    with pytest.raises(CheckpointError, match="num_fmaps is 4 in the checkpoint but 6 in the config"):
+        run_train(wider, tmp_path / "exp", max_iterations=4)
+
+
+def test_three_dimensional_overlapping_data_with_workers(tubes_sample, tmp_path):
+    config = make_config(tubes_sample, model=TINY_3D, data={"num_channels": 3},
+                         training={"num_workers": 1, "augmentation": {"probability_overlay": 0.5}})
+    summary = run_train(config, tmp_path / "exp", max_iterations=4)
+    assert summary["iterations"] == 4
+    assert summary["shapes"]["train"]["output"] == [4, 4, 4]
