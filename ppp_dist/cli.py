@@ -39,6 +39,8 @@ def _add_config_options(p: argparse.ArgumentParser, *, experiment: bool = True, 
                            help="start a new experiment in a time-stamped folder under DIR")
         group.add_argument("-e", "--exp", metavar="DIR",
                            help="resume the experiment in DIR (its saved config is used without --config)")
+        p.add_argument("--gt", metavar="PATH.zarr/KEY",
+                       help="ground truth labels for evaluate, overriding [data] ground_truth")
         p.add_argument("--scheduler", metavar="ADDRESS",
                        help="join a running dask scheduler (tcp://host:8786) instead of starting a cluster")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to the console")
@@ -54,10 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(task.name, help=f"({i}/{len(TASKS)}) {task.summary}",
                            description=f"({i}/{len(TASKS)}) {task.summary[0].upper()}{task.summary[1:]}.")
         _add_config_options(p)
-        if task.name == "evaluate":
-            p.add_argument("--gt", metavar="PATH.zarr/KEY",
-                           help="ground truth labels, overriding [data] ground_truth; --input names the "
-                                "predicted labels")
     for group, members in GROUPS.items():
         p = sub.add_parser(group, help=f"run {' -> '.join(members)}",
                            description=f"Run the tasks {', '.join(members)} in order, as --do {group} did.")

@@ -15,8 +15,7 @@ from ppp_dist import tasks
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.config.loader import config_to_table
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.experiment import CONFIG_NAME, Experiment, open_experiment
-from ppp_dist.logs import setup_logging
+from ppp_dist.experiment import CONFIG_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ def dispatch(args: argparse.Namespace, do_tasks: list[str] | None) -> int:
     if args.command == "demo":
         from ppp_dist.demo import run_demo
         return run_demo(args)
-    return run_tasks(args, do_tasks or [args.command])
+    from ppp_dist.run_tasks import run_tasks
+    return run_tasks(args, do_tasks or [args.command], _overrides(args))
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -47,61 +47,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _toml_string(text: str) -> str:
     return tomli_w.dumps({"v": text})[4:].strip()
-
-
-def run_tasks(args: argparse.Namespace, names: list[str]) -> int:
-    """Run task names (groups expanded) in pipeline order inside one experiment folder."""
-    order = tasks.expand(names)
-    config = load_config(args.config, _overrides(args))  # config errors first, before anything is written
-    tasks.check_available(order)
-    _check_inputs(order, config)
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=_overrides(args))
-    setup_logging(experiment.config.general.log_level if not args.verbose else "DEBUG", experiment.log_path)
-    handlers = _task_handlers()
-    for name in order:
-        logger.info("task %s", name)
-        handlers[name](experiment)
-    return 0
-
-
-def _task_handlers() -> dict:
-    """Task name -> callable(experiment) for the tasks this version implements."""
-    return {"evaluate": evaluate}
-
-
-def _check_inputs(order: list[str], config: PipelineConfig) -> None:
-    """Input problems of the tasks about to run, raised before the experiment folder is written."""
-    if "evaluate" in order and "label" not in order:
-        if not config.data.input or not config.data.ground_truth:
-            raise ConfigError("evaluate needs the predicted labels and the ground truth: pass --input "
-                              "PRED.zarr/KEY and --gt GT.zarr/KEY (or set [data] input and ground_truth)")
-        from ppp_dist.io import volumes
-        volumes.open_array(config.data.input)
-        volumes.open_array(config.data.ground_truth)
-
-
-def evaluate(experiment: Experiment) -> None:
-    """Score ``[data] input`` (predicted labels) against ``[data] ground_truth``; write the reports."""
-    from ppp_dist.evaluate import evaluate_files
-
-    config = experiment.config
-    ev = config.evaluation
-    out_dir = experiment.output("evaluation")
-    result = evaluate_files([config.data.input], [config.data.ground_truth], out_dir, criterion=ev.criterion,
-                            assignment=None if ev.assignment == "auto" else ev.assignment,
-                            thresholds=ev.thresholds, min_instance_size=ev.min_instance_size,
-                            foreground_only=ev.foreground_only, isbi=ev.isbi_scores,
-                            block_shape=ev.block_shape, write_images=ev.write_images)
-    print(summary_line(result))
-    print(f"report: {out_dir / 'report.md'}")
-
-
-def summary_line(result: dict) -> str:
-    """One line with the headline numbers of an evaluation result."""
-    mean = result["mean"]
-    keys = ("avS", "S_0.5", "avF1", "C", "S", "v_rand", "v_info")
-    parts = [f"{k} {mean[k]:.4f}" for k in keys if isinstance(mean.get(k), float)]
-    return "evaluation: " + (", ".join(parts) if parts else "no scores")
 
 
 def _open_input(config: PipelineConfig):

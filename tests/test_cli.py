@@ -59,9 +59,10 @@ def test_unimplemented_task_says_so_and_writes_nothing(task, capsys, tmp_path):
 
 
 def test_do_style_task_list(capsys, tmp_path):
-    code, _, err = run(capsys, "--do", "train", "predict", "--root", str(tmp_path))
+    code, _, err = run(capsys, "--do", "validate", "label", "--root", str(tmp_path))
     assert code == 2
-    assert "cannot run train (arrives with the learning issue), predict" in one_sentence_error(err)
+    assert "cannot run validate (arrives with" in one_sentence_error(err)
+    assert not list(tmp_path.iterdir())
     code, _, err = run(capsys, "--do", "trian")
     assert code == 2 and "unknown: trian" in one_sentence_error(err)
 
@@ -176,7 +177,9 @@ def test_evaluate_command_writes_reports(tmp_path, capsys):
     for name in ("report.md", "results.json", "results.toml", "summary.csv", "per_image.csv", "scores.png"):
         assert (exp / "evaluation" / name).is_file(), name
     code, _, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--input", f"{store}/pred")
-    assert code == 2 and "evaluate needs the predicted labels and the ground truth" in one_sentence_error(err)
+    assert code == 2 and "evaluate needs the ground truth: pass --gt" in one_sentence_error(err)
+    code, _, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--gt", f"{store}/gt")
+    assert code == 2 and "evaluate needs predicted labels: pass --input" in one_sentence_error(err)
     assert len(list((tmp_path / "runs").iterdir())) == 1  # the failed call wrote no experiment folder
     code, _, err = run(capsys, "evaluate", "--root", str(tmp_path / "runs"), "--input", f"{store}/pred",
                        "--gt", f"{store}/gtt")

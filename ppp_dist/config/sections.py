@@ -244,7 +244,7 @@ class TrainingConfig:
 class PredictionConfig:
     """[prediction] Running the network over a volume."""
 
-    checkpoint: int | str = "last"  # last, best (from validation) or an iteration number
+    checkpoint: int | str = "last"  # last, best (from validation), an iteration number or a .pt file
     batch_size: int = 1  # network inputs per forward pass
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     patch_dtype: PatchDtype = "uint8"  # stored patches: uint8 (value/255) or float16
@@ -255,9 +255,10 @@ class PredictionConfig:
         problems = _positive("prediction", batch_size=self.batch_size)
         problems += _probability("prediction", decode_foreground_threshold=self.decode_foreground_threshold)
         if not (self.checkpoint in ("last", "best") or
+                (isinstance(self.checkpoint, str) and self.checkpoint.endswith(".pt")) or
                 (isinstance(self.checkpoint, int) and not isinstance(self.checkpoint, bool)
                  and self.checkpoint >= 0)):
-            problems.append(f"[prediction] checkpoint must be last, best or an iteration number, "
+            problems.append(f"[prediction] checkpoint must be last, best, an iteration number or a .pt file, "
                             f"got {self.checkpoint!r}")
         return problems
 
@@ -276,7 +277,6 @@ class VoteConfig:
     partition: Partition = "connected_components"  # or mutex_watershed: negative edges keep apart
     edge_threshold: float = 0.0  # patch pairs with mean consensus above this are the same instance
     overlap_channels: bool = True  # keep a second label where numinst >= 2 (channel 1 of the output)
-    mask_to_foreground: bool = True  # labels only on predicted foreground
     block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
     foreground_bbox_only: bool = True  # restrict blocks to the bounding box of the foreground
     ignore_small_components: int = 200  # foreground components this small do not extend that bounding box

@@ -1,0 +1,186 @@
+"""Running task lists (``ppp-dist label``, ``ppp-dist infer``, ``--do ...``) inside one experiment folder.
+
+Outputs flow between tasks through fixed names in the experiment folder:
+
+    train    -> train/checkpoint_<iteration>.pt
+    predict  -> prediction.zarr   (numinst or fg, patches or codes)
+    decode   -> prediction.zarr   (patches from codes)
+    label    -> instances.zarr/instances
+    postprocess -> postprocessed.zarr/instances
+    evaluate -> evaluation/       (report.md, results.json, CSVs, PNGs)
+
+``--input`` is the input of the first task of the chain (the volume for predict, the prediction group for
+decode/label, the labels for postprocess/evaluate); later tasks read what their upstream task wrote.
+Input problems are checked before the folder is created, so a mistake writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ppp_dist import tasks
+from ppp_dist.config import PipelineConfig, load_config
+from ppp_dist.errors import ConfigError
+from ppp_dist.experiment import Experiment, open_experiment
+from ppp_dist.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+PREDICTION = "prediction.zarr"
+INSTANCES = "instances.zarr"
+POSTPROCESSED = "postprocessed.zarr"
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    experiment: Experiment
+    order: tuple[str, ...]
+    explicit_input: str | None  # --input of this command line, if any
+
+    @property
+    def config(self) -> PipelineConfig:
+        return self.experiment.config
+
+    def upstream(self, task: str, produced: Path, fallback_what: str) -> str:
+        """The input of a task: its upstream task's output when that ran in this chain; else --input;
+        else what an earlier run left in the folder; else [data] input."""
+        if any(t in self.order for t in _UPSTREAM[task]):
+            return str(produced)
+        if self.explicit_input:
+            return self.explicit_input
+        if produced.exists():
+            return str(produced)
+        if self.config.data.input:
+            return self.config.data.input
+        raise ConfigError(f"{task} needs {fallback_what}: run the upstream task in this experiment or pass "
+                          "--input")  # only reachable when resuming a folder that lacks it
+
+
+_UPSTREAM = {"decode": ("predict",), "label": ("predict", "decode"), "postprocess": ("label",),
+             "evaluate": ("label", "postprocess")}
+
+
+def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) -> int:
+    """Run task names (groups expanded) in pipeline order inside one experiment folder."""
+    order = tuple(tasks.expand(names))
+    config = load_config(args.config, overrides)  # config errors first, before anything is written
+    tasks.check_available(list(order))
+    _check_inputs(order, config, getattr(args, "input", None), resuming=args.exp is not None)
+    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides)
+    setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
+    context = TaskContext(experiment, order, getattr(args, "input", None))
+    print(f"experiment folder: {experiment.path}")
+    for name in order:
+        logger.info("task %s", name)
+        HANDLERS[name](context)
+    return 0
+
+
+_NEEDS = {"decode": "a prediction group with codes", "label": "a prediction group (patches + numinst)",
+          "postprocess": "instance labels", "evaluate": "predicted labels"}
+
+
+def _check_inputs(order: tuple[str, ...], config: PipelineConfig, explicit_input: str | None, *,
+                  resuming: bool) -> None:
+    from ppp_dist.io import volumes
+
+    first = order[0]
+    if first in _NEEDS and not (explicit_input or config.data.input or resuming):
+        raise ConfigError(f"{first} needs {_NEEDS[first]}: pass --input PATH.zarr[/KEY], or --exp an "
+                          "experiment that holds it")
+    if first == "predict" and not config.data.input:
+        raise ConfigError("predict needs a raw volume: pass --input PATH.zarr/KEY or set [data] input")
+    if "evaluate" in order and not config.data.ground_truth:
+        raise ConfigError("evaluate needs the ground truth: pass --gt GT.zarr/KEY or set [data] ground_truth")
+    if "evaluate" in order:
+        volumes.open_array(config.data.ground_truth)
+    if first in ("predict", "evaluate", "postprocess") and (explicit_input or config.data.input):
+        volumes.open_array(explicit_input or config.data.input)
+
+
+def _train(ctx: TaskContext) -> None:
+    from ppp_dist.learning.train import run_train
+
+    summary = run_train(ctx.config, ctx.experiment.path)
+    print(f"train: {summary['iterations']} iterations ({summary['iterations_run']} now, "
+          f"{summary['it_per_s']:.2f} it/s), final loss {summary['final_loss']:.4f}, "
+          f"checkpoint {summary['checkpoint']}")
+
+
+def _checkpoint(ctx: TaskContext) -> Path:
+    from ppp_dist.model import resolve_checkpoint
+
+    return resolve_checkpoint(ctx.experiment.path, ctx.config.prediction.checkpoint)
+
+
+def _predict(ctx: TaskContext) -> None:
+    from ppp_dist.learning.predict import predict_volume
+
+    source = ctx.explicit_input or ctx.config.data.input
+    output = ctx.experiment.output(PREDICTION)
+    summary = predict_volume(ctx.config, _checkpoint(ctx), source, output)
+    print(f"predict: {source} -> {output} ({summary.get('seconds', 0):.1f} s)")
+
+
+def _decode(ctx: TaskContext) -> None:
+    from ppp_dist.learning.decode import decode_volume
+
+    store = ctx.upstream("decode", ctx.experiment.output(PREDICTION), "a prediction group with codes")
+    summary = decode_volume(ctx.config, _checkpoint(ctx), store)
+    print(f"decode: {summary['voxels_decoded']} voxels decoded into {summary['output']}")
+
+
+def _label(ctx: TaskContext) -> None:
+    from ppp_dist.label import label_volume
+
+    prediction = ctx.upstream("label", ctx.experiment.output(PREDICTION), "a prediction group (patches + numinst)")
+    output = ctx.experiment.output(INSTANCES)
+    summary = label_volume(ctx.config, prediction, output)
+    print(f"label: {summary['instances']} instances from {summary['selected_patches']} patches "
+          f"({summary['foreground_voxels']} foreground voxels) in {summary['seconds']:.2f} s -> {output}/instances")
+
+
+def _postprocess(ctx: TaskContext) -> None:
+    from ppp_dist.label import INSTANCES_KEY, postprocess_volume
+
+    source = ctx.upstream("postprocess", ctx.experiment.output(INSTANCES) / INSTANCES_KEY, "instance labels")
+    output = ctx.experiment.output(POSTPROCESSED)
+    summary = postprocess_volume(ctx.config, source, output)
+    print(f"postprocess: {summary['instances_before']} -> {summary['instances']} instances -> {output}/instances")
+
+
+def _evaluate(ctx: TaskContext) -> None:
+    from ppp_dist.evaluate import evaluate_files
+    from ppp_dist.label import INSTANCES_KEY
+
+    produced = ctx.experiment.output(POSTPROCESSED) / INSTANCES_KEY
+    if not produced.exists() and "postprocess" not in ctx.order:
+        produced = ctx.experiment.output(INSTANCES) / INSTANCES_KEY
+    prediction = ctx.upstream("evaluate", produced, "predicted labels")
+    ev = ctx.config.evaluation
+    out_dir = ctx.experiment.output("evaluation")
+    result = evaluate_files([prediction], [ctx.config.data.ground_truth], out_dir, criterion=ev.criterion,
+                            assignment=None if ev.assignment == "auto" else ev.assignment,
+                            thresholds=ev.thresholds, min_instance_size=ev.min_instance_size,
+                            foreground_only=ev.foreground_only, isbi=ev.isbi_scores,
+                            block_shape=ev.block_shape, write_images=ev.write_images)
+    print(summary_line(result))
+    print(f"report: {out_dir / 'report.md'}")
+
+
+def summary_line(result: dict) -> str:
+    """One line with the headline numbers of an evaluation result."""
+    mean = result["mean"]
+    keys = ("avS", "S_0.5", "avF1", "C", "S", "v_rand", "v_info")
+    parts = [f"{k} {mean[k]:.4f}" for k in keys if isinstance(mean.get(k), float)]
+    return "evaluation: " + (", ".join(parts) if parts else "no scores")
+
+
+HANDLERS: dict[str, Callable[[TaskContext], None]] = {
+    "train": _train, "predict": _predict, "decode": _decode, "label": _label, "postprocess": _postprocess,
+    "evaluate": _evaluate,
+}

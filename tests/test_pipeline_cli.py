@@ -1,0 +1,71 @@
+"""The task chain through the command line: train -> predict -> label -> postprocess -> evaluate.
+
+Quality is tested elsewhere (tests/learning/test_overfit.py, tests/ops); this checks that the tasks hand
+their outputs to each other through the experiment folder, resume it, and report in one line each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ppp_dist.cli import main
+from ppp_dist.data.writer import write_synthetic_volume
+from ppp_dist.io import volumes
+
+TINY = ["model.patch_shape=[1, 5, 5]", "model.numinst_head=\"foreground\"", "model.num_fmaps=4",
+        "model.fmap_inc_factors=[2.0]", "model.fmap_dec_factors=[2.0]", "model.downsample_factors=[[1, 2, 2]]",
+        "model.train_input_shape=[1, 44, 44]", "model.predict_input_shape=[1, 44, 44]",
+        "training.max_iterations=6", "training.checkpoint_every=3", "training.batch_size=2",
+        "training.num_workers=0", "training.validate_every=0", "training.log_every=3",
+        "training.sampling.probability_foreground=0.9", "training.sampling.probability_overlap=0.0",
+        "training.sampling.probability_random=0.1", "training.augmentation.probability_overlay=0.0",
+        "data.raw_key=\"raw\"", "data.gt_key=\"labels/gt_instances\"", "data.normalization=\"none\"",
+        "vote.block_shape=[1, 64, 64]", "evaluation.block_shape=[1, 32, 32]"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "nuclei.zarr"
+    write_synthetic_volume(path, "nuclei2d", (60, 70), (30, 35), seed=3)
+    return path
+
+
+def test_chain_train_predict_label_postprocess_evaluate(tmp_path, sample, capsys):
+    overrides = [arg for item in TINY + [f"data.train_data=[\"{sample}\"]"] for arg in ("--set", item)]
+    code = main(["--do", "train", "predict", "label", "postprocess", "evaluate", "--root", str(tmp_path),
+                 "--input", f"{sample}/raw", "--gt", f"{sample}/labels/gt_instances", *overrides])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (exp,) = tmp_path.iterdir()
+    assert (exp / "train" / "checkpoint_6.pt").is_file()
+    patches = volumes.open_array(f"{exp}/prediction.zarr/patches")
+    assert patches.shape == (25, 1, 60, 70) and patches.dtype == np.uint8
+    instances = volumes.open_array(f"{exp}/instances.zarr/instances")
+    assert instances.shape[1:] == (1, 60, 70) and instances.dtype == np.uint32
+    assert (exp / "postprocessed.zarr" / "instances").is_dir()
+    assert (exp / "evaluation" / "results.json").is_file()
+    for line in ("train: 6 iterations", "predict: ", "label: ", "postprocess: ", "evaluation: avS"):
+        assert line in out, out
+    # the same folder resumed: label alone reads the prediction the chain left there
+    code = main(["label", "--exp", str(exp)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"{exp}/instances.zarr/instances" in out
+
+
+def test_label_without_prediction_is_one_sentence(tmp_path, capsys):
+    code = main(["label", "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().startswith("ppp-dist: error: label needs a prediction group (patches + numinst)")
+    assert not list(tmp_path.iterdir())
