@@ -20,7 +20,7 @@ from ppp_dist.logs import setup_logging
 logger = logging.getLogger(__name__)
 
 DEMO_SETTINGS = ("data.num_channels=3", "data.overlapping_instances=true", "model.patch_shape=[7, 7, 7]",
-                 "vote.block_shape=[25, 25, 25]")
+                 "vote.block_shape=[25, 25, 25]", "evaluation.min_instance_size=500")
 
 
 def write_sample(experiment: Experiment) -> tuple[str, str]:
@@ -67,6 +67,23 @@ def blockwise_summary(client, raw_path: str, gt_path: str) -> dict[str, object]:
             "overlap_voxels": int(overlap_voxels), "tasks": len(raw.__dask_graph__()) + len(gt.__dask_graph__())}
 
 
+def write_oracle_prediction(experiment: Experiment, patch_shape: tuple[int, int, int]) -> str:
+    """Ground truth turned into a prediction (patches and numinst as uint8): what a perfect network gives."""
+    from ppp_dist.data.flylight import load_flylight
+    from ppp_dist.io import volumes
+    from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
+
+    instances = load_flylight().instances
+    store = experiment.output("oracle_prediction.zarr")
+    patches = patch_targets(instances, patch_shape) * np.uint8(255)
+    numinst = (numinst_onehot(numinst_target(instances)) * 255).astype(np.uint8)
+    for name, data in (("patches", patches), ("numinst", numinst)):
+        out = volumes.prepare_array(f"{store}/{name}", shape=data.shape, chunks=(data.shape[0], 25, 25, 25),
+                                    dtype="uint8", overwrite=True, axes="czyx", kind="image")
+        out[...] = data
+    return str(store)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ppp_dist.plan import format_bytes, plan_volume
 
@@ -96,6 +113,19 @@ def run_demo(args: argparse.Namespace) -> int:
     for stage in plan_volume(experiment.config, (50, 50, 50)):
         print(f"  {stage.stage:<8} {stage.blocks:>3} block(s) of {stage.block_shape}, halo {stage.halo}, "
               f"~{format_bytes(stage.memory_bytes)} per block: {stage.note}")
+    from ppp_dist.evaluate import evaluate_files
+    from ppp_dist.label import INSTANCES_KEY, label_volume
+    from ppp_dist.run_tasks import summary_line
+
+    oracle = write_oracle_prediction(experiment, experiment.config.model.patch_shape)
+    labelled = label_volume(experiment.config, oracle, experiment.output("instances.zarr"))
+    instances = f"{experiment.output('instances.zarr')}/{INSTANCES_KEY}"
+    print(f"label (oracle):    {labelled['instances']} instances from {labelled['selected_patches']} selected "
+          f"patches in {labelled['seconds']:.2f} s -> {instances}")
+    result = evaluate_files([instances], [gt_path], experiment.output("evaluation"), criterion="cldice",
+                            min_instance_size=experiment.config.evaluation.min_instance_size)
+    print(f"evaluate (oracle): {summary_line(result).split(': ', 1)[1]} "
+          f"(report {experiment.output('evaluation') / 'report.md'})")
     missing = [t for t in tasks.TASKS.values() if not t.available]
     if missing:
         print("not in this version yet: " + "; ".join(f"{t.name} ({t.arrives_with})" for t in missing))

@@ -20,3 +20,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     with sqlite3.connect(exp / "graph.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     assert re.search(r"vote +8 block\(s\) of \(25, 25, 25\), halo \(12, 12, 12\)", out)
+    # the assembly on oracle patches of the sample, scored with the FlyLight metrics
+    match = re.search(r"label \(oracle\): +(\d+) instances", out)
+    assert match and int(match.group(1)) >= 3
+    scores = re.search(r"evaluate \(oracle\): avF1 ([\d.]+), C ([\d.]+), S ([\d.]+)", out)
+    assert scores and float(scores.group(2)) > 0.9  # every neuron's centreline is covered
+    assert (exp / "evaluation" / "report.md").is_file()

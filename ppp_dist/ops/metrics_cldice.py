@@ -50,7 +50,7 @@ from ppp_dist.ops.metrics_iou import (
     match_scores,
     threshold_key,
 )
-from ppp_dist.ops.overlap_table import OverlapTable, as_channel_stack, overlap_table
+from ppp_dist.ops.overlap_table import OverlapTable, as_channel_stack, canonical_stack, overlap_table
 
 __all__ = [
     "AVF1_THRESHOLDS",
@@ -122,7 +122,7 @@ def filter_predictions(gt: np.ndarray, pred: np.ndarray, *, min_instance_size: i
                        foreground_only: bool = False) -> np.ndarray:
     """Array form of ``metrics_iou.prepare_table``: zero predictions on GT background (if asked), then
     remove predicted instances with at most ``min_instance_size`` voxels. Returns a new stack."""
-    gt, pred = as_channel_stack(gt, "ground truth"), as_channel_stack(pred, "prediction").copy()
+    gt, pred = canonical_stack(gt, "ground truth"), canonical_stack(pred, "prediction").copy()
     if foreground_only:
         pred[:, ~(gt != 0).any(axis=0)] = 0
     if min_instance_size > 0:
@@ -165,7 +165,7 @@ def cldice_metrics(gt: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]
     ----------
     gt, pred : (Y, X), (Z, Y, X) or (K, Z, Y, X) instance ids, same spatial shape.
     """
-    gt, pred = as_channel_stack(gt, "ground truth"), as_channel_stack(pred, "prediction")
+    gt, pred = canonical_stack(gt, "ground truth"), canonical_stack(pred, "prediction")
     gt_vox, pred_vox = instance_voxels(gt), instance_voxels(pred)
     gt_skel = skeletonize_instances(gt, gt_vox)
     pred_skel = skeletonize_instances(pred, pred_vox)

@@ -1,8 +1,8 @@
 """Sparse ground-truth x prediction overlap counts: the one table every IoU and ISBI metric is derived from.
 
 Label arrays are channel stacks ``(K, Z, Y, X)`` of non-negative integers (``K = 1`` is a flat
-labelling, 2D data has ``Z = 1``). Ids are unique across channels and 0 is background; a voxel that is
-non-zero in several channels belongs to several instances.
+labelling, 2D data has ``Z = 1``). 0 is background; an id may sit in several channels but appears at
+most once per voxel; a voxel that is non-zero in several channels belongs to several instances.
 
 Counting rule, for one voxel: let ``G`` be the set of its non-zero GT ids (``{0}`` when it has none)
 and ``P`` likewise for the prediction. The voxel adds 1 to the count of every pair in ``G x P``, and 1
@@ -294,21 +294,68 @@ def _sizes(flat: np.ndarray, valid: list[np.ndarray | None], pair_ids: np.ndarra
     if both_flat:
         # both flat: each voxel is in exactly one pair, so the sizes are the pair marginals
         return _sum_by_id(pair_ids, pair_count)
-    ids, counts, per_channel = [], [], []
+    _check_distinct_per_voxel(flat, name)
+    ids, counts = [], []
     for c in range(flat.shape[0]):
         v = flat[c][valid[c]] if valid[c] is not None else flat[c]
         u, n = np.unique(v, return_counts=True)
         ids.append(u.astype(_ID))
         counts.append(n.astype(_COUNT))
-        per_channel.append(u[u != 0].astype(_ID))
-    nonzero = np.concatenate(per_channel)
-    if np.unique(nonzero).size != nonzero.size:
-        dup = _first_duplicate(nonzero)
-        raise InputDataError(
-            f"{name}: id {int(dup)} occurs in more than one channel; ids of a channel stack must be unique "
-            "across channels"
-        )
     return _sum_by_id(np.concatenate(ids), np.concatenate(counts))
+
+
+def _check_distinct_per_voxel(flat: np.ndarray, name: str) -> None:
+    """An id may sit in several channels (the assembly puts an instance's overlap voxels in channel 1),
+    but never twice at one voxel: that would count the voxel twice."""
+    for c in range(flat.shape[0]):
+        for d in range(c + 1, flat.shape[0]):
+            same = (flat[c] == flat[d]) & (flat[c] != 0)
+            if same.any():
+                dup = int(flat[c][np.flatnonzero(same)[0]])
+                raise InputDataError(f"{name}: id {dup} appears twice at one voxel (channels {c} and {d}); a "
+                                     "voxel lists each of its instances once")
+
+
+def canonical_stack(stack: np.ndarray, name: str = "labels") -> np.ndarray:
+    """The same labelling with every instance in one channel (ids unique across channels).
+
+    Instances are given channels by greedy colouring (in id order) of the graph of instances that share
+    a voxel, so the result has as few channels as that colouring needs. A stack whose ids are already
+    unique across channels is returned unchanged.
+
+    Examples
+    --------
+    >>> s = np.array([[[[1, 1, 2]]], [[[0, 2, 0]]]])   # instance 2 spills into channel 1 at one voxel
+    >>> canonical_stack(s)[:, 0, 0].tolist()
+    [[1, 1, 0], [0, 2, 2]]
+    """
+    stack = as_channel_stack(stack, name)
+    if stack.shape[0] == 1:
+        return stack
+    flat = stack.reshape(stack.shape[0], -1)
+    _check_distinct_per_voxel(flat, name)
+    per_channel = [np.unique(flat[c][flat[c] != 0]) for c in range(flat.shape[0])]
+    everything = np.concatenate(per_channel)
+    if np.unique(everything).size == everything.size:
+        return stack
+    ids = np.unique(everything)
+    neighbours: dict[int, set[int]] = {int(i): set() for i in ids}
+    for c in range(flat.shape[0]):
+        for d in range(c + 1, flat.shape[0]):
+            both = (flat[c] != 0) & (flat[d] != 0)
+            for a, b in np.unique(np.stack([flat[c][both], flat[d][both]], 1), axis=0).tolist():
+                neighbours[a].add(b)
+                neighbours[b].add(a)
+    colour = np.zeros(ids.size, np.int64)
+    for k, i in enumerate(ids.tolist()):
+        taken = {int(colour[np.searchsorted(ids, j)]) for j in neighbours[i] if j < i}
+        colour[k] = next(c for c in range(len(taken) + 1) if c not in taken)
+    out = np.zeros((int(colour.max()) + 1, flat.shape[1]), stack.dtype)
+    for c in range(flat.shape[0]):
+        nz = np.flatnonzero(flat[c])
+        values = flat[c][nz]
+        out[colour[np.searchsorted(ids, values)], nz] = values
+    return out.reshape((out.shape[0],) + stack.shape[1:])
 
 
 def _first_duplicate(ids: np.ndarray) -> int:

@@ -109,3 +109,21 @@ def test_3d_tube_and_pooled_aggregation():
     assert agg["pooled"]["F1_0.5"] == pytest.approx(2 / 3)  # 2*1 / (2*1 + 0 + 1)
     assert agg["pooled"]["C"] == pytest.approx(0.5)
     assert agg["pooled"]["S"] == pytest.approx(0.5 * 2 / 3 + 0.25)
+
+
+def test_assembly_style_overlap_channels_score_like_canonical_ones():
+    """The assembly writes an instance's second-label voxels into channel 1; clDice must see one mask."""
+    from ppp_dist.ops.overlap_table import canonical_stack
+
+    gt = np.zeros((2, 1, 20, 20), np.uint16)
+    gt[0, 0, 10, 2:18] = 1  # horizontal
+    gt[1, 0, 2:18, 10] = 2  # vertical, crossing at (10, 10)
+    spilled = np.zeros_like(gt)
+    spilled[0] = gt[0]
+    spilled[0, 0, 2:18, 10] = np.where(gt[0, 0, 2:18, 10] == 0, 2, 1)  # 2 in channel 0 except the crossing
+    spilled[1, 0, 10, 10] = 2
+    canonical = canonical_stack(spilled)
+    assert {int(i) for i in np.unique(canonical[0])} | {int(i) for i in np.unique(canonical[1])} == {0, 1, 2}
+    assert (np.isin(canonical, [1]).sum(), np.isin(canonical, [2]).sum()) == ((gt == 1).sum(), (gt == 2).sum())
+    result = cldice_metrics(gt, spilled, thresholds=(0.5,))
+    assert result["avF1"] == pytest.approx(1.0) or result.get("F1_0.5") == pytest.approx(1.0)

@@ -59,10 +59,17 @@ def test_table_channel_stack_counts_every_pair_of_a_voxel():
     assert dict(zip(t.gt_ids.tolist(), t.gt_sizes.tolist())) == {1: 2, 2: 2}
 
 
-def test_table_rejects_id_in_two_channels_and_bad_dtype():
-    gt = np.array([[[[1, 0]]], [[[0, 1]]]])
-    with pytest.raises(InputDataError, match="id 1 occurs in more than one channel"):
+def test_table_rejects_id_twice_at_one_voxel_and_bad_dtype():
+    gt = np.array([[[[1, 0]]], [[[1, 2]]]])
+    with pytest.raises(InputDataError, match=r"id 1 appears twice at one voxel \(channels 0 and 1\)"):
         overlap_table(gt, np.zeros((1, 1, 1, 2), int))
+
+    # an instance spilling into channel 1 (the assembly's overlap channel) counts each voxel once
+    spill = np.array([[[[1, 1, 2]]], [[[0, 2, 0]]]])
+    t = overlap_table(spill, spill)
+    assert dict(zip(t.pred_ids.tolist(), t.pred_sizes.tolist())) == {1: 2, 2: 2}
+    assert dict(zip(zip(t.pair_gt.tolist(), t.pair_pred.tolist()), t.pair_count.tolist())) == \
+        {(1, 1): 2, (1, 2): 1, (2, 1): 1, (2, 2): 2}
     with pytest.raises(InputDataError, match="integer"):
         overlap_table(np.zeros((2, 2), float), np.zeros((2, 2), int))
     with pytest.raises(InputDataError, match="spatial shape"):
