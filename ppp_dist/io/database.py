@@ -2,8 +2,24 @@
 
 One small interface over both backends: bound parameters only (``?`` for SQLite, ``%s`` for PostgreSQL,
 written as ``?`` by callers and translated here), one transaction per ``transaction()`` block. This module
-holds the connection, the schema version and the ``runs`` table (which config and version wrote the
-database); the graph tables of the distributed pipeline build on it.
+holds the connection, the schema and its version, and the ``runs`` table (which config and version wrote the
+database); :mod:`ppp_dist.io.graph_store` reads and writes the graph tables on top of it.
+
+Schema (version 2; a version-1 database gains the graph tables when opened)::
+
+    meta       (key TEXT PK, value TEXT)                        schema_version, ...
+    runs       (run_id TEXT PK, config_hash, version, created)
+    fragments  (id BIGINT PK, block BIGINT, z INT, y INT, x INT, size BIGINT)      index on block
+    edges      (u BIGINT, v BIGINT, weight DOUBLE, count BIGINT, block BIGINT,
+                PK (u, v), CHECK (u < v))                                           index on block
+    lut        (fragment BIGINT PK, segment BIGINT)
+    blocks     (stage TEXT, block BIGINT, status TEXT, worker TEXT, seconds DOUBLE, attempts INT,
+                counts TEXT (JSON), error TEXT, updated TEXT, PK (stage, block))    the ledger
+
+Many writers: SQLite runs in WAL mode with a 60 s busy timeout, write transactions start with
+``BEGIN IMMEDIATE`` (so two writers never deadlock upgrading a read lock), and :meth:`Database.retrying`
+repeats a whole transaction with backoff on "database is locked". PostgreSQL takes one transaction per
+block; serialization failures and deadlocks are retried the same way.
 """
 
 from __future__ import annotations
@@ -13,10 +29,12 @@ import datetime as _dt
 import hashlib
 import logging
 import os
+import random
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ppp_dist import __version__
 from ppp_dist.config import DatabaseConfig
@@ -24,14 +42,41 @@ from ppp_dist.errors import DatabaseError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DSN_ENV = "PPP_DIST_DB_DSN"
+SQLITE_BUSY_TIMEOUT_S = 60.0  # how long one SQLite statement waits for another writer's lock
+RETRY_SECONDS = 600.0  # how long a transaction is repeated on lock/serialization errors before giving up
+_T = TypeVar("_T")
 
+# Types valid in both SQLite and PostgreSQL; the PostgreSQL binary COPY in graph_store relies on them
+# being exactly int8 (BIGINT), int4 (INT) and float8 (DOUBLE PRECISION).
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, config_hash TEXT NOT NULL, "
     "version TEXT NOT NULL, created TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fragments (id BIGINT PRIMARY KEY, block BIGINT NOT NULL, "
+    "z INT NOT NULL, y INT NOT NULL, x INT NOT NULL, size BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS fragments_block ON fragments (block)",
+    "CREATE TABLE IF NOT EXISTS edges (u BIGINT NOT NULL, v BIGINT NOT NULL, weight DOUBLE PRECISION NOT NULL, "
+    "count BIGINT NOT NULL, block BIGINT NOT NULL, PRIMARY KEY (u, v), CHECK (u < v))",
+    "CREATE INDEX IF NOT EXISTS edges_block ON edges (block)",
+    "CREATE TABLE IF NOT EXISTS lut (fragment BIGINT PRIMARY KEY, segment BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS blocks (stage TEXT NOT NULL, block BIGINT NOT NULL, status TEXT NOT NULL, "
+    "worker TEXT NOT NULL DEFAULT '', seconds DOUBLE PRECISION NOT NULL DEFAULT 0, attempts INT NOT NULL "
+    "DEFAULT 0, counts TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT '', updated TEXT NOT NULL, "
+    "PRIMARY KEY (stage, block))",
 )
+_MIGRATABLE = {1}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Errors after which repeating the whole transaction can succeed (lock contention, PG conflicts)."""
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err).lower()
+        return "locked" in text or "busy" in text
+    code = getattr(err, "pgcode", None)
+    # 40001 serialization_failure, 40P01 deadlock_detected, 55P03 lock_not_available
+    return code in ("40001", "40P01", "55P03")
 
 
 def _redact(dsn: str) -> str:
@@ -52,50 +97,138 @@ class Database:
         self.where = where
         self._conn = connection
 
+    @property
+    def connection(self) -> Any:
+        """The DB-API connection (sqlite3 or psycopg2), for backend-specific bulk paths."""
+        return self._conn
+
+    @property
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        """The exception classes of this backend's driver."""
+        if self.backend == "postgres":
+            import psycopg2
+            return (psycopg2.Error,)
+        return (sqlite3.Error,)
+
+    def retrying(self, work: Callable[[], _T], what: str, *, seconds: float | None = None) -> _T:
+        """Call ``work`` (one whole transaction) again with backoff while it fails on lock contention.
+
+        SQLite: "database is locked" / "busy" (many writer processes); PostgreSQL: serialization failures
+        and deadlocks. Other errors propagate at once. After ``seconds`` the last error is raised as a
+        :class:`DatabaseError` naming ``what``.
+        """
+        seconds = RETRY_SECONDS if seconds is None else seconds
+        deadline = time.monotonic() + seconds
+        delay, attempt = 0.01, 0
+        while True:
+            attempt += 1
+            try:
+                return work()
+            except Exception as err:
+                if not _is_transient(err):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    if self.backend == "sqlite":
+                        raise DatabaseError(f"{what}: database {self.where} stayed locked for {seconds:.0f} s "
+                                            f"({err}); too many concurrent writers — use PostgreSQL for this "
+                                            "many workers") from err
+                    raise DatabaseError(f"{what}: database {self.where} kept reporting conflicts for "
+                                        f"{seconds:.0f} s ({str(err).strip().splitlines()[0]}); check for "
+                                        "long-running transactions holding locks") from err
+                logger.debug("%s: %s (attempt %d), retrying in %.2f s", what, err, attempt, delay)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.backend == "postgres" else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """Run one statement (``?`` placeholders) in its own transaction; return the fetched rows."""
-        with self.transaction() as cur:
-            cur.execute(self._sql(sql), tuple(params))
-            return cur.fetchall() if cur.description else []
+        """Run one statement (``?`` placeholders) in its own transaction; return the fetched rows.
+
+        Retried on lock contention (see :meth:`retrying`).
+        """
+        write = not sql.lstrip().upper().startswith(("SELECT", "WITH"))
+
+        def work() -> list[tuple]:
+            with self.transaction(write=write) as cur:
+                cur.execute(sql, tuple(params))
+                return cur.fetchall() if cur.description else []
+        return self.retrying(work, sql.split(None, 3)[0] if sql.strip() else "statement")
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """A cursor whose statements commit together, or not at all."""
+    def transaction(self, *, write: bool = True) -> Iterator[Any]:
+        """A cursor whose statements commit together, or not at all.
+
+        With SQLite a ``write`` transaction takes the write lock up front (``BEGIN IMMEDIATE``), waiting up
+        to the busy timeout for other writers; a read-only one (``write=False``) never blocks writers.
+        """
         cur = self._conn.cursor()
         try:
+            if self.backend == "sqlite":
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield _Cursor(cur, self._sql)
             self._conn.commit()
         except BaseException:
-            self._conn.rollback()
+            try:
+                self._conn.rollback()
+            except self.driver_errors as err:  # the connection itself may be gone; report the first error
+                logger.debug("rollback failed: %s", err)
             raise
         finally:
             cur.close()
 
     def ensure_schema(self) -> None:
-        with self.transaction() as cur:
-            for statement in _SCHEMA:
-                cur.execute(statement)
+        """Create the tables if missing, upgrade a version-1 database, refuse any other version."""
+        self.retrying(self._ensure_schema, "creating the schema")
+
+    def _current_version(self) -> str | None:
+        """The stored schema version, or None when there is no meta table yet (read-only, takes no locks)."""
+        exists = ("SELECT to_regclass('meta') IS NOT NULL" if self.backend == "postgres" else
+                  "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        with self.transaction(write=False) as cur:
+            cur.execute(exists)
+            if not cur.fetchone()[0]:
+                return None
             cur.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",))
             row = cur.fetchone()
+        return None if row is None else str(row[0])
+
+    def _ensure_schema(self) -> None:
+        # Workers open the database while others write: when the schema is current, run no DDL at all
+        # (PostgreSQL's CREATE INDEX IF NOT EXISTS takes a SHARE lock and deadlocks with writers).
+        if self._current_version() == str(SCHEMA_VERSION):
+            return
+        with self.transaction() as cur:
+            if self.backend == "postgres":
+                # concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog; serialise the workers
+                cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7070_6470,))
+            cur.execute(_SCHEMA[0])
+            cur.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",))
+            row = cur.fetchone()
+            if row is not None and int(row[0]) != SCHEMA_VERSION and int(row[0]) not in _MIGRATABLE:
+                raise DatabaseError(f"database {self.where} has schema version {row[0]}, this ppp_dist expects "
+                                    f"{SCHEMA_VERSION}; use a new database for this run")
+            for statement in _SCHEMA[1:]:
+                cur.execute(statement)
             if row is None:
                 cur.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
             elif int(row[0]) != SCHEMA_VERSION:
-                raise DatabaseError(f"database {self.where} has schema version {row[0]}, this ppp_dist expects "
-                                    f"{SCHEMA_VERSION}; use a new database for this run")
+                logger.info("database %s: schema version %s upgraded to %d", self.where, row[0], SCHEMA_VERSION)
+                cur.execute("UPDATE meta SET value = ? WHERE key = ?", (str(SCHEMA_VERSION), "schema_version"))
 
     def register_run(self, config_text: str) -> str:
         """Record a run (config hash, version); returns its id. Re-registering the same config is a no-op."""
         config_hash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
         run_id = f"{config_hash}-{__version__}"
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        with self.transaction() as cur:
-            cur.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
-            if cur.fetchone() is None:
-                cur.execute("INSERT INTO runs (run_id, config_hash, version, created) VALUES (?, ?, ?, ?)",
-                            (run_id, config_hash, __version__, created))
+
+        def work() -> None:
+            with self.transaction() as cur:
+                cur.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
+                if cur.fetchone() is None:
+                    cur.execute("INSERT INTO runs (run_id, config_hash, version, created) VALUES (?, ?, ?, ?)",
+                                (run_id, config_hash, __version__, created))
+        self.retrying(work, "registering the run")
         return run_id
 
     def runs(self) -> list[tuple[str, str, str]]:
@@ -129,9 +262,30 @@ class _Cursor:
     def fetchall(self) -> list[Any]:
         return self._cur.fetchall()
 
+    def fetchmany(self, size: int) -> list[Any]:
+        return self._cur.fetchmany(size)
+
+    @property
+    def raw(self) -> Any:
+        """The driver's cursor (for psycopg2 ``copy_expert`` and similar)."""
+        return self._cur
+
     @property
     def description(self) -> Any:
         return self._cur.description
+
+
+def _retry_pragma(conn: sqlite3.Connection, pragma: str) -> None:
+    """Switching to WAL needs a moment of exclusive access; many processes opening at once may collide."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute(pragma)
+            return
+        except sqlite3.OperationalError as err:
+            if not _is_transient(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01 + 0.05 * random.random())
 
 
 def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> Database:
@@ -150,8 +304,10 @@ def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = No
                                 "graph.sqlite in; set [database] path")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=60.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE for writers)
+            conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+            _retry_pragma(conn, "PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash, fast commits
         except (OSError, sqlite3.Error) as err:
             raise DatabaseError(f"cannot open the SQLite database {path} ({err}); choose a writable "
                                 "[database] path") from err
@@ -173,13 +329,9 @@ def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = No
             raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)} ({reason}); start the server or "
                                 f"fix [database] dsn / {DSN_ENV}") from err
         db = Database("postgres", conn, _redact(dsn))
-    driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-    if db.backend == "postgres":
-        import psycopg2
-        driver_errors = (psycopg2.Error,)
     try:
         db.ensure_schema()
-    except driver_errors as err:
+    except db.driver_errors as err:
         db.close()
         raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this run") from err
     logger.debug("database %s (%s) ready", db.where, db.backend)
