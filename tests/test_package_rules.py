@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ppp_dist"
-USER_FACING = {"cli.py", "commands.py", "demo.py"}  # the only modules that print to the terminal
+USER_FACING = {"cli.py", "commands.py", "run_tasks.py", "demo.py"}  # the only modules that print to the terminal
 
 
 def _modules():
