@@ -94,9 +94,30 @@ def status(args: argparse.Namespace) -> int:
     print(f"  config   {saved} (input: {config.data.input or '-'}, patches {config.model.patch_shape})")
     outputs = sorted(p.name for p in path.iterdir() if p.suffix in (".zarr", ".sqlite", ".csv", ".json", ".md"))
     print(f"  outputs  {', '.join(outputs) if outputs else 'none yet'}")
-    for name, task in tasks.TASKS.items():
-        state = "not available in this version" if not task.available else "see outputs"
-        print(f"  {name:<12} {state}")
+    from ppp_dist.run_tasks import INSTANCES, POSTPROCESSED, PREDICTION
+
+    checkpoints = sorted((path / "train").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
+    produced = {
+        "train": f"{len(checkpoints)} checkpoint(s), latest {checkpoints[-1].name}" if checkpoints else "",
+        "predict": PREDICTION if (path / PREDICTION).is_dir() else "",
+        "label": INSTANCES if (path / INSTANCES).is_dir() else "",
+        "postprocess": POSTPROCESSED if (path / POSTPROCESSED).is_dir() else "",
+        "evaluate": "evaluation/report.md" if (path / "evaluation" / "report.md").is_file() else "",
+    }
+    for name, what in produced.items():
+        print(f"  {name:<12} {'done: ' + what if what else 'not run'}")
+    if config.database.backend == "postgres" or (path / "graph.sqlite").is_file() or config.database.path:
+        from ppp_dist.io.graph_store import open_graph_store
+        from ppp_dist.ledger import Ledger
+
+        store = open_graph_store(config.database, path)
+        try:
+            table = Ledger(store).status_table()
+        finally:
+            store.close()
+        print("  blockwise stages (ledger):")
+        print("\n".join(f"    {line}" for line in table.splitlines()) if table.count("\n") > 1
+              else "    none run yet")
     return 0
 
 
