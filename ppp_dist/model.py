@@ -366,8 +366,13 @@ def resolve_checkpoint(exp_dir: Path, which: int | str = "last") -> Path:
     if which == "last":
         return found[-1][1]
     if which == "best":
-        raise NotAvailableError("prediction.checkpoint = 'best' needs the validation stage, which is not "
-                                "implemented yet; give 'last' or an iteration number")
+        from ppp_dist.validate import read_best
+
+        best = read_best(Path(exp_dir))
+        if best is None:
+            raise CheckpointError(f"prediction.checkpoint = 'best' needs a validation run in {exp_dir} "
+                                  "(ppp-dist validate); give 'last' or an iteration number")
+        which = int(best["checkpoint"])
     for it, path in found:
         if it == int(which):
             return path

@@ -25,7 +25,7 @@ from pathlib import Path
 from ppp_dist import tasks
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.errors import ConfigError
-from ppp_dist.experiment import Experiment, open_experiment
+from ppp_dist.experiment import CONFIG_NAME, Experiment, open_experiment
 from ppp_dist.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -61,13 +61,17 @@ class TaskContext:
 
 
 _UPSTREAM = {"decode": ("predict",), "label": ("predict", "decode"), "postprocess": ("label",),
-             "evaluate": ("label", "postprocess")}
+             "evaluate": ("label", "postprocess"), "visualize": ("predict", "decode")}
 
 
 def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) -> int:
     """Run task names (groups expanded) in pipeline order inside one experiment folder."""
-    order = tuple(tasks.expand(names))
-    config = load_config(args.config, overrides)  # config errors first, before anything is written
+    configs = list(args.config)
+    saved = Path(args.exp) / CONFIG_NAME if args.exp else None
+    if not configs and saved is not None and saved.is_file():
+        configs = [saved]  # resuming: the experiment's own config, as open_experiment will use it
+    config = load_config(configs, overrides)  # config errors first, before anything is written
+    order = tuple(_drop_implied(tasks.expand(names), names, config))
     tasks.check_available(list(order))
     _check_inputs(order, config, getattr(args, "input", None), resuming=args.exp is not None)
     experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides)
@@ -80,8 +84,14 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
     return 0
 
 
+def _drop_implied(order: list[str], names: list[str], config: PipelineConfig) -> list[str]:
+    """As in the original: a group runs decode only for ppp+dec and validate only for checkpoint "best"."""
+    implied = {"decode": config.model.head != "codes", "validate": config.prediction.checkpoint != "best"}
+    return [t for t in order if t in names or not implied.get(t, False)]
+
+
 _NEEDS = {"decode": "a prediction group with codes", "label": "a prediction group (patches + numinst)",
-          "postprocess": "instance labels", "evaluate": "predicted labels"}
+          "postprocess": "instance labels", "evaluate": "predicted labels", "visualize": "a prediction group"}
 
 
 def _check_inputs(order: tuple[str, ...], config: PipelineConfig, explicit_input: str | None, *,
@@ -89,6 +99,11 @@ def _check_inputs(order: tuple[str, ...], config: PipelineConfig, explicit_input
     from ppp_dist.io import volumes
 
     first = order[0]
+    for task, key in (("train", "train_data"), ("validate", "val_data")):
+        if task in order and not getattr(config.data, key):
+            raise ConfigError(f"{task} needs samples: set [data] {key} to zarr groups or folders of them")
+    if "cross_validate" in order and not all(getattr(config.data, k) for k in config.data.cross_val_folds):
+        raise ConfigError("cross_validate needs both folds: set [data] " + " and ".join(config.data.cross_val_folds))
     if first in _NEEDS and not (explicit_input or config.data.input or resuming):
         raise ConfigError(f"{first} needs {_NEEDS[first]}: pass --input PATH.zarr[/KEY], or --exp an "
                           "experiment that holds it")
@@ -109,6 +124,48 @@ def _train(ctx: TaskContext) -> None:
     print(f"train: {summary['iterations']} iterations ({summary['iterations_run']} now, "
           f"{summary['it_per_s']:.2f} it/s), final loss {summary['final_loss']:.4f}, "
           f"checkpoint {summary['checkpoint']}")
+
+
+def _validate(ctx: TaskContext) -> None:
+    from ppp_dist.validate import run_validate
+
+    summary = run_validate(ctx.config, ctx.experiment.path)
+    best = summary["best"]
+    print(f"validate: {len(summary['results'])} (checkpoint, parameter set) pairs on {len(summary['samples'])} "
+          f"sample(s); best {summary['metric']} {best[summary['metric']]:.4f} at checkpoint {best['checkpoint']} "
+          f"with {best['name']} -> {ctx.experiment.path / 'val' / 'results.json'}")
+
+
+def _cross_validate(ctx: TaskContext) -> None:
+    from ppp_dist.validate import run_cross_validate
+
+    summary = run_cross_validate(ctx.config, ctx.experiment.path)
+    metric = summary["metric"]
+    value = summary["pooled"].get(metric, summary["mean"].get(metric))
+    print(f"cross_validate: pooled {metric} {value:.4f} over both folds, each with the setup chosen on the "
+          f"other -> {ctx.experiment.path / 'cv' / 'cross_validate.json'}")
+
+
+def _visualize(ctx: TaskContext) -> None:
+    from ppp_dist.label import INSTANCES_KEY
+    from ppp_dist.visualize import run_visualize
+
+    prediction = ctx.upstream("visualize", ctx.experiment.output(PREDICTION), "a prediction group")
+    instances = ctx.experiment.output(INSTANCES) / INSTANCES_KEY
+    written = run_visualize(ctx.config, prediction, ctx.experiment.output("visualize"),
+                            instances=str(instances) if instances.exists() else None,
+                            ground_truth=ctx.config.data.ground_truth or None)
+    print(f"visualize: {', '.join(written.values())}")
+
+
+def _vote_config(ctx: TaskContext) -> PipelineConfig:
+    """The config label uses: with checkpoint = "best", the validated [vote] parameters (as the original)."""
+    from ppp_dist.validate import read_best, with_vote
+
+    if ctx.config.prediction.checkpoint != "best":
+        return ctx.config
+    best = read_best(ctx.experiment.path)
+    return with_vote(ctx.config, best["params"]) if best else ctx.config
 
 
 def _checkpoint(ctx: TaskContext) -> Path:
@@ -139,7 +196,7 @@ def _label(ctx: TaskContext) -> None:
 
     prediction = ctx.upstream("label", ctx.experiment.output(PREDICTION), "a prediction group (patches + numinst)")
     output = ctx.experiment.output(INSTANCES)
-    summary = label_volume(ctx.config, prediction, output)
+    summary = label_volume(_vote_config(ctx), prediction, output)
     print(f"label: {summary['instances']} instances from {summary['selected_patches']} patches "
           f"({summary['foreground_voxels']} foreground voxels) in {summary['seconds']:.2f} s -> {output}/instances")
 
@@ -181,6 +238,6 @@ def summary_line(result: dict) -> str:
 
 
 HANDLERS: dict[str, Callable[[TaskContext], None]] = {
-    "train": _train, "predict": _predict, "decode": _decode, "label": _label, "postprocess": _postprocess,
-    "evaluate": _evaluate,
+    "train": _train, "validate": _validate, "predict": _predict, "decode": _decode, "label": _label, "postprocess": _postprocess,
+    "evaluate": _evaluate, "cross_validate": _cross_validate, "visualize": _visualize,
 }

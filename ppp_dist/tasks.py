@@ -22,13 +22,14 @@ class Task:
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("train", "fit a U-Net that predicts a patch (or a code) and numinst at every voxel", True),
-    Task("validate", "sweep checkpoints x assembly parameters on validation data, pick the best", False,
-         "the learning issue"),
+    Task("validate", "sweep checkpoints x assembly parameters on validation data, pick the best", True),
     Task("predict", "run the network over a volume: fg/numinst and patches (or codes)", True),
     Task("decode", "ppp+dec: turn predicted codes into patch probabilities", True),
     Task("label", "assemble instances from the consensus of the predicted patches", True),
     Task("postprocess", "remove small instances, relabel, optionally dilate", True),
     Task("evaluate", "compare instances with ground truth: S_t/avS, clDice avF1/C/S, ISBI scores", True),
+    Task("cross_validate", "two folds: choose the setup on one fold, score it on the other, pool", True),
+    Task("visualize", "PNG patch mosaics (predicted vs ground truth) and max projections", True),
 )}
 
 GROUPS: dict[str, tuple[str, ...]] = {
