@@ -34,8 +34,10 @@ def _pairs_of(field: PatchField, vi: int):
 
 
 def consensus_numpy(field: PatchField, threshold=0.5, rule="prob_product", different_rule="less_than_threshold",
-                    overlap_votes="fallback", voters=None) -> Consensus:
-    """``voters``: optional subset of voter indices (for timing extrapolation in the benchmark)."""
+                    overlap_votes="fallback", voters=None, rows=None) -> Consensus:
+    """One pass (compute_consensus with refine=False). ``voters``: optional subset of voter indices (for
+    timing extrapolation in the benchmark); ``rows``: patch rows to use instead of field.vrows (NaN
+    entries cast no vote), e.g. agreeing_rows_numpy for the refined pass."""
     diff_hi, diff_l, mode = vote_parameters(threshold, rule, different_rule)
     shape = (field.n_members, field.pairs.n)
     acc = [np.zeros(shape), np.zeros(shape)]
@@ -46,7 +48,7 @@ def consensus_numpy(field: PatchField, threshold=0.5, rule="prob_product", diffe
         if tier == 1 and overlap_votes == "ignore":
             continue
         pos, mem, i1, i2 = _pairs_of(field, vi)
-        row = field.vrows[vi].astype(np.float64)
+        row = (field.vrows if rows is None else rows)[vi].astype(np.float64)
         kind, val = _votes(row[pos[i1]], row[pos[i2]], threshold, diff_hi, diff_l, mode == 1)
         ok = kind > 0
         cols = lut[base[pos[i2]] - base[pos[i1]] + centre]
@@ -55,6 +57,30 @@ def consensus_numpy(field: PatchField, threshold=0.5, rule="prob_product", diffe
     values = np.where(num[0] > 0, acc[0] / np.maximum(num[0], 1), np.where(num[1] > 0, acc[1] / np.maximum(num[1], 1), 0))
     counts = np.where(num[0] > 0, num[0], -num[1])
     return Consensus(values.astype(np.float32), counts.astype(np.int16), threshold, rule, different_rule)
+
+
+def agreeing_rows_numpy(field: PatchField, consensus: Consensus) -> np.ndarray:
+    """consensus.agreeing_rows by a Python loop over the candidate patches (NaN = entry dropped)."""
+    diff_hi, _, _ = vote_parameters(consensus.threshold, consensus.rule, consensus.different_rule)
+    h2 = 2 * (np.asarray(field.patch_shape) // 2)
+    ls = np.asarray(field.pairs.lut_shape)
+    lstr = np.array([ls[1] * ls[2], ls[2], 1])
+    out = field.vrows.copy()
+    for vi in field.candidates:
+        c = int(field.mem_pad[field.voter_pflat[vi]])
+        s, e = field.vm_ptr[vi], field.vm_ptr[vi + 1]
+        mem = field.vm_mem[s:e].astype(np.int64)
+        pos = field.vm_pos[s:e].astype(np.int64)
+        other = mem != c
+        mem, pos = mem[other], pos[other]
+        first, second = np.minimum(mem, c), np.maximum(mem, c)
+        d = field.member_coords[second] - field.member_coords[first]
+        cols = field.pairs.lut[(d + h2) @ lstr]
+        cnt, val = consensus.counts[first, cols], consensus.values[first, cols]
+        a = field.vrows[vi, pos]
+        drop = (cnt != 0) & (((a > consensus.threshold) & (val < 0)) | ((a < diff_hi) & (val > 0)))
+        out[vi, pos[drop]] = np.nan
+    return out
 
 
 def scores_numpy(field: PatchField, consensus: Consensus) -> np.ndarray:

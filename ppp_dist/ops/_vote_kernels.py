@@ -185,3 +185,42 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
                     acc -= cons[u, col]
                 n += 1
         out[i] = acc / n if n > 0 else 0.0
+
+
+@njit(parallel=True, cache=True)
+def drop_contradicted(cands, cand_mem, vrows, vm_ptr, vm_pos, vm_mem, coords, h2, lut, lstr, cons, cnt, th, diff_hi,
+                      out):
+    """Refinement of the patch rows by a first consensus (consensus.agreeing_rows).
+
+    For every candidate patch (centred on member cand_mem[i]) and every member u of its window other
+    than the centre: if the consensus of (centre, u) exists and contradicts the patch's claim about u
+    (value > th, i.e. "u is my instance", but consensus < 0; or value < diff_hi, "u is not", but
+    consensus > 0), out[patch, position of u] = NaN. NaN takes part in no vote: every vote test
+    (> th, < diff_hi) is False for it. One prange iteration per patch row (no shared writes)."""
+    for i in prange(len(cands)):
+        vi = cands[i]
+        c = cand_mem[i]
+        c0 = coords[c, 0]
+        c1 = coords[c, 1]
+        c2 = coords[c, 2]
+        for k in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            u = vm_mem[k]
+            if u == c:
+                continue
+            d0 = coords[u, 0] - c0
+            d1 = coords[u, 1] - c1
+            d2 = coords[u, 2] - c2
+            first = c
+            if d0 < 0 or (d0 == 0 and (d1 < 0 or (d1 == 0 and d2 < 0))):
+                first = u
+                d0 = -d0
+                d1 = -d1
+                d2 = -d2
+            col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+            if cnt[first, col] == 0:
+                continue
+            v = cons[first, col]
+            e = vm_pos[k]
+            a = vrows[vi, e]
+            if (a > th and v < 0.0) or (a < diff_hi and v > 0.0):
+                out[vi, e] = np.nan

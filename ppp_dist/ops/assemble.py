@@ -41,7 +41,8 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
                                 different_rule: str = "less_than_threshold", selection: str = "local",
                                 partition_method: str = "connected_components", edge_threshold: float = 0.0,
                                 max_num_inst: int = 2, min_instance_size: int = 0,
-                                accumulate: str = "sum", overlap_votes: str = "fallback") -> AssemblyResult:
+                                accumulate: str = "sum", overlap_votes: str = "fallback",
+                                refine_consensus: bool = True) -> AssemblyResult:
     """Run every step on the whole volume; return labels, intermediates, per-step seconds and bytes."""
     t = {}
     t0 = time.perf_counter()
@@ -53,7 +54,7 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
     t["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     cons = compute_consensus(fld, threshold=patch_threshold, rule=consensus, different_rule=different_rule,
-                             overlap_votes=overlap_votes)
+                             overlap_votes=overlap_votes, refine=refine_consensus)
     t["consensus"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = compute_scores(fld, cons)
@@ -86,7 +87,7 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
              cover_threshold: float = 0.5, numinst_thresholds=(0.9, 0.1), consensus: str = "prob_product",
              different_rule: str = "less_than_threshold", selection: str = "local",
              partition: str = "connected_components", edge_threshold: float = 0.0, max_num_inst: int = 2,
-             min_instance_size: int = 0) -> np.ndarray:
+             min_instance_size: int = 0, refine_consensus: bool = True) -> np.ndarray:
     """PatchPerPix instances from predicted patches and numinst probabilities.
 
     Parameters
@@ -94,6 +95,8 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
     patches : (P, Z, Y, X) float32/float16 in [0, 1] or uint8 (value / 255), P = prod(patch_shape)
     numinst_prob : (3, Z, Y, X) probabilities of 0 / 1 / >= 2 instances, or (1, Z, Y, X) foreground
     patch_shape : (pz, py, px) odd; 2D data is Z = 1 with (1, py, px)
+    refine_consensus : second consensus pass without the patch entries the first one contradicts
+        (consensus.py; False = the single pass of the original)
 
     Returns
     -------
@@ -104,4 +107,4 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
         patches, numinst_prob, patch_shape, patch_threshold=patch_threshold, cover_threshold=cover_threshold,
         numinst_thresholds=numinst_thresholds, consensus=consensus, different_rule=different_rule,
         selection=selection, partition_method=partition, edge_threshold=edge_threshold, max_num_inst=max_num_inst,
-        min_instance_size=min_instance_size).labels
+        min_instance_size=min_instance_size, refine_consensus=refine_consensus).labels

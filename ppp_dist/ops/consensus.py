@@ -10,6 +10,15 @@ Who takes part (one foreground definition, from numinst only):
   without letting their unreliable "same" votes override the "different" votes of primary patches.
 * *candidates* — patches centred on members; only they can be selected (as the original cover step).
 
+Refinement (``refine=True``, the default): a second pass in which every candidate patch votes only
+with the entries that the first-pass consensus with its own centre does not contradict (a value > TH
+on a voxel the consensus calls different from the centre, or < the "different" bound on a voxel it
+calls the same, takes part in no vote; ``agreeing_rows``). A wrong entry of one patch otherwise casts
+"different"/"same" votes on every pair it forms: on pairs across a crossing, that only fallback
+patches see, one such *primary* vote overrode all the (correct) fallback votes; with oracle patches
+nothing is dropped and the result is bit-identical to one pass. Cost: a second consensus pass and one
+copy of the patch rows (4 * P * N_fg bytes) while it runs; input halo 4h instead of 2h.
+
 Storage: one row per member voxel u and one column per lexicographically positive offset d with
 |d_i| <= ps_i - 1, for the pair (u, u + d): mean vote (float32, in [-1, 1]) and vote count (int16,
 negated for fallback consensus).
@@ -21,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ppp_dist.ops import _vote_kernels as _k
 from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, as_patches,
@@ -28,7 +38,7 @@ from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, Pair
                                     pair_offsets)
 
 __all__ = ["PatchField", "Consensus", "numinst_from_prob", "prepare_field", "compute_consensus", "compute_scores",
-           "supports", "vote_parameters"]
+           "agreeing_rows", "supports", "vote_parameters"]
 
 
 OVERLAP_VOTES = ("fallback", "ignore")
@@ -120,12 +130,15 @@ def prepare_field(patches: np.ndarray, numinst: np.ndarray, patch_shape) -> Patc
 
 def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = "prob_product",
                       different_rule: str = "less_than_threshold", overlap_votes: str = "fallback",
-                      owned: np.ndarray | None = None) -> Consensus:
+                      refine: bool = True, owned: np.ndarray | None = None) -> Consensus:
     """Mean vote for every pair of member voxels at most ps - 1 apart per axis.
 
+    ``refine`` (default True): two passes; the second counts only the patch entries that the first
+    pass's consensus with the patch centre does not contradict (module docstring, ``agreeing_rows``).
     ``owned`` (bool (Z, Y, X), optional): compute only the rows of members inside it (a block core);
     the other rows stay zero-count. A row needs the patches within h of its voxel and the membership
-    of the voxels within 2h (input halo 2h).
+    of the voxels within 2h (input halo 2h); refined, those patches' entries are checked against the
+    first-pass rows within 2h of the voxel (input halo 4h).
     """
     th = check_threshold("patch_threshold", threshold)
     diff_hi, diff_l, mode = vote_parameters(th, rule, different_rule)
@@ -135,17 +148,45 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     rows = _owned_rows(field.member_coords, owned, field.numinst.shape)
     values = np.zeros((field.n_members, field.pairs.n), dtype=np.float32)
     counts = np.zeros((field.n_members, field.pairs.n), dtype=np.int16)
-    _k.consensus_rows(rows, field.member_pflat, field.woff, field.vot_pad, field.vrows, vkind, field.vm_ptr,
-                      field.vm_pos, field.pairs.lut, field.pairs.base, field.pairs.centre, th, diff_hi, diff_l, mode,
-                      values, counts)
+    args = (field.member_pflat, field.woff, field.vot_pad)
+    tail = (vkind, field.vm_ptr, field.vm_pos, field.pairs.lut, field.pairs.base, field.pairs.centre, th, diff_hi,
+            diff_l, mode, values, counts)
+    if not refine:
+        _k.consensus_rows(rows, *args, field.vrows, *tail)
+        return Consensus(values, counts, th, rule, different_rule)
+    # pass 1 on every row that a checked entry reads: pairs (centre, u) with the centre within h of an
+    # owned member and u within h of the centre, stored in the row of the first of the two (within 2h)
+    _k.consensus_rows(_rows_within(field, rows, 2), *args, field.vrows, *tail)
+    refined = agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
+    values.fill(0.0)
+    counts.fill(0)
+    _k.consensus_rows(rows, *args, refined, *tail)
     return Consensus(values, counts, th, rule, different_rule)
+
+
+def agreeing_rows(field: PatchField, consensus: Consensus) -> np.ndarray:
+    """Copy of ``field.vrows`` in which the entries of candidate (member-centred) patches that the
+    consensus with their centre contradicts are NaN: a value > TH on a member whose consensus with the
+    centre is < 0, or a value < the "different" bound (TH for the default rule) on a member whose
+    consensus with the centre is > 0. NaN casts no vote in the consensus kernels (both vote tests are
+    False). Pairs without consensus and the centre entry are kept; fallback (overlap-centred) patches
+    have no consensus row at their centre and are kept whole. Only for the consensus: the other steps
+    read the patches themselves (scores measure the raw patch against the consensus)."""
+    diff_hi, _, _ = vote_parameters(consensus.threshold, consensus.rule, consensus.different_rule)
+    out = field.vrows.copy()
+    cand_mem = field.mem_pad[field.voter_pflat[field.candidates]].astype(np.int64)
+    coords, h2, lut, lstr, values, counts = lookup_args(field, consensus)
+    _k.drop_contradicted(field.candidates, cand_mem, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem, coords,
+                         h2, lut, lstr, values, counts, consensus.threshold, diff_hi, out)
+    return out
 
 
 def compute_scores(field: PatchField, consensus: Consensus) -> np.ndarray:
     """Score of every candidate patch (field.candidates order): mean agreement with the consensus, in [-1, 1].
 
     "Same" votes add the pair's consensus, "different" votes subtract it (ppp_reference §4.3); pairs
-    without consensus are skipped. A patch that votes on no pair scores 0. Input halo: 3h.
+    without consensus are skipped. A patch that votes on no pair scores 0. Input halo: consensus + h
+    (5h refined, 3h with refine=False).
     """
     diff_hi, diff_l, mode = vote_parameters(consensus.threshold, consensus.rule, consensus.different_rule)
     out = np.zeros(len(field.candidates), dtype=np.float32)
@@ -181,3 +222,14 @@ def _owned_rows(coords: np.ndarray, owned: np.ndarray | None, shape) -> np.ndarr
     if owned.shape != tuple(shape):
         raise ValueError(f"owned must be a bool mask of shape {tuple(shape)}; got {owned.shape}")
     return np.flatnonzero(owned[tuple(coords.T)]).astype(np.int64)
+
+
+def _rows_within(field: PatchField, rows: np.ndarray, k: int) -> np.ndarray:
+    """Members within k·h (per axis) of the members ``rows`` (all members if rows are all of them)."""
+    if len(rows) == field.n_members:
+        return rows
+    mask = np.zeros(field.numinst.shape, dtype=bool)
+    mask[tuple(field.member_coords[rows].T)] = True
+    size = tuple(int(2 * k * x + 1) for x in np.asarray(field.patch_shape) // 2)
+    mask = ndimage.maximum_filter(mask, size=size, mode="constant", cval=False)
+    return np.flatnonzero(mask[tuple(field.member_coords.T)]).astype(np.int64)

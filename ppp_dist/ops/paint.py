@@ -4,7 +4,7 @@ Every foreground voxel takes the instance with the largest summed patch value (o
 selected patches that cover it with value > threshold (ties -> smaller id); voxels with numinst >= 2
 keep up to max_num_inst instances in channels 0, 1, ... by decreasing vote. Background stays 0.
 Halo: a voxel reads the selected patches centred within h, whose selected status needs inputs on
-core + 6h (docs/assembly.md), plus the global node -> instance table.
+core + 8h (6h with the single-pass consensus; docs/assembly.md), plus the global node -> instance table.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ the pairs with fallback consensus (votes of overlap-centred patches only, see co
 Computed as W(i, j) = sum over u in S_i of B[u, j], B[u, j] = sum over w in S_j of cons(u, w):
 O(N_members * (4h+1)^D * coverage + sum_i |S_i| * patches within 3h) instead of sum |S_i| |S_j|.
 Halo: the edges whose first patch is in a core need the selected status of patches within 4h, the
-consensus rows within 3h and the supports of patches within 4h: inputs on core + 9h (docs/assembly.md).
+consensus rows within 3h and the supports of patches within 4h: inputs on core + 11h (9h with the
+single-pass consensus; docs/assembly.md).
 """
 
 from __future__ import annotations

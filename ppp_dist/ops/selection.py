@@ -5,7 +5,8 @@
   non-overlap foreground voxels it covers, then smaller centre linear index); a patch is
   selected iff it is elected at least once. Halo: a patch is elected by voxels within h, whose
   elections read the scores of patches within h of them: the selected status of the candidates in a
-  core needs scores on core + 2h, i.e. inputs on core + 5h (docs/assembly.md).
+  core needs scores on core + 2h, i.e. inputs on core + 7h (5h with the single-pass consensus;
+  docs/assembly.md).
 * ``"greedy"`` (the original, sequential): ranked cover with pixTh = 0, then thin-out greedy set cover.
   Not block invariant.
 

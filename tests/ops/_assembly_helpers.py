@@ -141,3 +141,16 @@ def iou_per_instance(labels, instances):
                 best = max(best, (g & p).sum() / (g | p).sum())
             out.append(best)
     return np.array(out)
+
+
+def iou_per_piece(labels, pieces):
+    """Best IoU of every reference piece (bool mask, ``split_channels``) against the output labels."""
+    out = []
+    for g in pieces:
+        cands = np.unique(labels[:, g])
+        best = 0.0
+        for lab in cands[cands > 0]:
+            p = (labels == lab).any(axis=0)
+            best = max(best, (g & p).sum() / (g | p).sum())
+        out.append(best)
+    return np.array(out)

@@ -8,7 +8,7 @@ that have a non-overlap voxel within h.
 import numba
 import numpy as np
 import pytest
-from _assembly_helpers import compare_to_pieces, iou_per_instance, oracle, split_channels
+from _assembly_helpers import compare_to_pieces, iou_per_instance, iou_per_piece, oracle, split_channels
 
 from ppp_dist.data import synthetic
 from ppp_dist.data.flylight import load_flylight
@@ -57,25 +57,42 @@ def test_oracle_patches_give_back_ground_truth(oracle_run, selection):
 
 
 def _noisy(patches, seed=0):
+    """Soft oracle 0.8 / 0.2 with 5 % of the entries flipped (seeded; float32 uniforms drawn one channel
+    at a time: fast, no volume-sized temporaries)."""
     rng = np.random.default_rng(seed)
-    p = np.where(patches > 0.5, 0.8, 0.2).astype(np.float32)
-    flip = rng.random(p.shape) < 0.05
-    p[flip] = 1.0 - p[flip]
-    return p
+    same = patches > 0.5
+    for channel in same:
+        channel ^= rng.random(channel.shape, dtype=np.float32) < 0.05
+    return np.where(same, np.float32(0.8), np.float32(0.2))
+
+
+# crossing tubes, pooled so that a 95 % rate is measurable: 3 + 12 + 18 = 33 instances (pieces)
+NOISY_TUBES = ([((40, 40, 40), 3, 0)] + [((48, 48, 48), None, s) for s in range(5)] +
+               [((64, 64, 64), None, s) for s in range(4)])
 
 
 @pytest.mark.parametrize("name", ["worms", "nuclei2d", "nuclei3d", "tubes"])
 def test_soft_noisy_oracle_is_robust(name):
-    inst, ps = DATASETS[name]()
-    patches, ni = oracle(inst, ps)
-    labels = assemble(_noisy(patches), ni, ps)
-    iou = iou_per_instance(labels, inst)
-    if name == "tubes":
-        # known limitation (docs/assembly.md): a short tube stub beyond a crossing near the volume
-        # border is linked by one noisy primary vote per pair and splits off (IoU 0.87)
-        assert (iou >= 0.8).all() and (iou >= 0.9).mean() >= 0.6, iou
-    else:
+    """Soft (0.8 / 0.2) oracle patches with 5 % of the entries flipped (seeded): IoU >= 0.9 for >= 95 %
+    of the instances (the issue's bound)."""
+    if name != "tubes":
+        inst, ps = DATASETS[name]()
+        patches, ni = oracle(inst, ps)
+        iou = iou_per_instance(assemble(_noisy(patches), ni, ps), inst)
         assert (iou >= 0.9).mean() >= 0.95, iou
+        return
+    # tubes: instances are the patch-semantic pieces of the GT (split_channels, what oracle patches give
+    # back exactly): a tube that leaves the volume and re-enters farther than h away is two instances
+    # for any patch-based method (48³ seed 1: the oracle itself has IoU 0.55 against the raw GT tube)
+    iou = []
+    for shape, n_tubes, seed in NOISY_TUBES:
+        inst = synthetic.crossing_tubes_3d(shape, n_tubes=n_tubes, seed=seed).instances
+        patches, ni = oracle(inst, (7, 7, 7))
+        patches = _noisy(patches, seed)
+        labels = assemble(patches, ni, (7, 7, 7))
+        iou.extend(iou_per_piece(labels, split_channels(inst, (7, 7, 7))))
+    iou = np.array(iou)
+    assert len(iou) == 33 and (iou >= 0.9).mean() >= 0.95, np.round(iou, 3)
 
 
 def test_same_bytes_with_one_and_two_threads():

@@ -61,9 +61,11 @@ def _rows_by_coord(run, coords_global):
     return np.array([index[tuple(c)] for c in coords_global])
 
 
-def test_consensus_rows_need_halo_2h(volume):
+def test_consensus_rows_need_halo_4h(volume):
+    # 2h for one pass; the refinement checks the entries of the patches within h of a row against the
+    # first-pass rows within 2h, which read inputs within 4h
     patches, numinst, whole = volume
-    crop = _run(patches, numinst, _box(2 * H))
+    crop = _run(patches, numinst, _box(4 * H))
     fw, fc = whole["field"], crop["field"]
     core = fw.member_coords[_in_core(fw.member_coords)]
     rw, rc = _rows_by_coord(whole, core), _rows_by_coord(crop, core)
@@ -71,7 +73,7 @@ def test_consensus_rows_need_halo_2h(volume):
     np.testing.assert_array_equal(whole["cons"].counts[rw], crop["cons"].counts[rc])
     # and `owned` computes just those rows
     owned = np.zeros(fc.numinst.shape, bool)
-    owned[tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(CORE, _box(2 * H)))] = True
+    owned[tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(CORE, _box(4 * H)))] = True
     only = compute_consensus(fc, owned=owned)
     np.testing.assert_array_equal(only.values[rc], crop["cons"].values[rc])
     assert not only.counts[np.setdiff1d(np.arange(fc.n_members), rc)].any()
@@ -82,11 +84,11 @@ def _cand_coords(run):
     return f.voter_coords[f.candidates] + run["origin"]
 
 
-def test_scores_need_3h_and_selection_5h(volume):
+def test_scores_need_5h_and_selection_7h(volume):
     patches, numinst, whole = volume
     cw = _cand_coords(whole)
     core = _in_core(cw)
-    for halo, check in ((3 * H, "scores"), (5 * H, "selection")):
+    for halo, check in ((5 * H, "scores"), (7 * H, "selection")):
         crop = _run(patches, numinst, _box(halo))
         cc = _cand_coords(crop)
         index = {tuple(c): i for i, c in enumerate(cc)}
@@ -101,10 +103,10 @@ def test_scores_need_3h_and_selection_5h(volume):
             assert sel_w[core].sum() > 10
 
 
-def test_edges_need_9h_and_paint_6h(volume):
+def test_edges_need_11h_and_paint_8h(volume):
     patches, numinst, whole = volume
     gw = whole["graph"]
-    crop = _run(patches, numinst, _box(9 * H))
+    crop = _run(patches, numinst, _box(11 * H))
     gc = crop["graph"]
     np.testing.assert_array_equal(gw.node_ids, node_ids(gw.coords, global_shape=GLOBAL_SHAPE))
 
@@ -121,7 +123,7 @@ def test_edges_need_9h_and_paint_6h(volume):
     labels_w = partition(len(gw.nodes), gw.pairs, gw.weights, gw.counts, gw.tiers)
     lut = dict(zip(gw.node_ids.tolist(), labels_w.tolist()))
     whole_paint = paint_instances(whole["field"], whole["sel"], labels_w)
-    box = _box(6 * H)
+    box = _box(8 * H)
     crop6 = _run(patches, numinst, box)
     g6 = crop6["graph"]
     # selection is exact only within core + h (all a core voxel reads); farther patches may differ

@@ -8,7 +8,7 @@ from _assembly_helpers import crossing_tubes_3d, crossing_worms_2d, oracle
 
 from ppp_dist.errors import InputDataError
 from ppp_dist.ops._geometry import numinst_from_prob
-from ppp_dist.ops._reference import consensus_numpy, scores_numpy
+from ppp_dist.ops._reference import agreeing_rows_numpy, consensus_numpy, scores_numpy
 from ppp_dist.ops.consensus import compute_consensus, compute_scores, prepare_field
 
 
@@ -28,18 +28,26 @@ def _noisy_field(ps=(5, 5, 5), seed=0):
 ])
 def test_consensus_and_scores_match_numpy_reference(rule, different_rule, th):
     field = _noisy_field()
-    got = compute_consensus(field, threshold=th, rule=rule, different_rule=different_rule)
+    got = compute_consensus(field, threshold=th, rule=rule, different_rule=different_rule, refine=False)
     ref = consensus_numpy(field, th, rule, different_rule)
     np.testing.assert_array_equal(got.counts, ref.counts)
     np.testing.assert_allclose(got.values, ref.values, atol=1e-6)
     assert (got.counts < 0).any() and (got.counts > 0).any()  # both primary and fallback consensus occur
     assert np.abs(got.values).max() <= 1.0 + 1e-6
     np.testing.assert_allclose(compute_scores(field, got), scores_numpy(field, got), atol=1e-6)
+    # refined: the second pass over the rows the first pass does not contradict
+    rows = agreeing_rows_numpy(field, ref)
+    assert 0 < np.isnan(rows).sum() < 0.2 * rows.size
+    refined = compute_consensus(field, threshold=th, rule=rule, different_rule=different_rule)
+    ref2 = consensus_numpy(field, th, rule, different_rule, rows=rows)
+    np.testing.assert_array_equal(refined.counts, ref2.counts)
+    np.testing.assert_allclose(refined.values, ref2.values, atol=1e-6)
+    np.testing.assert_allclose(compute_scores(field, refined), scores_numpy(field, refined), atol=1e-6)
 
 
 def test_ignore_overlap_votes_matches_reference():
     field = _noisy_field()
-    got = compute_consensus(field, overlap_votes="ignore")
+    got = compute_consensus(field, overlap_votes="ignore", refine=False)
     ref = consensus_numpy(field, overlap_votes="ignore")
     np.testing.assert_allclose(got.values, ref.values, atol=1e-6)
     assert (got.counts >= 0).all()
@@ -53,7 +61,7 @@ def test_different_votes_never_flip_sign_above_half():
     p[4, 0, 0, 0] = 0.75  # centre of voxel 0's patch; the other patches are empty and cast no vote
     p[5, 0, 0, 0] = 0.65  # right neighbour of voxel 0
     numinst = np.ones((1, 1, 3), dtype=np.uint8)
-    cons = compute_consensus(prepare_field(p, numinst, ps), threshold=0.7)
+    cons = compute_consensus(prepare_field(p, numinst, ps), threshold=0.7, refine=False)
     assert cons.counts.sum() == 1
     lo = min(0.7 ** 2, 0.7 * 0.3)
     np.testing.assert_allclose(cons.values[cons.counts > 0], [-(0.75 * 0.35 - lo) / (1 - lo)], rtol=1e-6)
@@ -71,7 +79,12 @@ def test_oracle_scores_are_one_and_memory_formula():
     n_pos = ((4 * 5 + 1) ** 2 - 1) // 2
     assert cons.values.shape == (field.n_members, n_pos)
     assert cons.nbytes() == 6 * field.n_members * n_pos  # documented formula
-    assert peak <= cons.nbytes() + 64 * 1024  # the kernel allocates nothing else of note
+    # the kernels allocate nothing else of note; the refinement holds one copy of the patch rows
+    assert peak <= cons.nbytes() + field.vrows.nbytes + 64 * 1024
+    # oracle patches: the refinement drops nothing, both passes agree bit for bit
+    one = compute_consensus(field, refine=False)
+    assert not np.isnan(agreeing_rows_numpy(field, one)).any()
+    assert one.values.tobytes() == cons.values.tobytes() and one.counts.tobytes() == cons.counts.tobytes()
     scores = compute_scores(field, cons)
     assert np.allclose(scores, 1.0)
     # documented field formula: 4 P N_fg (patch rows) + 8 padded index volumes + small
