@@ -46,3 +46,14 @@ def database_config(request, tmp_path) -> DatabaseConfig:
     if request.param == "sqlite":
         return DatabaseConfig(backend="sqlite", path=str(tmp_path / "graph.sqlite"))
     return DatabaseConfig(backend="postgres", dsn=_postgres_dsn_with_fresh_schema())
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One torch thread: on 2 shared cores more threads oversubscribe and run tiny convolutions 10-50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

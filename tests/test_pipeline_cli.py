@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ppp_dist.cli import main
 from ppp_dist.data.writer import write_synthetic_volume
@@ -25,12 +24,7 @@ TINY = ["model.patch_shape=[1, 5, 5]", "model.numinst_head=\"foreground\"", "mod
         "vote.block_shape=[1, 64, 64]", "evaluation.block_shape=[1, 32, 32]"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

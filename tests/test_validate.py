@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ppp_dist.cli import main
 from ppp_dist.config import load_config
@@ -15,12 +14,7 @@ from ppp_dist.validate import parameter_sets, set_name
 from test_pipeline_cli import TINY  # the tiny 2D network and training settings
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_parameter_sets_are_zip_times_product():

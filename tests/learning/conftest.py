@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from ppp_dist.data import write_synthetic_volume
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: more threads oversubscribe and run tiny convolutions 10-50x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(torch_one_thread):
+    """Every learning test runs with one torch thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
