@@ -1,0 +1,137 @@
+"""The predict stage, blockwise on dask: raw -> numinst/fg + patches (or codes), whole output chunks per block.
+
+Each block is a whole number of prediction tiles (``learning.predict.tile_geometry``), so the tiles inside
+the blocks are exactly the tiles of the in-process ``predict_volume`` (same inputs with context, same
+network calls, same quantisation: identical bytes). The network is loaded once per worker process
+(``model.load_network`` is cached). Outputs are prepared on the driver (:func:`prepare_outputs`) with the
+chunking ``predict_volume`` uses (chunks divide the tile, hence every block).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.geometry import BlockGrid, BlockSpec, tile
+
+logger = logging.getLogger(__name__)
+
+STAGE = "predict"
+
+
+def block_shape_for(config: Any, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """The predict block: ``block_shape`` (default [vote] block_shape) rounded up to whole prediction tiles."""
+    from ppp_dist.learning.predict import tile_geometry
+
+    out = tile_geometry(config.model).output_shape
+    want = tuple(block_shape or config.vote.block_shape)
+    return tuple(max(1, -(-int(w) // o)) * o for w, o in zip(want, out))  # type: ignore[return-value]
+
+
+def output_names(config: Any, num_channels: int) -> dict[str, tuple[int, str]]:
+    """``name -> (channels, dtype)`` of the prediction outputs of this model."""
+    from ppp_dist.model import architecture
+
+    arch = architecture(config.model, num_channels)
+    numinst_name = "numinst" if arch["numinst_channels"] > 1 else "fg"
+    codes = config.model.head == "codes"
+    patch_dtype = "float16" if codes else config.prediction.patch_dtype
+    return {numinst_name: (arch["numinst_channels"], "uint8"),
+            ("codes" if codes else "patches"): (arch["out_channels"], patch_dtype)}
+
+
+def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -> dict[str, str]:
+    """Create (or reuse) the prediction arrays in ``output_group``; return name -> array path."""
+    from ppp_dist import __version__
+    from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
+    from ppp_dist.learning.predict import tile_geometry
+
+    arr = open_array(raw)
+    if arr.ndim not in (3, 4):
+        raise InputDataError(f"{raw} must be a (C, Z, Y, X) or (Z, Y, X) raw volume, got shape {arr.shape}")
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    if channels != config.data.num_channels:
+        raise InputDataError(f"{raw} has {channels} channels but [data] num_channels = {config.data.num_channels}; "
+                             "set num_channels or give the right volume")
+    spatial = tuple(int(s) for s in arr.shape[-3:])
+    geometry = tile_geometry(config.model)
+    attrs = {"ppp_dist": {"version": __version__, "stage": "predict", "checkpoint": str(checkpoint),
+                          "input": str(raw), "patch_shape": list(config.model.patch_shape)}}
+    out = {}
+    for name, (ch, dtype) in output_names(config, channels).items():
+        chunks = choose_chunks(spatial, geometry.output_shape, channels=ch, itemsize=np.dtype(dtype).itemsize)
+        scale = "value / 255" if dtype == "uint8" else "value"
+        prepare_array(f"{output_group}/{name}", shape=(ch,) + spatial, chunks=(ch,) + tuple(chunks), dtype=dtype,
+                      overwrite=config.general.overwrite, axes="czyx", attrs={**attrs, "encoding": scale})
+        out[name] = f"{output_group}/{name}"
+    return out
+
+
+@dataclass(frozen=True)
+class PredictStage:
+    """``process_block`` of the predict stage (picklable: config sections and paths)."""
+
+    config: Any  # PipelineConfig (frozen dataclasses)
+    raw: str
+    outputs: tuple[tuple[str, str], ...]  # (name, array path)
+    checkpoint: str
+    torch_threads: int | None = None
+
+    def __call__(self, block: BlockSpec) -> dict[str, Any]:
+        import torch
+
+        from ppp_dist.io.volumes import open_array, write_box
+        from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
+        from ppp_dist.model import load_network
+
+        if self.torch_threads:
+            torch.set_num_threads(int(self.torch_threads))
+        cfg = self.config
+        raw = open_array(self.raw)
+        channels = 1 if raw.ndim == 3 else int(raw.shape[0])
+        net = load_network(cfg.model, channels, self.checkpoint, cfg.prediction.device)
+        geometry = tile_geometry(cfg.model)
+        amp = cfg.training.use_amp and next(net.parameters()).device.type == "cuda"
+        patch_dtype = "float16" if cfg.model.head == "codes" else cfg.prediction.patch_dtype
+        arrays = {name: open_array(path, "r+") for name, path in self.outputs}
+        core = block.write_box
+        result = {name: np.zeros((a.shape[0],) + core.shape, a.dtype) for name, a in arrays.items()}
+        # tiles of the whole-volume tiling inside this block (blocks are whole tiles)
+        tiles = [t.write_box.shift(core.begin) for t in tile(core.shape, geometry.output_shape)]
+        for first in range(0, len(tiles), cfg.prediction.batch_size):
+            boxes = tiles[first:first + cfg.prediction.batch_size]
+            inputs = np.stack([read_input_tile(raw, b, geometry, cfg.data) for b in boxes])
+            values = predict_tile(net, inputs, geometry, amp=amp)
+            for i, b in enumerate(boxes):
+                keep = tuple(slice(0, s) for s in b.shape)
+                sl = (slice(None), *b.relative_to(core))
+                for name, v in values.items():
+                    result[name][sl] = to_storage(name, v[i][(slice(None), *keep)], patch_dtype)
+        for name, data in result.items():
+            write_box(arrays[name], core, data)
+        return {"voxels": int(np.prod(core.shape)), "tiles": len(tiles)}
+
+
+def predict_grid(config: Any, raw: str, block_shape: tuple[int, int, int] | None = None) -> BlockGrid:
+    from ppp_dist.io.volumes import open_array
+
+    arr = open_array(raw)
+    return BlockGrid(tuple(int(s) for s in arr.shape[-3:]), block_shape_for(config, block_shape))
+
+
+def check_tiles(config: Any, grid: BlockGrid) -> None:
+    from ppp_dist.learning.predict import tile_geometry
+
+    out = tile_geometry(config.model).output_shape
+    if any(b % o for b, o in zip(grid.block_shape, out)):
+        raise ConfigError(f"predict block shape {grid.block_shape} must be a multiple of the network output tile "
+                          f"{out}")
+
+
+__all__ = ["PredictStage", "STAGE", "block_shape_for", "check_tiles", "output_names", "predict_grid",
+           "prepare_outputs"]
+
