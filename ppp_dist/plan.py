@@ -12,13 +12,12 @@ from ppp_dist.network_shapes import unet_output_shape
 
 
 def vote_halo(patch_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Halo (voxels per side) the vote stage reads around a block core.
+    """Halo (voxels per side) the vote stage reads around a block core: 11 h, h = ps // 2.
 
-    Consensus for a voxel pair needs every patch whose window holds both voxels (centres up to ps - 1
-    away); the patch scores, the local selection and the pair weights each look one patch radius further.
-    2 * (ps - 1) per axis keeps every quantity the block owns equal to the whole-volume value.
+    The refined consensus needs 4 h of input around the rows it computes, and the owned edges need rows
+    within 7 h of the core (selection within 4 h, scores within 6 h); docs/assembly.md derives each step.
     """
-    return tuple(2 * (p - 1) for p in patch_shape)
+    return tuple(11 * (p // 2) for p in patch_shape)
 
 
 def positive_offsets(patch_shape: tuple[int, ...]) -> int:
@@ -30,14 +29,18 @@ def positive_offsets(patch_shape: tuple[int, ...]) -> int:
 
 
 def vote_memory_bytes(block_shape: tuple[int, ...], patch_shape: tuple[int, ...],
-                      foreground_fraction: float, patch_bytes: int = 1) -> int:
+                      foreground_fraction: float, patch_bytes: int = 1,
+                      volume_shape: tuple[int, ...] | None = None) -> int:
     """Upper estimate of one vote block's peak memory.
 
     patches as stored (P x V x patch_bytes) + float32 copy (4 P V) + consensus sum and count over
     foreground voxels only (8 x n_pos x fg x V), V = voxels of the block with its halo.
     """
     halo = vote_halo(patch_shape)
-    voxels = int(np.prod([b + 2 * h for b, h in zip(block_shape, halo)]))
+    read = [b + 2 * h for b, h in zip(block_shape, halo)]
+    if volume_shape is not None:  # reads are clipped at the volume border
+        read = [min(r, s) for r, s in zip(read, volume_shape)]
+    voxels = int(np.prod(read))
     patch_size = int(np.prod(patch_shape))
     fg = int(np.ceil(voxels * foreground_fraction))
     return patch_size * voxels * (patch_bytes + 4) + 8 * positive_offsets(patch_shape) * fg
@@ -79,7 +82,7 @@ def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[
                   f"network input {predict_in} -> output {predict_out}, {out_channels} "
                   f"{'patch' if model.head == 'patches' else 'code'} channels + numinst"),
         StagePlan("vote", vote_blocks, block_shape, halo,
-                  vote_memory_bytes(block_shape, model.patch_shape, 0.25),
+                  vote_memory_bytes(block_shape, model.patch_shape, 0.25, volume_shape=spatial_shape),
                   "consensus, scores, selection, patch graph; memory assumes 25% foreground"),
         StagePlan("paint", vote_blocks, block_shape, tuple(p // 2 for p in model.patch_shape),
                   int(np.prod([b + p for b, p in zip(block_shape, model.patch_shape)]))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,10 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
     print(f"experiment folder: {experiment.path}")
     for name in order:
         logger.info("task %s", name)
-        HANDLERS[name](context)
+        if HANDLERS[name](context) is False:
+            print(f"ppp-dist: {name} finished with failed blocks (see the summary above); run the same command "
+                  "again to retry them", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -191,14 +195,34 @@ def _decode(ctx: TaskContext) -> None:
     print(f"decode: {summary['voxels_decoded']} voxels decoded into {summary['output']}")
 
 
-def _label(ctx: TaskContext) -> None:
+def _label(ctx: TaskContext) -> bool:
     from ppp_dist.label import label_volume
 
     prediction = ctx.upstream("label", ctx.experiment.output(PREDICTION), "a prediction group (patches + numinst)")
+    if ctx.config.vote.blockwise:
+        return _label_blockwise(ctx, prediction)
     output = ctx.experiment.output(INSTANCES)
     summary = label_volume(_vote_config(ctx), prediction, output)
     print(f"label: {summary['instances']} instances from {summary['selected_patches']} patches "
           f"({summary['foreground_voxels']} foreground voxels) in {summary['seconds']:.2f} s -> {output}/instances")
+
+
+def _label_blockwise(ctx: TaskContext, prediction: str) -> bool:
+    """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label."""
+    from ppp_dist.cluster import close_cluster, start_cluster
+    from ppp_dist.pipeline.infer import run_pipeline
+
+    client = start_cluster(ctx.config.cluster)
+    print(f"dask dashboard: {client.dashboard_link}")
+    try:
+        result = run_pipeline(_vote_config(ctx), ctx.experiment.path, client=client, prediction=prediction,
+                              progress=True)
+    finally:
+        close_cluster(client)
+    for stage in result["stages"].values():
+        print(stage["format"])
+    print(f"label: {result['instances']} instances (blockwise) -> {result['output']}")
+    return bool(result["ok"])
 
 
 def _postprocess(ctx: TaskContext) -> None:

@@ -110,7 +110,8 @@ def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str
                 predict_volume(config, found[iteration], f"{sample}/{config.data.raw_key}", out)
             predictions.append(out)
         for params in parameter_sets(config):
-            run_config = with_vote(config, params)
+            # in one process: validation volumes are small, and blockwise equals whole-volume (tested)
+            run_config = with_vote(config, {"blockwise": False, **params})
             name = set_name(params)
             instances = []
             for sample, prediction in zip(samples, predictions):

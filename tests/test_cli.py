@@ -87,7 +87,7 @@ def test_config_typo_is_one_sentence_with_suggestion(capsys, tmp_path):
 
 
 def test_show_config_prints_resolved_toml(capsys):
-    code, out, _ = run(capsys, "show-config", "--set", "vote.selection=greedy")
+    code, out, _ = run(capsys, "show-config", "--set", "vote.selection=greedy", "--set", "vote.blockwise=false")
     assert code == 0
     assert 'selection = "greedy"' in out and "[training.sampling]" in out
 
@@ -109,7 +109,7 @@ def test_plan_prints_blocks_and_writes_nothing(capsys, raw_zarr):
     assert "2 channel(s) x (40, 70, 90)" in out
     vote_line = next(line for line in out.splitlines() if line.startswith("vote"))
     assert vote_line.split()[1] == str(2 * 3 * 3)  # ceil(40/32) * ceil(70/32) * ceil(90/32)
-    assert "(12, 12, 12)" in vote_line  # halo 2 * (7 - 1)
+    assert "(33, 33, 33)" in vote_line  # halo 11 h, h = 3
     assert "nothing was written" in out
     assert sorted(p.name for p in raw_zarr.rglob("*")) == before
 
@@ -133,12 +133,12 @@ def test_bad_input_is_one_sentence_exit_2(argv, expected, capsys, raw_zarr):
 def test_experiment_folder_created_resumed_and_status(tmp_path, capsys):
     from ppp_dist.experiment import open_experiment
 
-    exp = open_experiment(root=tmp_path, exp=None, configs=[], overrides=["vote.selection=greedy"])
+    exp = open_experiment(root=tmp_path, exp=None, configs=[], overrides=["vote.partition=mutex_watershed"])
     assert exp.path.parent == tmp_path and exp.path.name.startswith("ppp_")
     again = open_experiment(root=None, exp=exp.path, configs=[], overrides=[])
     assert again.config == exp.config  # resumed from the saved config
-    changed = open_experiment(root=None, exp=exp.path, configs=[], overrides=["vote.selection=local"])
-    assert changed.config.vote.selection == "local"
+    changed = open_experiment(root=None, exp=exp.path, configs=[], overrides=["vote.partition=connected_components"])
+    assert changed.config.vote.partition == "connected_components"
     assert len(list((exp.path / "backups").glob("config_*.toml"))) == 1  # the old config is kept
     code, out, _ = run(capsys, "status", str(exp.path))
     assert code == 0 and f"experiment {exp.path}" in out and "label" in out

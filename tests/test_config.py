@@ -70,7 +70,8 @@ def test_wrong_types_and_values(table, expected):
 
 def test_layering_defaults_files_overrides(tmp_path):
     first = tmp_path / "a.toml"
-    first.write_text("[vote]\npatch_threshold = 0.6\nselection = 'greedy'\n[model]\npatch_shape = [1, 25, 25]\n")
+    first.write_text("[vote]\npatch_threshold = 0.6\nselection = 'greedy'\nblockwise = false\n"
+                     "[model]\npatch_shape = [1, 25, 25]\n")
     second = tmp_path / "b.toml"
     second.write_text("[vote]\npatch_threshold = 0.7\n")
     config = load_config([first, second], ["vote.edge_threshold=0.2", "vote.partition=mutex_watershed"])
@@ -92,12 +93,19 @@ def test_override_syntax():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    config = load_config([], ["vote.selection=greedy", "validation.grid.patch_threshold=[0.5, 0.6]",
+    config = load_config([], ["vote.selection=greedy", "vote.blockwise=false", "validation.grid.patch_threshold=[0.5, 0.6]",
                               "model.downsample_factors=[[1,2,2],[1,2,2]]", "model.fmap_inc_factors=[2,2]",
                               "model.fmap_dec_factors=[1,1]"])
     path = save_config(config, tmp_path / "config.toml")
     assert load_config([path]) == config
     assert "version" in path.read_text()
+
+
+def test_greedy_selection_needs_the_whole_volume():
+    with pytest.raises(ConfigError, match=r'selection = "greedy" is sequential and not block invariant; set '
+                                          r"\[vote\] blockwise = false"):
+        load_config([], ["vote.selection=greedy"])
+    assert load_config([], ["vote.selection=greedy", "vote.blockwise=false"]).vote.selection == "greedy"
 
 
 def test_bad_toml_names_file_and_line(tmp_path):

@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (exp / "sample.zarr" / "raw" / "zarr.json").is_file()
     with sqlite3.connect(exp / "graph.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone() == (1,)
-    assert re.search(r"vote +8 block\(s\) of \(25, 25, 25\), halo \(12, 12, 12\)", out)
+    assert re.search(r"vote +8 block\(s\) of \(25, 25, 25\), halo \(33, 33, 33\)", out)
     # the assembly on oracle patches of the sample, scored with the FlyLight metrics
     match = re.search(r"label \(oracle\): +(\d+) instances", out)
     assert match and int(match.group(1)) >= 3

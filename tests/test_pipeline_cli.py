@@ -63,3 +63,25 @@ def test_label_without_prediction_is_one_sentence(tmp_path, capsys):
     assert code == 2
     assert err.strip().startswith("ppp-dist: error: label needs a prediction group (patches + numinst)")
     assert not list(tmp_path.iterdir())
+
+
+def test_label_blockwise_on_the_cluster_equals_one_process(tmp_path, sample, capsys):
+    """`ppp-dist label` runs vote -> agglomerate -> paint on a local dask cluster by default."""
+    from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
+
+    gt = np.asarray(volumes.open_array(f"{sample}/labels/gt_instances")[...])
+    store = tmp_path / "oracle.zarr"
+    for name, data in (("patches", patch_targets(gt, (1, 5, 5)) * np.uint8(255)),
+                       ("numinst", (numinst_onehot(numinst_target(gt)) * 255).astype(np.uint8))):
+        volumes.prepare_array(f"{store}/{name}", shape=data.shape, chunks=data.shape, dtype="uint8")[...] = data
+    common = ["label", "--input", str(store), "--set", "model.patch_shape=[1, 5, 5]",
+              "--set", "vote.block_shape=[1, 32, 32]", "--set", "cluster.n_workers=2"]
+    assert main([*common, "--root", str(tmp_path / "blockwise")]) == 0
+    out = capsys.readouterr().out
+    assert "dask dashboard: http://" in out and "vote: 6 blocks | done 6 | failed 0" in out
+    assert main([*common, "--root", str(tmp_path / "whole"), "--set", "vote.blockwise=false"]) == 0
+    capsys.readouterr()
+    (blockwise,), (whole,) = (tmp_path / "blockwise").iterdir(), (tmp_path / "whole").iterdir()
+    a = np.asarray(volumes.open_array(f"{blockwise}/instances.zarr/instances")[...])
+    b = np.asarray(volumes.open_array(f"{whole}/instances.zarr/instances")[...])
+    assert a.max() >= 3 and a.tobytes() == b.tobytes()

@@ -273,6 +273,7 @@ class VoteConfig:
     consensus: Consensus = "prob_product"  # vote value: normalised probability products, raw products, or +-1
     different_rule: DifferentRule = "less_than_threshold"  # when a patch says "different": v < TH, v < 1-TH, v < TH/2
     selection: Selection = "local"  # local = block-invariant election; greedy = the original cover + thin-out
+    blockwise: bool = True  # label on the dask cluster block by block (false: whole volume in one process)
     thin_out: bool = True  # greedy selection only: remove redundant patches by greedy set cover
     partition: Partition = "connected_components"  # or mutex_watershed: negative edges keep apart
     edge_threshold: float = 0.0  # patch pairs with mean consensus above this are the same instance
@@ -290,6 +291,9 @@ class VoteConfig:
         if not -1.0 <= self.edge_threshold <= 1.0:
             problems.append(f"[vote] edge_threshold must lie in [-1, 1], got {self.edge_threshold}")
         problems += _positive("vote", block_shape=self.block_shape)
+        if self.blockwise and self.selection == "greedy":
+            problems.append('[vote] selection = "greedy" is sequential and not block invariant; set '
+                            "[vote] blockwise = false to use it (whole volume in one process)")
         if self.ignore_small_components < 0:
             problems.append(f"[vote] ignore_small_components must be >= 0, got {self.ignore_small_components}")
         return problems

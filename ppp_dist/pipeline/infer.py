@@ -168,11 +168,15 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
                                      "seconds": round(time.perf_counter() - t0, 3), "voxels": nvox, "ok": True,
                                      "method": agg["method"], "instances": agg["instances"],
                                      "fragments": agg["fragments"]}
+            stages["agglomerate"]["format"] = (
+                f"agglomerate: {agg['fragments']:,} fragments -> {agg['instances']:,} instances "
+                f"({agg['method']}) | {stages['agglomerate']['seconds']:.1f} s")
             upstream_work = True
         else:
             row = [r for r in store.ledger_rows("instances")][0]
             stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 1, "failed": 0, "seconds": 0.0,
-                                     "voxels": nvox, "ok": True, "instances": int(row.counts["instances"])}
+                                     "voxels": nvox, "ok": True, "instances": int(row.counts["instances"]),
+                                     "format": "agglomerate: skipped, already done"}
         n_instances = int(stages["agglomerate"]["instances"])
     finally:
         store.close()
