@@ -12,6 +12,8 @@ voxel in the volume, so a scene of N objects renders exactly N ids.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 import math
 from collections.abc import Sequence
@@ -188,9 +190,9 @@ class CurveScene(Scene):
             instances[self.layers[i]][where][mask] = i + 1
             self._paint(i, signal[(slice(None), *where)], q, mask)
 
+    @abc.abstractmethod
     def _paint(self, i: int, signal: np.ndarray, q: np.ndarray, mask: np.ndarray) -> None:
         """Add object ``i`` to ``signal`` (C, *part) where ``mask``; ``q`` in [0, 1] is depth in it."""
-        raise NotImplementedError
 
 
 class TubeScene(CurveScene):
