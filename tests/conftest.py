@@ -49,6 +49,12 @@ def database_config(request, tmp_path) -> DatabaseConfig:
 
 
 @pytest.fixture
+def postgres_dsn() -> str:
+    """A DSN whose search_path is a fresh schema (skips, or fails under PPP_DIST_REQUIRE_POSTGRES=1)."""
+    return _postgres_dsn_with_fresh_schema()
+
+
+@pytest.fixture
 def torch_one_thread():
     """One torch thread: on 2 shared cores more threads oversubscribe and run tiny convolutions 10-50x slower."""
     import torch

@@ -159,10 +159,8 @@ def test_flylight_crop(clients, tmp_path):
 
 
 @pytest.mark.postgres
-def test_postgres_backend(datasets, clients, tmp_path):
-    from conftest import _postgres_dsn_with_fresh_schema
-
-    db = {"backend": "postgres", "dsn": _postgres_dsn_with_fresh_schema()}
+def test_postgres_backend(datasets, clients, tmp_path, postgres_dsn):
+    db = {"backend": "postgres", "dsn": postgres_dsn}
     group = datasets("tubes3d")
     out, res, settings = _run(tmp_path, group, (5, 5, 5), (16, 20, 12), clients[2], db=db)
     np.testing.assert_array_equal(out, _reference(group, settings))

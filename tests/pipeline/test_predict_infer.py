@@ -58,7 +58,11 @@ def test_pipeline_from_raw(tmp_path, one_thread):
 
 
 def test_greedy_selection_and_both_inputs_are_refused(tmp_path):
-    cfg = config_from_table({"model": {"patch_shape": [1, 5, 5]}, "vote": {"selection": "greedy"}})
+    with pytest.raises(ConfigError, match="not block invariant; set \\[vote\\] blockwise = false"):
+        config_from_table({"model": {"patch_shape": [1, 5, 5]}, "vote": {"selection": "greedy"}})
+    # a config meant for one process is still refused by the blockwise pipeline itself
+    cfg = config_from_table({"model": {"patch_shape": [1, 5, 5]},
+                             "vote": {"selection": "greedy", "blockwise": False}})
     with pytest.raises(ConfigError, match="not block invariant"):
         run_pipeline(cfg, tmp_path, client=None, prediction="x.zarr")
     cfg = config_from_table({"model": {"patch_shape": [1, 5, 5]}})
