@@ -11,7 +11,6 @@ from pathlib import Path
 
 import tomli_w
 
-from ppp_dist import tasks
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.config.loader import config_to_table
 from ppp_dist.errors import ConfigError, InputDataError

@@ -23,7 +23,8 @@ from ppp_dist.logs import setup_logging
 logger = logging.getLogger(__name__)
 
 DEMO_SETTINGS = ("data.num_channels=3", "data.overlapping_instances=true", "model.patch_shape=[7, 7, 7]",
-                 "vote.block_shape=[25, 25, 25]", "evaluation.min_instance_size=500")
+                 "vote.block_shape=[25, 25, 25]", "evaluation.criterion=cldice",
+                 "evaluation.min_instance_size=500")
 
 
 def write_sample(experiment: Experiment) -> tuple[str, str]:
@@ -101,7 +102,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with open_database(experiment.config.database, experiment.path) as db:
         run_id = db.register_run(experiment.config_path.read_text())
         print(f"run database:      {db.where} ({db.backend}, run {run_id})")
-    from ppp_dist.evaluate import evaluate_files
+    from ppp_dist.evaluate import evaluate_with_config
     from ppp_dist.pipeline.infer import run_pipeline
     from ppp_dist.run_tasks import summary_line
 
@@ -127,8 +128,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print("  " + stage["format"].replace("\n", "\n  "))
     instances = pipeline["output"]
     print(f"label (oracle):    {pipeline['instances']} instances, blockwise on {args.workers} workers -> {instances}")
-    result = evaluate_files([instances], [gt_path], experiment.output("evaluation"), criterion="cldice",
-                            min_instance_size=experiment.config.evaluation.min_instance_size)
+    result = evaluate_with_config(experiment.config.evaluation, [instances], [gt_path],
+                                  experiment.output("evaluation"))
     print(f"evaluate (oracle): {summary_line(result).split(': ', 1)[1]} "
           f"(report {experiment.output('evaluation') / 'report.md'})")
     missing = [t for t in tasks.TASKS.values() if not t.available]

@@ -32,7 +32,7 @@ from ppp_dist.ops.overlap_table import OverlapTable, merge_tables, overlap_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_files", "evaluate_arrays", "compute_overlap_table", "read_labels", "label_projection"]
+__all__ = ["evaluate_files", "evaluate_with_config", "evaluate_arrays", "compute_overlap_table", "read_labels", "label_projection"]
 
 Criterion = Literal["iou", "cldice"]
 
@@ -100,6 +100,17 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
     }
     results["files"] = report.write_reports(results, out_dir, projections if write_images else None)
     return results
+
+
+def evaluate_with_config(evaluation: Any, predictions: Sequence[str], ground_truths: Sequence[str],
+                         out_dir: Path | str, *, write_images: bool | None = None) -> dict[str, Any]:
+    """``evaluate_files`` with the settings of an ``[evaluation]`` config section."""
+    return evaluate_files(predictions, ground_truths, out_dir, criterion=evaluation.criterion,
+                          assignment=None if evaluation.assignment == "auto" else evaluation.assignment,
+                          thresholds=evaluation.thresholds, min_instance_size=evaluation.min_instance_size,
+                          foreground_only=evaluation.foreground_only, isbi=evaluation.isbi_scores,
+                          block_shape=evaluation.block_shape,
+                          write_images=evaluation.write_images if write_images is None else write_images)
 
 
 def evaluate_arrays(gt: np.ndarray, pred: np.ndarray, *, criterion: Criterion = "iou",

@@ -24,44 +24,16 @@ logger = logging.getLogger(__name__)
 INSTANCES_KEY = "instances"
 
 
-def _probabilities(array: Any, name: str) -> np.ndarray:
-    data = np.asarray(array[...])
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / np.float32(255)
-    if data.dtype.kind != "f":
-        raise InputDataError(f"{name} has dtype {data.dtype}; expected uint8 (value/255) or float probabilities")
-    data = data.astype(np.float32, copy=False)
-    if np.isnan(data).any():
-        raise InputDataError(f"{name} contains NaN values; the prediction is broken, predict it again")
-    return data
-
-
 def read_prediction(group_path: str | Path, patch_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Patches (P, Z, Y, X) in their stored dtype and numinst/fg probabilities (C, Z, Y, X) float32."""
+    """Patches (P, Z, Y, X) and numinst/fg (C, Z, Y, X), both as stored; the assembly converts and
+    validates values (uint8 = value / 255, NaN refused) exactly as the blockwise pipeline does."""
     from ppp_dist.io import volumes
+    from ppp_dist.pipeline.settings import check_prediction, prediction_arrays
 
-    group_path = str(group_path).rstrip("/")
-    patches = volumes.open_array(f"{group_path}/patches")
-    expected = int(np.prod(patch_shape))
-    if patches.ndim != 4 or patches.shape[0] != expected:
-        raise InputDataError(f"{group_path}/patches has shape {patches.shape}; expected ({expected}, Z, Y, X) "
-                             f"for model.patch_shape {tuple(patch_shape)}")
-    try:
-        numinst = volumes.open_array(f"{group_path}/numinst")
-    except InputDataError:
-        try:
-            numinst = volumes.open_array(f"{group_path}/fg")
-        except InputDataError as err:
-            raise InputDataError(f"{group_path} has neither numinst (3, Z, Y, X) nor fg (1, Z, Y, X); "
-                                 "it is not a ppp_dist prediction") from err
-    if numinst.ndim != 4 or numinst.shape[0] not in (1, 3) or tuple(numinst.shape[1:]) != tuple(patches.shape[1:]):
-        raise InputDataError(f"{group_path}: numinst/fg has shape {numinst.shape} but patches cover "
-                             f"{tuple(patches.shape[1:])}; expected (3 or 1, Z, Y, X) over the same voxels")
-    data = np.asarray(patches[...])
-    if data.dtype.kind == "f" and np.isnan(data).any():
-        raise InputDataError(f"{group_path}/patches contains NaN values; the prediction is broken, "
-                             "predict it again")
-    return data, _probabilities(numinst, f"{group_path}/{numinst.basename}")
+    patches_path, numinst_path = prediction_arrays(str(group_path))
+    patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
+    check_prediction(patches, numinst, patch_shape, str(group_path).rstrip("/"))
+    return np.asarray(patches[...]), np.asarray(numinst[...])
 
 
 def label_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:

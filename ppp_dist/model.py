@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ppp_dist.config.sections import ModelConfig
-from ppp_dist.errors import CheckpointError, ConfigError, NotAvailableError
+from ppp_dist.errors import CheckpointError, ConfigError
 from ppp_dist.network_shapes import unet_output_shape
 
 logger = logging.getLogger(__name__)

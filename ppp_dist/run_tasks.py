@@ -235,20 +235,15 @@ def _postprocess(ctx: TaskContext) -> None:
 
 
 def _evaluate(ctx: TaskContext) -> None:
-    from ppp_dist.evaluate import evaluate_files
+    from ppp_dist.evaluate import evaluate_with_config
     from ppp_dist.label import INSTANCES_KEY
 
     produced = ctx.experiment.output(POSTPROCESSED) / INSTANCES_KEY
     if not produced.exists() and "postprocess" not in ctx.order:
         produced = ctx.experiment.output(INSTANCES) / INSTANCES_KEY
     prediction = ctx.upstream("evaluate", produced, "predicted labels")
-    ev = ctx.config.evaluation
     out_dir = ctx.experiment.output("evaluation")
-    result = evaluate_files([prediction], [ctx.config.data.ground_truth], out_dir, criterion=ev.criterion,
-                            assignment=None if ev.assignment == "auto" else ev.assignment,
-                            thresholds=ev.thresholds, min_instance_size=ev.min_instance_size,
-                            foreground_only=ev.foreground_only, isbi=ev.isbi_scores,
-                            block_shape=ev.block_shape, write_images=ev.write_images)
+    result = evaluate_with_config(ctx.config.evaluation, [prediction], [ctx.config.data.ground_truth], out_dir)
     print(summary_line(result))
     print(f"report: {out_dir / 'report.md'}")
 

@@ -94,7 +94,7 @@ def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str
     Returns one entry per (checkpoint, set): ``checkpoint``, ``params``, ``name``, the metric's value and
     ``images`` (the per-sample evaluation results, for pooling across folds).
     """
-    from ppp_dist.evaluate import evaluate_files
+    from ppp_dist.evaluate import evaluate_with_config
     from ppp_dist.label import INSTANCES_KEY, label_volume
     from ppp_dist.learning.predict import predict_volume
 
@@ -118,12 +118,8 @@ def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str
                 out = root / "instanced" / str(iteration) / name / Path(sample).name
                 label_volume(run_config, prediction, out)
                 instances.append(f"{out}/{INSTANCES_KEY}")
-            result = evaluate_files(
-                instances, [f"{s}/{config.data.gt_key}" for s in samples],
-                root / "evaluated" / str(iteration) / name, criterion=ev.criterion,
-                assignment=None if ev.assignment == "auto" else ev.assignment, thresholds=ev.thresholds,
-                min_instance_size=ev.min_instance_size, foreground_only=ev.foreground_only, isbi=ev.isbi_scores,
-                block_shape=ev.block_shape, write_images=False)
+            result = evaluate_with_config(ev, instances, [f"{s}/{config.data.gt_key}" for s in samples],
+                                          root / "evaluated" / str(iteration) / name, write_images=False)
             score = _metric(result, metric, not ev.average_over_samples)
             entries.append({"checkpoint": iteration, "params": params, "name": name, metric: score,
                             "images": result["images"]})

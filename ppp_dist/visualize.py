@@ -15,22 +15,21 @@ from typing import Any
 import numpy as np
 
 from ppp_dist.config import PipelineConfig
-from ppp_dist.errors import InputDataError
 
 logger = logging.getLogger(__name__)
 
 
-def _foreground(prediction: str) -> np.ndarray:
+def _probabilities(array_path: str) -> np.ndarray:
     from ppp_dist.io import volumes
 
-    for name in ("numinst", "fg"):
-        try:
-            arr = np.asarray(volumes.open_array(f"{prediction}/{name}")[...])
-        except InputDataError:
-            continue
-        prob = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
-        return 1.0 - prob[0] if name == "numinst" else prob[0]
-    raise InputDataError(f"{prediction} has neither numinst nor fg; it is not a ppp_dist prediction")
+    data = np.asarray(volumes.open_array(array_path)[...])
+    return data.astype(np.float32) / np.float32(255.0 if data.dtype == np.uint8 else 1.0)
+
+
+def _foreground(numinst_path: str) -> np.ndarray:
+    """P(foreground) (Z, Y, X): 1 - P(no instance) for a numinst head, the fg channel otherwise."""
+    prob = _probabilities(numinst_path)
+    return 1.0 - prob[0] if prob.shape[0] > 1 else prob[0]
 
 
 def patch_mosaic(patches: np.ndarray, gt_patches: np.ndarray | None, points: np.ndarray,
@@ -69,9 +68,11 @@ def run_visualize(config: PipelineConfig, prediction: str, out_dir: Path, *, ins
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {}
-    fg = _foreground(prediction)
-    patches = np.asarray(volumes.open_array(f"{prediction}/patches")[...])
-    patches = patches.astype(np.float32) / (255.0 if patches.dtype == np.uint8 else 1.0)
+    from ppp_dist.pipeline.settings import prediction_arrays
+
+    patches_path, numinst_path = prediction_arrays(prediction)
+    fg = _foreground(numinst_path)
+    patches = _probabilities(patches_path)
     candidates = np.argwhere(fg > 0.5)
     if len(candidates):
         rng = np.random.default_rng(config.general.seed)

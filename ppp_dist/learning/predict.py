@@ -156,6 +156,18 @@ def read_input_tile(arr: Any, write_box: Box, geometry: TileGeometry, data: Data
     return out
 
 
+def open_raw(input_spec: str, data: Any) -> tuple[Any, int, tuple[int, ...]]:
+    """The raw volume ``input_spec`` checked against ``[data]``: (array, channels, spatial (Z, Y, X))."""
+    arr = open_array(input_spec)
+    if arr.ndim not in (3, 4):
+        raise InputDataError(f"{input_spec} must be a (C, Z, Y, X) or (Z, Y, X) raw volume, got shape {arr.shape}")
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    if channels != data.num_channels:
+        raise InputDataError(f"{input_spec} has {channels} channels but [data] num_channels = "
+                             f"{data.num_channels}; set num_channels or give the right volume")
+    return arr, channels, tuple(int(s) for s in arr.shape[-3:])
+
+
 def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_spec: str, output_store: Path | str
                    ) -> dict[str, Any]:
     """Predict one volume in this process and write the outputs into ``output_store`` (a .zarr folder).
@@ -174,14 +186,7 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
     ``tile_geometry``.
     """
     started = time.perf_counter()
-    arr = open_array(input_spec)
-    if arr.ndim not in (3, 4):
-        raise InputDataError(f"{input_spec} must be a (C, Z, Y, X) or (Z, Y, X) raw volume, got shape {arr.shape}")
-    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
-    if channels != config.data.num_channels:
-        raise InputDataError(f"{input_spec} has {channels} channels but [data] num_channels = "
-                             f"{config.data.num_channels}; set num_channels or give the right volume")
-    spatial = tuple(int(s) for s in arr.shape[-3:])
+    arr, channels, spatial = open_raw(input_spec, config.data)
     net = load_network(config.model, channels, checkpoint_path, config.prediction.device)
     geometry = tile_geometry(config.model)
     amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"

@@ -49,6 +49,7 @@ from ppp_dist.ops.metrics_iou import (
     detection_rates,
     match_scores,
     threshold_key,
+    threshold_rows,
 )
 from ppp_dist.ops.overlap_table import OverlapTable, as_channel_stack, canonical_stack, overlap_table
 
@@ -212,16 +213,7 @@ def aggregate_cldice(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
     0.5 C, FS and FM summed."""
     if not results:
         return {"mean": {}, "pooled": {}}
-    thresholds = [r["threshold"] for r in results[0]["per_threshold"]]
-    n = {"n_images": len(results), "n_gt": int(sum(r["n_gt"] for r in results)),
-         "n_pred": int(sum(r["n_pred"] for r in results))}
-    mean_rows, pooled_rows = [], []
-    for k, t in enumerate(thresholds):
-        rows = [r["per_threshold"][k] for r in results]
-        mean_rows.append({"threshold": t, **{key: float(np.mean([row[key] for row in rows]))
-                                             for key in ("precision", "recall", "f1", "s")}})
-        tp, fp, fn = (int(sum(row[key] for row in rows)) for key in ("tp", "fp", "fn"))
-        pooled_rows.append({"threshold": t, "tp": tp, "fp": fp, "fn": fn, **detection_rates(tp, fp, fn)})
+    n, mean_rows, pooled_rows = threshold_rows(results)
     mean: dict[str, Any] = {**n, "per_threshold": mean_rows, **_cldice_columns(mean_rows)}
     for key in ("avF1", "C", "C_TP", "S", "tp_rel", "cldice_tp", "FS", "FM"):
         vals = [r[key] for r in results if r[key] is not None]

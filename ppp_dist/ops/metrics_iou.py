@@ -153,11 +153,10 @@ def iou_metrics(table: OverlapTable, thresholds: Sequence[float] = DEFAULT_THRES
     return {"n_gt": n_gt, "n_pred": n_pred, "per_threshold": rows, **_columns(rows)}
 
 
-def aggregate_images(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``mean``: per-image rates averaged over images (the paper's aggregation); ``pooled``: TP, FP, FN
-    summed over images (instance-level), rates from the sums. Both with avS and per-threshold columns."""
-    if not results:
-        return {"mean": {}, "pooled": {}}
+def threshold_rows(results: Sequence[Mapping[str, Any]]
+                   ) -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Counts of images/instances and the per-threshold rows of a list of per-image results: rates
+    averaged over images (``mean``) and TP/FP/FN summed with rates from the sums (``pooled``)."""
     thresholds = [r["threshold"] for r in results[0]["per_threshold"]]
     mean_rows, pooled_rows = [], []
     for k, t in enumerate(thresholds):
@@ -168,6 +167,15 @@ def aggregate_images(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str
         pooled_rows.append({"threshold": t, "tp": tp, "fp": fp, "fn": fn, **detection_rates(tp, fp, fn)})
     n = {"n_images": len(results), "n_gt": int(sum(r["n_gt"] for r in results)),
          "n_pred": int(sum(r["n_pred"] for r in results))}
+    return n, mean_rows, pooled_rows
+
+
+def aggregate_images(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``mean``: per-image rates averaged over images (the paper's aggregation); ``pooled``: TP, FP, FN
+    summed over images (instance-level), rates from the sums. Both with avS and per-threshold columns."""
+    if not results:
+        return {"mean": {}, "pooled": {}}
+    n, mean_rows, pooled_rows = threshold_rows(results)
     return {"mean": {**n, "per_threshold": mean_rows, **_columns(mean_rows)},
             "pooled": {**n, "per_threshold": pooled_rows, **_columns(pooled_rows)}}
 

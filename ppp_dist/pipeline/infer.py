@@ -143,7 +143,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
 
     # -- vote
     patches_path, numinst_path = prediction_arrays(str(prediction))
-    volume = check_prediction(open_array(patches_path), open_array(numinst_path), settings, str(prediction))
+    volume = check_prediction(open_array(patches_path), open_array(numinst_path), settings.patch_shape,
+                              str(prediction))
     nvox = math.prod(volume)
     vgrid = vote_mod.vote_grid(volume, block, settings)
     # what the vote rows depend on (partition, edge_threshold and the paint options only change later stages)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.errors import ConfigError
 from ppp_dist.geometry import BlockGrid, BlockSpec, tile
 
 logger = logging.getLogger(__name__)
@@ -47,17 +47,10 @@ def output_names(config: Any, num_channels: int) -> dict[str, tuple[int, str]]:
 def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -> dict[str, str]:
     """Create (or reuse) the prediction arrays in ``output_group``; return name -> array path."""
     from ppp_dist import __version__
-    from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
-    from ppp_dist.learning.predict import tile_geometry
+    from ppp_dist.io.volumes import choose_chunks, prepare_array
+    from ppp_dist.learning.predict import open_raw, tile_geometry
 
-    arr = open_array(raw)
-    if arr.ndim not in (3, 4):
-        raise InputDataError(f"{raw} must be a (C, Z, Y, X) or (Z, Y, X) raw volume, got shape {arr.shape}")
-    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
-    if channels != config.data.num_channels:
-        raise InputDataError(f"{raw} has {channels} channels but [data] num_channels = {config.data.num_channels}; "
-                             "set num_channels or give the right volume")
-    spatial = tuple(int(s) for s in arr.shape[-3:])
+    _, channels, spatial = open_raw(raw, config.data)
     geometry = tile_geometry(config.model)
     attrs = {"ppp_dist": {"version": __version__, "stage": "predict", "checkpoint": str(checkpoint),
                           "input": str(raw), "patch_shape": list(config.model.patch_shape)}}

@@ -122,14 +122,14 @@ def prediction_arrays(prediction: str) -> tuple[str, str]:
                          "ppp_dist prediction")
 
 
-def check_prediction(patches: Any, numinst: Any, settings: AssemblySettings, where: str) -> Shape:
+def check_prediction(patches: Any, numinst: Any, patch_shape: Shape, where: str) -> Shape:
     """Validate the prediction arrays' shapes; return the spatial shape."""
     from ppp_dist.errors import InputDataError
 
-    expected = int(np.prod(settings.patch_shape))
+    expected = int(np.prod(patch_shape))
     if patches.ndim != 4 or patches.shape[0] != expected:
         raise InputDataError(f"{where}/patches has shape {patches.shape}; expected ({expected}, Z, Y, X) for "
-                             f"model.patch_shape {settings.patch_shape}")
+                             f"model.patch_shape {tuple(patch_shape)}")
     if numinst.ndim != 4 or numinst.shape[0] not in (1, 3) or tuple(numinst.shape[1:]) != tuple(patches.shape[1:]):
         raise InputDataError(f"{where}: numinst/fg has shape {numinst.shape} but patches cover "
                              f"{tuple(patches.shape[1:])}; expected (3 or 1, Z, Y, X) over the same voxels")

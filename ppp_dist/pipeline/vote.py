@@ -118,7 +118,7 @@ class VoteStage:
 
         set_threads(self.threads)
         patches, numinst = _open(self.patches), _open(self.numinst)
-        shape = check_prediction(patches, numinst, self.settings, self.patches.rsplit("/", 1)[0])
+        shape = check_prediction(patches, numinst, self.settings.patch_shape, self.patches.rsplit("/", 1)[0])
         g = vote_block(patches, numinst, block, shape, self.settings)
         tier2 = int(np.count_nonzero(g.counts < 0))
         # (make_fragments cannot reshape an empty (0, 3) position array)
