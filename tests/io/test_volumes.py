@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,8 +198,6 @@ def test_read_only_directory(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    for parent in [tmp_path, *tmp_path.parents][:-1]:  # let the other user reach the folder
-        parent.chmod(parent.stat().st_mode | 0o005)
     code = ("from ppp_dist.io.volumes import prepare_array\n"
             "from ppp_dist.errors import StorageError\n"
             "try:\n"
@@ -206,12 +205,24 @@ def test_read_only_directory(tmp_path):
             "except StorageError as err:\n"
             "    print(err)\n")
     command = [sys.executable, "-c", code]
+    opened: dict[Path, int] = {}
     if os.geteuid() == 0:
         command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + command
+        # the other user must reach the folder, the checkout and the interpreter (a clone may sit in a
+        # private mkdtemp folder); the modes are put back afterwards
+        repo = Path(__file__).resolve().parents[2]
+        for start in (tmp_path, repo, Path(sys.executable).resolve().parent):
+            for folder in [start, *start.parents][:-1]:
+                if folder not in opened:
+                    opened[folder] = folder.stat().st_mode
+                    folder.chmod(opened[folder] | 0o005)
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout
+        run = subprocess.run(command, capture_output=True, text=True, timeout=60)
     finally:
         ro.chmod(0o755)
+        for folder, mode in opened.items():
+            folder.chmod(mode)
+    out = run.stdout + run.stderr
     assert re.search(r"cannot write output .*ro/o\.zarr/a: .*ro is not writable", out), out
 
 
