@@ -155,6 +155,9 @@ def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_m
     return keep
 
 
+ROW_CHUNK = 64  # rows per scratch allocation in voxel_patch_sums (any value gives the same result)
+
+
 @njit(parallel=True, cache=True)
 def candidate_pairs(sel_pflat, sel_pad, box_off):
     """All pairs (i, j), j = the selected patch at sel_pflat[i] + box_off[k] (positive offsets only)."""
@@ -183,54 +186,81 @@ def candidate_pairs(sel_pflat, sel_pad, box_off):
 def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel,
                      sel_coords, r3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
-    split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u.
+    split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u that
+    comes after the first patch whose support holds u (the only entries pair_weights reads).
 
     nb_off / nb_d: padded flat offsets and vectors of all voxel-pair offsets |d| <= 2h (both halves);
     b_ptr: CSR capacity per row (selected patches within 3h of u, an upper bound), filled in the
     order the patches are first met; unused entries keep b_sel = -1."""
     w3 = 2 * r3 + 1
     nbox = w3[0] * w3[1] * w3[2]
-    for r in prange(len(rows_mem)):
-        u = rows_mem[r]
-        up = mem_pflat[u]
+    nrows = len(rows_mem)
+    nchunks = (nrows + ROW_CHUNK - 1) // ROW_CHUNK
+    for chunk in prange(nchunks):  # one scratch box per chunk of rows, cleared entry by entry after each row
         slot = np.full(nbox, -1, dtype=np.int32)
-        k0 = b_ptr[r]
-        k = k0
-        u0 = coords[u, 0]
-        u1 = coords[u, 1]
-        u2 = coords[u, 2]
-        for o in range(len(nb_off)):
-            w = mem_pad[up + nb_off[o]]
-            if w < 0 or cov_ptr[w] == cov_ptr[w + 1]:
-                continue
-            d0 = nb_d[o, 0]
-            d1 = nb_d[o, 1]
-            d2 = nb_d[o, 2]
-            if d0 > 0 or (d0 == 0 and (d1 > 0 or (d1 == 0 and d2 > 0))):
-                first = u
-                col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+        for r in range(chunk * ROW_CHUNK, min(nrows, (chunk + 1) * ROW_CHUNK)):
+            _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, sel_coords,
+                             r3, w3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num, slot)
+
+
+@njit(cache=True)
+def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, sel_coords, r3, w3, h2,
+                     lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num, slot):
+    """One row of voxel_patch_sums; ``slot`` is an empty scratch box and is left empty."""
+    u = rows_mem[r]
+    up = mem_pflat[u]
+    jmin = cov_sel[cov_ptr[u]]  # the first selected patch whose support holds u
+    k0 = b_ptr[r]
+    k = k0
+    u0 = coords[u, 0]
+    u1 = coords[u, 1]
+    u2 = coords[u, 2]
+    for o in range(len(nb_off)):
+        w = mem_pad[up + nb_off[o]]
+        if w < 0 or cov_ptr[w] == cov_ptr[w + 1]:
+            continue
+        d0 = nb_d[o, 0]
+        d1 = nb_d[o, 1]
+        d2 = nb_d[o, 2]
+        if d0 > 0 or (d0 == 0 and (d1 > 0 or (d1 == 0 and d2 > 0))):
+            first = u
+            col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+        else:
+            first = w
+            col = lut[(h2[0] - d0) * lstr[0] + (h2[1] - d1) * lstr[1] + (h2[2] - d2) * lstr[2]]
+        c = cnt[first, col]
+        if c == 0:
+            continue
+        val = cons[first, col]
+        t = 0 if c > 0 else 1
+        # only j > jmin are ever read (pair_weights sums B[u, j] for j > i, u in S_i, i >= jmin);
+        # the cover lists are ascending: start after jmin
+        q0 = cov_ptr[w]
+        q1 = cov_ptr[w + 1]
+        while q0 < q1:
+            mid = (q0 + q1) // 2
+            if cov_sel[mid] <= jmin:
+                q0 = mid + 1
             else:
-                first = w
-                col = lut[(h2[0] - d0) * lstr[0] + (h2[1] - d1) * lstr[1] + (h2[2] - d2) * lstr[2]]
-            c = cnt[first, col]
-            if c == 0:
-                continue
-            val = cons[first, col]
-            t = 0 if c > 0 else 1
-            for q in range(cov_ptr[w], cov_ptr[w + 1]):
-                j = cov_sel[q]
-                b0 = sel_coords[j, 0] - u0 + r3[0]
-                b1 = sel_coords[j, 1] - u1 + r3[1]
-                b2 = sel_coords[j, 2] - u2 + r3[2]
-                bi = (b0 * w3[1] + b1) * w3[2] + b2
-                s = slot[bi]
-                if s < 0:  # first time j is met from u: next free entry (deterministic order)
-                    s = k - k0
-                    slot[bi] = s
-                    b_sel[k] = j
-                    k += 1
-                b_val[k0 + s, t] += val
-                b_num[k0 + s, t] += 1
+                q1 = mid
+        for q in range(q0, cov_ptr[w + 1]):
+            j = cov_sel[q]
+            b0 = sel_coords[j, 0] - u0 + r3[0]
+            b1 = sel_coords[j, 1] - u1 + r3[1]
+            b2 = sel_coords[j, 2] - u2 + r3[2]
+            bi = (b0 * w3[1] + b1) * w3[2] + b2
+            s = slot[bi]
+            if s < 0:  # first time j is met from u: next free entry (deterministic order)
+                s = k - k0
+                slot[bi] = s
+                b_sel[k] = j
+                k += 1
+            b_val[k0 + s, t] += val
+            b_num[k0 + s, t] += 1
+    for q in range(k0, k):  # leave the scratch box empty for the next row
+        j = b_sel[q]
+        slot[((sel_coords[j, 0] - u0 + r3[0]) * w3[1] + sel_coords[j, 1] - u1 + r3[1]) * w3[2]
+             + sel_coords[j, 2] - u2 + r3[2]] = -1
 
 
 @njit(parallel=True, cache=True)
@@ -240,45 +270,59 @@ def pair_weights(pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b
     with votes: W = sum over u in S_i of B[u, j]. Tier 1 if any pair has primary consensus, else tier
     2 (fallback consensus only). One prange iteration per source node i (its pairs are contiguous)."""
     w4 = 2 * r4 + 1
-    for i in prange(len(pair_ptr) - 1):
-        p0 = pair_ptr[i]
-        p1 = pair_ptr[i + 1]
-        if p0 == p1:
-            continue
+    nodes = len(pair_ptr) - 1
+    for chunk in prange((nodes + ROW_CHUNK - 1) // ROW_CHUNK):  # one scratch box per chunk of nodes
         slot = np.full(w4[0] * w4[1] * w4[2], -1, dtype=np.int32)
-        for p in range(p0, p1):
-            j = pairs[p, 1]
+        for i in range(chunk * ROW_CHUNK, min(nodes, (chunk + 1) * ROW_CHUNK)):
+            _pair_weights_node(i, pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num,
+                               r4, w4, weights, npairs, tier, slot)
+
+
+@njit(cache=True)
+def _pair_weights_node(i, pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, r4, w4,
+                       weights, npairs, tier, slot):
+    """The edges of source node i; ``slot`` is an empty scratch box and is left empty."""
+    p0 = pair_ptr[i]
+    p1 = pair_ptr[i + 1]
+    if p0 == p1:
+        return
+    for p in range(p0, p1):
+        j = pairs[p, 1]
+        b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
+        b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
+        b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
+        slot[(b0 * w4[1] + b1) * w4[2] + b2] = p - p0
+    acc = np.zeros((p1 - p0, 2))
+    num = np.zeros((p1 - p0, 2), dtype=np.int64)
+    for a in range(sup_ptr[i], sup_ptr[i + 1]):
+        r = row_of[sup_mem[a]]
+        for k in range(b_ptr[r], b_ptr[r + 1]):
+            j = b_sel[k]
+            if j <= i:
+                continue
             b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
             b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
             b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
-            slot[(b0 * w4[1] + b1) * w4[2] + b2] = p - p0
-        acc = np.zeros((p1 - p0, 2))
-        num = np.zeros((p1 - p0, 2), dtype=np.int64)
-        for a in range(sup_ptr[i], sup_ptr[i + 1]):
-            r = row_of[sup_mem[a]]
-            for k in range(b_ptr[r], b_ptr[r + 1]):
-                j = b_sel[k]
-                if j <= i:
-                    continue
-                b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
-                b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
-                b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
-                if b0 < 0 or b1 < 0 or b2 < 0 or b0 >= w4[0] or b1 >= w4[1] or b2 >= w4[2]:
-                    continue
-                s = slot[(b0 * w4[1] + b1) * w4[2] + b2]
-                if s < 0:
-                    continue
-                for t in range(2):
-                    acc[s, t] += b_val[k, t]
-                    num[s, t] += b_num[k, t]
-        for s in range(p1 - p0):
-            p = p0 + s
+            if b0 < 0 or b1 < 0 or b2 < 0 or b0 >= w4[0] or b1 >= w4[1] or b2 >= w4[2]:
+                continue
+            s = slot[(b0 * w4[1] + b1) * w4[2] + b2]
+            if s < 0:
+                continue
             for t in range(2):
-                if num[s, t] > 0:
-                    weights[p] = acc[s, t] / num[s, t]
-                    npairs[p] = num[s, t]
-                    tier[p] = t + 1
-                    break
+                acc[s, t] += b_val[k, t]
+                num[s, t] += b_num[k, t]
+    for s in range(p1 - p0):
+        p = p0 + s
+        for t in range(2):
+            if num[s, t] > 0:
+                weights[p] = acc[s, t] / num[s, t]
+                npairs[p] = num[s, t]
+                tier[p] = t + 1
+                break
+    for p in range(p0, p1):
+        j = pairs[p, 1]
+        slot[((sel_coords[j, 0] - sel_coords[i, 0] + r4[0]) * w4[1] + sel_coords[j, 1] - sel_coords[i, 1]
+              + r4[1]) * w4[2] + sel_coords[j, 2] - sel_coords[i, 2] + r4[2]] = -1
 
 
 @njit(cache=True, inline="always")

@@ -67,16 +67,21 @@ def window_member_lists(centres_pflat, woff, mem_pad):
 
 @njit(parallel=True, cache=True)
 def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos, lut, base, centre,
-                   th, diff_hi, diff_l, mode, cons, cnt):
-    """Mean vote for every (member u in rows, positive offset) pair.
+                   th, diff_hi, diff_l, mode, cons, cnt, wpos, near):
+    """Mean vote for every (member u in rows, positive offset d with |d_i| <= near_i) pair.
 
     Votes of patches centred on non-overlap voxels (vkind 1) take precedence; votes of patches
     centred on overlap voxels (vkind 2) are used only for pairs that no non-overlap patch voted on,
     and their count is stored negated (cnt < 0 marks fallback consensus). vkind 0 does not vote.
     The vote formulas of _vote are expanded per case of the value at u (same numbers, fewer branches).
+    ``wpos`` (P, 3): window position of each patch channel; ``near`` = 2h computes every column, h only
+    the pairs within a patch radius (all that the refinement reads; other columns stay zero-count).
     """
     npos = len(woff)
     ncol = cons.shape[1]
+    pyx = wpos[npos - 1, 1] + 1
+    pyx *= wpos[npos - 1, 2] + 1
+    limited = near[1] < wpos[npos - 1, 1] or near[2] < wpos[npos - 1, 2] or near[0] < wpos[npos - 1, 0]
     same_k = th * th / (1.0 - th * th)
     inv_same = 1.0 / (1.0 - th * th)
     diff_k = diff_l / (1.0 - diff_l)
@@ -105,9 +110,23 @@ def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos,
                 else:
                     lo = mid + 1
             end = vm_ptr[vi + 1]
+            if limited:  # positions are ascending in C order: stop at the first one beyond z + near
+                zend = (wpos[e_u, 0] + near[0] + 1) * pyx
+                q0 = lo
+                q1 = end
+                while q0 < q1:
+                    mid = (q0 + q1) // 2
+                    if vm_pos[mid] < zend:
+                        q0 = mid + 1
+                    else:
+                        q1 = mid
+                end = q0
             if mode == COUNT:
                 for k in range(lo, end):
                     e_w = vm_pos[k]
+                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
+                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
+                        continue
                     b = vrows[vi, e_w]
                     if high:
                         if b > th:
@@ -128,6 +147,9 @@ def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos,
                 a_diff = a * inv_diff
                 for k in range(lo, end):
                     e_w = vm_pos[k]
+                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
+                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
+                        continue
                     b = vrows[vi, e_w]
                     if b > th:
                         val = a_same * b - same_k
@@ -142,6 +164,9 @@ def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos,
                 a_diff = (1.0 - a) * inv_diff
                 for k in range(lo, end):
                     e_w = vm_pos[k]
+                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
+                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
+                        continue
                     b = vrows[vi, e_w]
                     if b > th:
                         col = lut[base[e_w] - bu]
@@ -159,27 +184,38 @@ def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos,
 @njit(parallel=True, cache=True)
 def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, diff_hi, diff_l, mode,
                  cons, cnt, out):
-    """Mean agreement of each candidate patch with the consensus on the pairs it votes on."""
+    """Mean agreement of each candidate patch with the consensus on the pairs it votes on.
+
+    A pair (u, w) of the patch's window is a "same" vote when both values are > th (adds the pair's
+    consensus) and a "different" vote when one is > th and the other < diff_hi (subtracts it); the
+    vote kinds of _vote, without its magnitudes (the score does not use them). Pairs in window order."""
     for i in prange(len(cands)):
         vi = cands[i]
+        p0 = vm_ptr[vi]
+        m = vm_ptr[vi + 1] - p0
+        kind = np.empty(m, dtype=np.int8)  # 1 = value > th, -1 = value < diff_hi, 0 = neither
+        bcol = np.empty(m, dtype=np.int64)
+        for k in range(m):
+            e = vm_pos[p0 + k]
+            v = vrows[vi, e]
+            kind[k] = 1 if v > th else (-1 if v < diff_hi else 0)
+            bcol[k] = base[e]
         acc = 0.0
         n = 0
-        for k1 in range(vm_ptr[vi], vm_ptr[vi + 1]):
-            e_u = vm_pos[k1]
-            a = vrows[vi, e_u]
-            if not (a > th or a < diff_hi):
+        for k1 in range(m):
+            ka = kind[k1]
+            if ka == 0:
                 continue
-            u = vm_mem[k1]
-            bu = base[e_u] - centre
-            for k2 in range(k1 + 1, vm_ptr[vi + 1]):
-                e_w = vm_pos[k2]
-                kind, val = _vote(a, vrows[vi, e_w], th, diff_hi, diff_l, mode)
-                if kind == 0:
+            u = vm_mem[p0 + k1]
+            bu = bcol[k1] - centre
+            for k2 in range(k1 + 1, m):
+                kb = kind[k2]
+                if kb == 0 or (ka < 0 and kb < 0):
                     continue
-                col = lut[base[e_w] - bu]
+                col = lut[bcol[k2] - bu]
                 if cnt[u, col] == 0:
                     continue
-                if kind == 1:
+                if ka > 0 and kb > 0:
                     acc += cons[u, col]
                 else:
                     acc -= cons[u, col]
