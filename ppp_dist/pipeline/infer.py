@@ -45,9 +45,10 @@ def _params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
 
 
 def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | None = None,
-                 prediction: str | None = None, output: str | None = None, checkpoint: str | Path | None = None,
-                 block_shape: tuple[int, int, int] | None = None, resume: bool = True, progress: bool = False,
-                 threads: int | None = None, hierarchical: bool = False) -> dict[str, Any]:
+                 prediction: str | None = None, labels: str | None = None, output: str | None = None,
+                 checkpoint: str | Path | None = None, block_shape: tuple[int, int, int] | None = None,
+                 resume: bool = True, progress: bool = False, threads: int | None = None,
+                 hierarchical: bool = False, fused: bool | None = None) -> dict[str, Any]:
     """Run the blockwise pipeline on ``client`` (``None``: in-process) and return per-stage summaries.
 
     Parameters
@@ -56,6 +57,10 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     exp_dir : the experiment folder (graph DB, work files, default outputs).
     raw : "raw.zarr/key" to predict first (needs a checkpoint: ``checkpoint`` or [prediction] checkpoint).
     prediction : "pred.zarr" group with ``patches`` and ``numinst``/``fg`` (instead of ``raw``).
+    labels : "gt.zarr/key" instance labels: oracle patches computed per block, none stored (instead of ``raw``;
+        what a perfect network predicts, for benchmarks and checks on large volumes).
+    fused : with ``raw``: predict (-> decode) inside the vote and paint blocks and store no patches
+        (``pipeline.sources.NetworkPrediction``); default ``not [prediction] store_patches``.
     output : "out.zarr/instances" array for the labels; default ``<exp_dir>/instances.zarr/instances``.
     block_shape : vote/paint block (default [vote] block_shape); must be whole chunks of the output.
     threads : numba/torch threads per worker task (default [cluster] threads_per_worker).
@@ -71,11 +76,15 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     from ppp_dist.pipeline import paint as paint_mod
     from ppp_dist.pipeline import vote as vote_mod
     from ppp_dist.pipeline.segments import agglomerate_instances
-    from ppp_dist.pipeline.settings import AssemblySettings, check_prediction, prediction_arrays
+    from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
+    from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
     from ppp_dist.runner import run_stage
 
-    if (raw is None) == (prediction is None):
-        raise ConfigError("give either raw (predict first) or prediction (an existing prediction group)")
+    if sum(x is not None for x in (raw, prediction, labels)) != 1:
+        raise ConfigError("give exactly one of raw (predict first), prediction (an existing prediction group) or "
+                          "labels (oracle patches computed per block)")
+    if fused is None:
+        fused = not config.prediction.store_patches
     exp_dir = Path(exp_dir)
     work = exp_dir / "pipeline"
     work.mkdir(parents=True, exist_ok=True)
@@ -119,8 +128,18 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     def result(ok: bool, **extra: Any) -> dict[str, Any]:
         return {"stages": stages, "ok": ok, "prediction": prediction, **extra}
 
-    # -- predict
-    if raw is not None:
+    # -- predict (stored), or a source that computes the patches per block
+    source: Any = None
+    if labels is not None:
+        source = OraclePatches(str(labels))
+    elif raw is not None and fused:
+        from ppp_dist.learning.predict import open_raw
+        from ppp_dist.model import resolve_checkpoint
+
+        open_raw(raw, config.data)  # one sentence now if the volume does not fit the config
+        ckpt = str(checkpoint or resolve_checkpoint(exp_dir, config.prediction.checkpoint))
+        source = NetworkPrediction(config, str(raw), ckpt, threads)
+    elif raw is not None:
         from ppp_dist.model import resolve_checkpoint
         from ppp_dist.pipeline import predict_blocks as pb
 
@@ -138,21 +157,22 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
         if not s.ok:
             return result(False)
         if "patches" not in outputs:
-            raise ConfigError("head = 'codes' needs the decode stage (or the fused predict -> decode -> vote), which "
-                              "the blockwise pipeline does not run yet; use `ppp-dist decode` first")
+            raise ConfigError("head = 'codes' (ppp+dec) runs blockwise only fused (predict -> decode -> vote, "
+                              "[prediction] store_patches = false), or with `ppp-dist decode` before label")
 
     # -- vote
-    patches_path, numinst_path = prediction_arrays(str(prediction))
-    volume = check_prediction(open_array(patches_path), open_array(numinst_path), settings.patch_shape,
-                              str(prediction))
+    if source is None:
+        source = StoredPrediction(*prediction_arrays(str(prediction)))
+    volume = source.volume_shape(settings)
     nvox = math.prod(volume)
     vgrid = vote_mod.vote_grid(volume, block, settings)
     # what the vote rows depend on (partition, edge_threshold and the paint options only change later stages)
     later = ("partition", "edge_threshold", "min_instance_size", "accumulate", "overlap_channels")
-    params = {"prediction": str(prediction), "block": block,
+    params = {"source": source.describe(), "block": block,
               "settings": {k: v for k, v in asdict(settings).items() if k not in later}}
-    s = stage(vote_mod.STAGE, list(vgrid), vote_mod.VoteStage(patches_path, numinst_path, settings, threads), params,
-              nvox)
+    res = {"GPU": 1} if isinstance(source, NetworkPrediction) and config.cluster.kind == "cuda" else None
+    s = stage(vote_mod.STAGE, list(vgrid), vote_mod.VoteStage(source, settings, threads), params, nvox,
+              resources=res)
     if not s.ok:
         return result(False)
 
@@ -201,15 +221,16 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     # anything else at that path is only replaced with [general] overwrite (prepare_array explains)
     prepare_array(output, shape=(k,) + tuple(volume), chunks=(k,) + tuple(chunks), dtype="uint32", axes="czyx",
                   kind="labels", overwrite=not reuse and (ours or config.general.overwrite),
-                  attrs={"ppp_dist": {"stage": "paint", "prediction": str(prediction)}})
+                  attrs={"ppp_dist": {"stage": "paint", "source": source.describe()}})
     out = open_array(output)
     check_chunk_alignment(block, out.chunks[1:], volume, output)
-    common = dict(patches=patches_path, numinst=numinst_path, output=output, store_factory=factory,
+    common = dict(source=source, output=output, store_factory=factory,
                   vote_volume=tuple(volume), vote_block_shape=block, settings=settings, work_dir=str(work),
                   threads=threads)
     params = {**params, "settings": asdict(settings), "output": output, "chunks": tuple(out.chunks)}
     # a (re)created output array has lost whatever the ledger says was painted
-    s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse)
+    s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse,
+              resources=res)
     if not s.ok:
         return result(False, output=output)
     removed = paint_mod.removed_instances(work, [b.block_id for b in pgrid], n_instances, settings.min_instance_size)
@@ -218,7 +239,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
 
         np.save(work / "removed_ids.npy", removed)
         s = stage(paint_mod.RELABEL_STAGE, list(pgrid), paint_mod.PaintStage(**common, relabel=True),
-                  {**params, "removed": len(removed)}, nvox)
+                  {**params, "removed": len(removed)}, nvox, resources=res)
         if not s.ok:
             return result(False, output=output)
     final = n_instances - len(removed)

@@ -1,6 +1,6 @@
 """The paint stage: per block, accumulated patch votes -> (K, Z, Y, X) uint32 labels of the core.
 
-A block reads the prediction on core + h (the selected patches covering a core voxel are centred within
+A block reads its patches (``pipeline.sources``: stored, or recomputed in the fused mode) on core + h (the selected patches covering a core voxel are centred within
 h), the selected patches centred there with their instance ids from the graph DB (fragments of the vote
 blocks touching that box, joined with the LUT that :func:`~ppp_dist.pipeline.segments.agglomerate_instances`
 wrote), and calls ``ops.paint.paint_instances`` exactly as the whole-volume run does. Nothing is
@@ -34,8 +34,9 @@ import numpy as np
 from ppp_dist.errors import BlockError
 from ppp_dist.geometry import BlockGrid, BlockSpec, Box
 from ppp_dist.io.graph_store import GraphStore
-from ppp_dist.pipeline.settings import AssemblySettings, paint_halo, read_prediction_box
-from ppp_dist.pipeline.vote import _open, set_threads, vote_blocks_touching
+from ppp_dist.pipeline.settings import AssemblySettings, paint_halo
+from ppp_dist.pipeline.sources import PatchSource
+from ppp_dist.pipeline.vote import set_threads, vote_blocks_touching
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +59,14 @@ def selected_in_box(store: GraphStore, box: Box, vote: BlockGrid) -> tuple[np.nd
     return arr[:, :3], arr[:, 3]
 
 
-def paint_block(patches: Any, numinst: Any, block: BlockSpec, centres: np.ndarray, instance_ids: np.ndarray,
+def paint_block(source: PatchSource, block: BlockSpec, centres: np.ndarray, instance_ids: np.ndarray,
                 settings: AssemblySettings) -> np.ndarray:
     """(K, *core) uint32 labels (LUT ids) of ``block``'s core; ``centres`` are global, in ``block.read_box``."""
     from ppp_dist.ops.consensus import prepare_field
     from ppp_dist.ops.paint import paint_instances
 
     read = block.read_box
-    p, ni = read_prediction_box(patches, numinst, read, settings)
+    p, ni = source.read(read, settings)
     field = prepare_field(p, ni, settings.patch_shape)
     del p
     local = centres - np.asarray(read.begin, dtype=np.int64)
@@ -119,8 +120,7 @@ def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
 class PaintStage:
     """``process_block`` of the paint (``relabel=False``) and relabel (``relabel=True``) stages."""
 
-    patches: str
-    numinst: str
+    source: PatchSource
     output: str  # "out.zarr/instances" (K, Z, Y, X) uint32, prepared by the driver
     store_factory: Callable[[], GraphStore]
     vote_volume: tuple[int, int, int]
@@ -138,7 +138,7 @@ class PaintStage:
         store = worker_store(self.store_factory)
         vote = BlockGrid(self.vote_volume, self.vote_block_shape)
         centres, ids = selected_in_box(store, block.read_box, vote)
-        labels = paint_block(_open(self.patches), _open(self.numinst), block, centres, ids, self.settings)
+        labels = paint_block(self.source, block, centres, ids, self.settings)
         if self.relabel:
             path = Path(self.work_dir) / "removed_ids.npy"
             labels = compact(labels, _removed_ids(str(path), path.stat().st_mtime_ns))

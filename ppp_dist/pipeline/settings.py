@@ -139,22 +139,5 @@ def check_prediction(patches: Any, numinst: Any, patch_shape: Shape, where: str)
     return tuple(int(s) for s in patches.shape[1:])  # type: ignore[return-value]
 
 
-def read_prediction_box(patches: Any, numinst: Any, box: Any, settings: AssemblySettings
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Patches (P, *box) in their stored dtype and numinst (uint8 0/1/2) of ``box`` (clipped read box).
-
-    The conversions are element-wise and the same as the whole-volume path (``ops.assemble`` on the same
-    arrays), so a block sees bit for bit the values the whole-volume run sees.
-    """
-    from ppp_dist.io.volumes import read_box
-    from ppp_dist.ops.consensus import numinst_from_prob
-
-    p = read_box(patches, box)
-    n = read_box(numinst, box)
-    if n.dtype != np.uint8:
-        n = n.astype(np.float32, copy=False)
-    return p, numinst_from_prob(n, settings.numinst_thresholds, p.shape[1:])
-
-
 __all__ = ["AssemblySettings", "check_prediction", "consensus_halo", "owned_rows_margin", "paint_halo",
-           "prediction_arrays", "read_prediction_box", "vote_halo"]
+           "prediction_arrays", "vote_halo"]

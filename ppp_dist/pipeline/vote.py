@@ -1,6 +1,7 @@
 """The vote stage: per block, consensus -> scores -> local selection -> patch graph; keep what the core owns.
 
-A block reads the prediction on its core + :func:`~ppp_dist.pipeline.settings.vote_halo` (clipped at the
+A block reads its patches (a :mod:`~ppp_dist.pipeline.sources` source: the stored prediction, or computed
+on the fly in the fused mode) on its core + :func:`~ppp_dist.pipeline.settings.vote_halo` (clipped at the
 volume border, exactly as the whole volume sees it), runs the ``ppp_dist.ops`` steps with consensus rows
 limited to core + 7h (``owned=``), and returns a :class:`~ppp_dist.runner.BlockOutput`:
 
@@ -22,25 +23,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ppp_dist.geometry import BlockGrid, BlockSpec, Box
-from ppp_dist.pipeline.settings import (AssemblySettings, check_prediction, owned_rows_margin, read_prediction_box,
-                                        vote_halo)
+from ppp_dist.pipeline.settings import AssemblySettings, owned_rows_margin, vote_halo
+from ppp_dist.pipeline.sources import PatchSource, StoredPrediction
 
 logger = logging.getLogger(__name__)
 
 STAGE = "vote"
-
-
-@lru_cache(maxsize=8)
-def _open(path: str) -> Any:
-    from ppp_dist.io.volumes import open_array
-
-    return open_array(path)
 
 
 def set_threads(threads: int | None) -> None:
@@ -65,14 +58,14 @@ class BlockGraph:
     foreground: int
 
 
-def vote_block(patches: Any, numinst: Any, block: BlockSpec, volume_shape, settings: AssemblySettings) -> BlockGraph:
+def vote_block(source: PatchSource, block: BlockSpec, volume_shape, settings: AssemblySettings) -> BlockGraph:
     """Run the vote steps for one block (inputs on ``block.read_box``) and keep what its core owns."""
     from ppp_dist.ops.consensus import compute_consensus, compute_scores, prepare_field
     from ppp_dist.ops.patch_graph import patch_graph
     from ppp_dist.ops.selection import select_patches
 
     read = block.read_box
-    p, ni = read_prediction_box(patches, numinst, read, settings)
+    p, ni = source.read(read, settings)
     field = prepare_field(p, ni, settings.patch_shape)
     del p
     owned = np.zeros(read.shape, dtype=bool)
@@ -105,21 +98,25 @@ def vote_block(patches: Any, numinst: Any, block: BlockSpec, volume_shape, setti
 
 @dataclass(frozen=True)
 class VoteStage:
-    """``process_block`` of the vote stage (picklable: array paths and settings only)."""
+    """``process_block`` of the vote stage (picklable: a source of paths and settings, and the settings)."""
 
-    patches: str  # "pred.zarr/patches"
-    numinst: str  # "pred.zarr/numinst" (or fg)
+    source: PatchSource
     settings: AssemblySettings
     threads: int | None = None  # numba threads per worker process
+
+    @classmethod
+    def stored(cls, patches: str, numinst: str, settings: AssemblySettings, threads: int | None = None
+               ) -> "VoteStage":
+        """On a stored prediction: ``"pred.zarr/patches"`` and ``"pred.zarr/numinst"`` (or fg)."""
+        return cls(StoredPrediction(patches, numinst), settings, threads)
 
     def __call__(self, block: BlockSpec) -> Any:
         from ppp_dist.io.graph_store import make_edges, make_fragments
         from ppp_dist.runner import BlockOutput
 
         set_threads(self.threads)
-        patches, numinst = _open(self.patches), _open(self.numinst)
-        shape = check_prediction(patches, numinst, self.settings.patch_shape, self.patches.rsplit("/", 1)[0])
-        g = vote_block(patches, numinst, block, shape, self.settings)
+        shape = self.source.volume_shape(self.settings)
+        g = vote_block(self.source, block, shape, self.settings)
         tier2 = int(np.count_nonzero(g.counts < 0))
         # (make_fragments cannot reshape an empty (0, 3) position array)
         positions = g.positions if len(g.ids) else None

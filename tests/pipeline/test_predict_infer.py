@@ -66,5 +66,5 @@ def test_greedy_selection_and_both_inputs_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="not block invariant"):
         run_pipeline(cfg, tmp_path, client=None, prediction="x.zarr")
     cfg = config_from_table({"model": {"patch_shape": [1, 5, 5]}})
-    with pytest.raises(ConfigError, match="either raw"):
+    with pytest.raises(ConfigError, match="exactly one of raw"):
         run_pipeline(cfg, tmp_path, client=None, prediction="x.zarr", raw="y.zarr/raw")

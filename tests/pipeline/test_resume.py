@@ -51,7 +51,7 @@ def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_pat
     grid = vote_mod.vote_grid(ref.shape[1:], BLOCK, settings)
     patches, numinst = prediction_arrays(group)
     factory = StoreFactory(cfg.database, str(exp))
-    part = run_stage(None, "vote", list(grid)[:4], vote_mod.VoteStage(patches, numinst, settings), factory,
+    part = run_stage(None, "vote", list(grid)[:4], vote_mod.VoteStage.stored(patches, numinst, settings), factory,
                      progress=False)
     assert part.done == 4
     exp.joinpath("pipeline").mkdir(parents=True)

@@ -34,7 +34,7 @@ def test_vote_rows_equal_the_whole_volume_graph(refine, tmp_path):
     patches, numinst = prediction_arrays(group)
     factory = StoreFactory(DatabaseConfig(path=str(tmp_path / "g.sqlite")), str(tmp_path))
     grid = vote_mod.vote_grid((1, 64, 80), (1, 24, 32), settings)
-    assert run_stage(None, "vote", list(grid), vote_mod.VoteStage(patches, numinst, settings), factory,
+    assert run_stage(None, "vote", list(grid), vote_mod.VoteStage.stored(patches, numinst, settings), factory,
                      progress=False).ok
     # whole volume
     ni = numinst_from_prob(np.asarray(open_array(numinst)[...]))

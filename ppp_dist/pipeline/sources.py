@@ -1,0 +1,186 @@
+"""Where the vote and paint stages get a block's patches: stored, or computed on the fly (fused mode).
+
+Every source returns, for a box of the volume, the patches ``(P, *box)`` in their stored dtype and numinst
+``(*box)`` uint8 0/1/2 — bit for bit what reading the stored prediction of that box gives, so the fused
+result equals the stored-prediction result (and the whole-volume ``ops.assemble``).
+
+* :class:`StoredPrediction` — a prediction group written by predict (and decode): ``patches`` + ``numinst``/``fg``.
+* :class:`NetworkPrediction` — fused predict (→ decode for ppp+dec): the network runs on the tiles of the
+  whole-volume tiling that cover the box, exactly as the predict stage would, and nothing is stored. The
+  vote halo is predicted again by every block that reads it: the network cost grows by
+  ``((b + 2 * 11h) / b)^3`` for vote blocks of side b (3.5x for 128^3 blocks and 7^3 patches) plus
+  ``((b + 2h) / b)^3`` for painting; the storage of the patches (P bytes per voxel) goes to zero.
+* :class:`OraclePatches` — patches made from instance labels (what a perfect network predicts), also
+  computed per block: the benchmark and test stand-in for a network on volumes whose stored patches
+  would not fit (125 x 512^3 bytes = 16.7 GB for 5^3 patches).
+
+Sources are small frozen dataclasses (paths and settings) so stages stay picklable; arrays and networks
+are opened once per worker process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ppp_dist.geometry import Box
+
+Shape = tuple[int, int, int]
+
+
+@lru_cache(maxsize=8)
+def _open(path: str) -> Any:
+    from ppp_dist.io.volumes import open_array
+
+    return open_array(path)
+
+
+def to_numinst(n: np.ndarray, settings: Any, spatial: tuple[int, ...]) -> np.ndarray:
+    """Stored numinst/fg values (uint8 x 255 or float) -> uint8 0/1/2, as the whole-volume path converts."""
+    from ppp_dist.ops.consensus import numinst_from_prob
+
+    if n.dtype != np.uint8:
+        n = n.astype(np.float32, copy=False)
+    return numinst_from_prob(n, settings.numinst_thresholds, spatial)
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """A stored prediction: ``patches`` (P, Z, Y, X) and ``numinst`` (3, ...) or ``fg`` (1, ...) arrays."""
+
+    patches: str
+    numinst: str
+
+    def volume_shape(self, settings: Any) -> Shape:
+        from ppp_dist.pipeline.settings import check_prediction
+
+        return check_prediction(_open(self.patches), _open(self.numinst), settings.patch_shape,
+                                self.patches.rsplit("/", 1)[0])
+
+    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+        from ppp_dist.io.volumes import read_box
+
+        p = read_box(_open(self.patches), box)
+        return p, to_numinst(read_box(_open(self.numinst), box), settings, p.shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "stored", "patches": self.patches, "numinst": self.numinst}
+
+
+@dataclass(frozen=True)
+class OraclePatches:
+    """Patches and numinst made from instance labels (K, Z, Y, X) or (Z, Y, X) per box, stored as uint8 x 255."""
+
+    labels: str
+
+    def volume_shape(self, settings: Any) -> Shape:
+        from ppp_dist.errors import InputDataError
+
+        arr = _open(self.labels)
+        if arr.ndim not in (3, 4) or not np.issubdtype(arr.dtype, np.integer):
+            raise InputDataError(f"{self.labels} must hold integer instance labels (K, Z, Y, X) or (Z, Y, X); got "
+                                 f"{arr.dtype} {arr.shape}")
+        return tuple(int(s) for s in arr.shape[-3:])  # type: ignore[return-value]
+
+    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+        from ppp_dist.io.volumes import read_box
+        from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
+
+        # a patch at v reads labels within h of v; outside the volume is background for both
+        grown = box.grow(settings.h).intersect(Box.from_shape(self.volume_shape(settings)))
+        labels = read_box(_open(self.labels), grown)
+        inner = (slice(None), *box.relative_to(grown))
+        patches = patch_targets(labels, settings.patch_shape)[inner] * np.uint8(255)
+        if labels.ndim == 4:
+            labels = labels[inner]
+        else:
+            labels = labels[inner[1:]]
+        numinst = (numinst_onehot(numinst_target(labels, settings.max_num_inst)) * 255).astype(np.uint8)
+        return np.ascontiguousarray(patches), to_numinst(numinst, settings, patches.shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "oracle", "labels": self.labels}
+
+
+@lru_cache(maxsize=2)
+def _network(model: Any, channels: int, checkpoint: str, device: str) -> Any:
+    from ppp_dist.model import load_network
+
+    return load_network(model, channels, checkpoint, device)
+
+
+@dataclass(frozen=True)
+class NetworkPrediction:
+    """Fused predict (-> decode): the tiles of the whole-volume tiling that cover a box, predicted on demand."""
+
+    config: Any  # PipelineConfig (frozen dataclasses)
+    raw: str
+    checkpoint: str
+    torch_threads: int | None = None
+
+    def volume_shape(self, settings: Any) -> Shape:
+        from ppp_dist.learning.predict import open_raw
+
+        return open_raw(self.raw, self.config.data)[2]  # type: ignore[return-value]
+
+    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from ppp_dist.geometry import tile
+        from ppp_dist.learning.decode import decode_codes, foreground_mask
+        from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
+
+        cfg = self.config
+        if self.torch_threads:
+            torch.set_num_threads(int(self.torch_threads))
+        raw = _open(self.raw)
+        channels = 1 if raw.ndim == 3 else int(raw.shape[0])
+        net = _network(cfg.model, channels, self.checkpoint, cfg.prediction.device)
+        geometry = tile_geometry(cfg.model)
+        amp = cfg.training.use_amp and next(net.parameters()).device.type == "cuda"
+        codes = net.decoder is not None
+        patch_dtype = cfg.prediction.patch_dtype
+        volume = self.volume_shape(settings)
+        # the tiles of the whole-volume tiling (origin 0, step = output tile) that intersect the box
+        out = geometry.output_shape
+        lo = [b // o * o for b, o in zip(box.begin, out)]
+        hi = [min(-(-e // o) * o, v) for e, o, v in zip(box.end, out, volume)]
+        cover = Box(tuple(lo), tuple(hi))
+        tiles = [t.write_box.shift(cover.begin) for t in tile(cover.shape, out)]
+        patch_channels = int(np.prod(cfg.model.patch_shape))
+        region: dict[str, np.ndarray] = {}
+        for first in range(0, len(tiles), cfg.prediction.batch_size):
+            boxes = tiles[first:first + cfg.prediction.batch_size]
+            inputs = np.stack([read_input_tile(raw, b, geometry, cfg.data) for b in boxes])
+            values = predict_tile(net, inputs, geometry, amp=amp)
+            for i, b in enumerate(boxes):
+                keep = (slice(None), *(slice(0, s) for s in b.shape))
+                for name, v in values.items():
+                    stored = to_storage(name, v[i][keep], patch_dtype)
+                    if name not in region:
+                        region[name] = np.zeros((stored.shape[0],) + cover.shape, stored.dtype)
+                    region[name][(slice(None), *b.relative_to(cover))] = stored
+        inner = (slice(None), *box.relative_to(cover))
+        ni_name = "numinst" if "numinst" in region else "fg"
+        ni = np.ascontiguousarray(region[ni_name][inner])
+        if codes:
+            mask = foreground_mask(ni, cfg.prediction.decode_foreground_threshold)
+            patches = np.zeros((patch_channels,) + box.shape, dtype=patch_dtype)
+            if mask.any():
+                code = region["codes"][inner][:, mask].T
+                probs = decode_codes(net.decoder, code, cfg.model.decoder.decode_batch_size)
+                patches[:, mask] = to_storage("patches", probs.T, patch_dtype)
+        else:
+            patches = np.ascontiguousarray(region["patches"][inner])
+        return patches, to_numinst(ni, settings, box.shape)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "network", "raw": self.raw, "checkpoint": self.checkpoint}
+
+
+PatchSource = StoredPrediction | OraclePatches | NetworkPrediction
+
+__all__ = ["NetworkPrediction", "OraclePatches", "PatchSource", "StoredPrediction", "to_numinst"]
