@@ -183,7 +183,7 @@ def candidate_pairs(sel_pflat, sel_pad, box_off):
 
 
 @njit(parallel=True, cache=True)
-def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel,
+def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, cov_rel,
                      sel_coords, r3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
     split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u that
@@ -194,18 +194,34 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr
     order the patches are first met; unused entries keep b_sel = -1."""
     w3 = 2 * r3 + 1
     nbox = w3[0] * w3[1] * w3[2]
+    # box index of (j - u) = cov_rel (box index of j - w, precomputed per cover entry) + box index of (w - u)
+    nb_box = ((nb_d[:, 0] + r3[0]) * w3[1] + nb_d[:, 1] + r3[1]) * w3[2] + nb_d[:, 2] + r3[2]
+    # the pair (u, u + d) is stored in row u for lexicographically positive d, else in row u + d at column -d
+    nb_pos = np.empty(len(nb_d), dtype=np.bool_)
+    nb_col = np.empty(len(nb_d), dtype=np.int64)
+    for o in range(len(nb_d)):
+        d0 = nb_d[o, 0]
+        d1 = nb_d[o, 1]
+        d2 = nb_d[o, 2]
+        pos = d0 > 0 or (d0 == 0 and (d1 > 0 or (d1 == 0 and d2 > 0)))
+        if not pos:
+            d0 = -d0
+            d1 = -d1
+            d2 = -d2
+        nb_pos[o] = pos
+        nb_col[o] = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
     nrows = len(rows_mem)
     nchunks = (nrows + ROW_CHUNK - 1) // ROW_CHUNK
     for chunk in prange(nchunks):  # one scratch box per chunk of rows, cleared entry by entry after each row
         slot = np.full(nbox, -1, dtype=np.int32)
         for r in range(chunk * ROW_CHUNK, min(nrows, (chunk + 1) * ROW_CHUNK)):
-            _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, sel_coords,
-                             r3, w3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num, slot)
+            _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_pos, nb_col, nb_box, cov_ptr, cov_sel,
+                             cov_rel, sel_coords, r3, w3, cons, cnt, b_ptr, b_sel, b_val, b_num, slot)
 
 
 @njit(cache=True)
-def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, sel_coords, r3, w3, h2,
-                     lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num, slot):
+def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_pos, nb_col, nb_box, cov_ptr, cov_sel,
+                     cov_rel, sel_coords, r3, w3, cons, cnt, b_ptr, b_sel, b_val, b_num, slot):
     """One row of voxel_patch_sums; ``slot`` is an empty scratch box and is left empty."""
     u = rows_mem[r]
     up = mem_pflat[u]
@@ -217,43 +233,35 @@ def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_
     u2 = coords[u, 2]
     for o in range(len(nb_off)):
         w = mem_pad[up + nb_off[o]]
-        if w < 0 or cov_ptr[w] == cov_ptr[w + 1]:
+        if w < 0:
             continue
-        d0 = nb_d[o, 0]
-        d1 = nb_d[o, 1]
-        d2 = nb_d[o, 2]
-        if d0 > 0 or (d0 == 0 and (d1 > 0 or (d1 == 0 and d2 > 0))):
-            first = u
-            col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
-        else:
-            first = w
-            col = lut[(h2[0] - d0) * lstr[0] + (h2[1] - d1) * lstr[1] + (h2[2] - d2) * lstr[2]]
+        q1 = cov_ptr[w + 1]
+        # only j > jmin are ever read (pair_weights sums B[u, j] for j > i, u in S_i, i >= jmin);
+        # the cover lists are ascending: skip w if its last patch comes before, else start after jmin
+        if q1 == cov_ptr[w] or cov_sel[q1 - 1] <= jmin:
+            continue
+        first = u if nb_pos[o] else w
+        col = nb_col[o]
         c = cnt[first, col]
         if c == 0:
             continue
         val = cons[first, col]
         t = 0 if c > 0 else 1
-        # only j > jmin are ever read (pair_weights sums B[u, j] for j > i, u in S_i, i >= jmin);
-        # the cover lists are ascending: start after jmin
         q0 = cov_ptr[w]
-        q1 = cov_ptr[w + 1]
         while q0 < q1:
             mid = (q0 + q1) // 2
             if cov_sel[mid] <= jmin:
                 q0 = mid + 1
             else:
                 q1 = mid
+        bo = nb_box[o]
         for q in range(q0, cov_ptr[w + 1]):
-            j = cov_sel[q]
-            b0 = sel_coords[j, 0] - u0 + r3[0]
-            b1 = sel_coords[j, 1] - u1 + r3[1]
-            b2 = sel_coords[j, 2] - u2 + r3[2]
-            bi = (b0 * w3[1] + b1) * w3[2] + b2
+            bi = cov_rel[q] + bo
             s = slot[bi]
             if s < 0:  # first time j is met from u: next free entry (deterministic order)
                 s = k - k0
                 slot[bi] = s
-                b_sel[k] = j
+                b_sel[k] = cov_sel[q]
                 k += 1
             b_val[k0 + s, t] += val
             b_num[k0 + s, t] += 1
@@ -264,48 +272,37 @@ def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_
 
 
 @njit(parallel=True, cache=True)
-def pair_weights(pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, r4,
-                 weights, npairs, tier):
+def pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights, npairs, tier):
     """Edge (i, j): mean of the consensus over all member pairs (u in support i, w in support j, u != w)
     with votes: W = sum over u in S_i of B[u, j]. Tier 1 if any pair has primary consensus, else tier
-    2 (fallback consensus only). One prange iteration per source node i (its pairs are contiguous)."""
-    w4 = 2 * r4 + 1
+    2 (fallback consensus only). One iteration per source node i (its pairs are contiguous)."""
     nodes = len(pair_ptr) - 1
-    for chunk in prange((nodes + ROW_CHUNK - 1) // ROW_CHUNK):  # one scratch box per chunk of nodes
-        slot = np.full(w4[0] * w4[1] * w4[2], -1, dtype=np.int32)
+    for chunk in prange((nodes + ROW_CHUNK - 1) // ROW_CHUNK):  # one scratch map j -> edge per chunk of nodes
+        slot = np.full(nodes, -1, dtype=np.int32)
         for i in range(chunk * ROW_CHUNK, min(nodes, (chunk + 1) * ROW_CHUNK)):
-            _pair_weights_node(i, pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num,
-                               r4, w4, weights, npairs, tier, slot)
+            _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights,
+                               npairs, tier, slot)
 
 
 @njit(cache=True)
-def _pair_weights_node(i, pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, r4, w4,
-                       weights, npairs, tier, slot):
-    """The edges of source node i; ``slot`` is an empty scratch box and is left empty."""
+def _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights, npairs,
+                       tier, slot):
+    """The edges of source node i; ``slot`` (node -> edge of i, -1) is all -1 and is left so."""
     p0 = pair_ptr[i]
     p1 = pair_ptr[i + 1]
     if p0 == p1:
         return
     for p in range(p0, p1):
-        j = pairs[p, 1]
-        b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
-        b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
-        b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
-        slot[(b0 * w4[1] + b1) * w4[2] + b2] = p - p0
+        slot[pairs[p, 1]] = p - p0
     acc = np.zeros((p1 - p0, 2))
     num = np.zeros((p1 - p0, 2), dtype=np.int64)
     for a in range(sup_ptr[i], sup_ptr[i + 1]):
         r = row_of[sup_mem[a]]
         for k in range(b_ptr[r], b_ptr[r + 1]):
             j = b_sel[k]
-            if j <= i:
+            if j <= i:  # (also the unused entries, -1)
                 continue
-            b0 = sel_coords[j, 0] - sel_coords[i, 0] + r4[0]
-            b1 = sel_coords[j, 1] - sel_coords[i, 1] + r4[1]
-            b2 = sel_coords[j, 2] - sel_coords[i, 2] + r4[2]
-            if b0 < 0 or b1 < 0 or b2 < 0 or b0 >= w4[0] or b1 >= w4[1] or b2 >= w4[2]:
-                continue
-            s = slot[(b0 * w4[1] + b1) * w4[2] + b2]
+            s = slot[j]
             if s < 0:
                 continue
             for t in range(2):
@@ -320,9 +317,7 @@ def _pair_weights_node(i, pair_ptr, pairs, sel_coords, sup_ptr, sup_mem, row_of,
                 tier[p] = t + 1
                 break
     for p in range(p0, p1):
-        j = pairs[p, 1]
-        slot[((sel_coords[j, 0] - sel_coords[i, 0] + r4[0]) * w4[1] + sel_coords[j, 1] - sel_coords[i, 1]
-              + r4[1]) * w4[2] + sel_coords[j, 2] - sel_coords[i, 2] + r4[2]] = -1
+        slot[pairs[p, 1]] = -1
 
 
 @njit(cache=True, inline="always")

@@ -77,6 +77,12 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     order = np.argsort(sup_mem, kind="stable")
     cov_sel = owner[order].astype(np.int64)
     cov_ptr = np.concatenate(([0], np.cumsum(np.bincount(sup_mem, minlength=field.n_members)))).astype(np.int64)
+    cov_mem = np.sort(sup_mem, kind="stable")
+    r3 = 3 * h
+    w3 = 2 * r3 + 1
+    rel = sel_coords[cov_sel] - field.member_coords[cov_mem] + r3  # j - w within h, shifted into the 3h box
+    cov_rel = (((rel[:, 0] * w3[1] + rel[:, 1]) * w3[2] + rel[:, 2]) - ((r3[0] * w3[1] + r3[1]) * w3[2] + r3[2])
+               ).astype(np.int64)
     rows_mem = np.flatnonzero(np.diff(cov_ptr) > 0).astype(np.int64)
     row_of = np.full(field.n_members, -1, dtype=np.int64)
     row_of[rows_mem] = np.arange(len(rows_mem))
@@ -90,7 +96,7 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     val = np.zeros((int(ptr[-1]), 2), dtype=np.float64)
     num = np.zeros((int(ptr[-1]), 2), dtype=np.int32)
     _g.voxel_patch_sums(rows_mem, field.member_pflat, field.member_coords, field.mem_pad, nb_d @ field.grid.strides,
-                        nb_d, cov_ptr, cov_sel, sel_coords, 3 * h, h2, lut, lstr,
+                        nb_d, cov_ptr, cov_sel, cov_rel, sel_coords, r3, h2, lut, lstr,
                         consensus.values, consensus.counts, ptr, sel, val, num)
     return VoxelPatchSums(row_of, ptr, sel, val, num)
 
@@ -158,8 +164,8 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     if len(pairs):
         b = voxel_patch_sums(field, consensus, coords, sel_pad, sup_ptr, sup_mem)
         pair_ptr = np.searchsorted(pairs[:, 0], np.arange(len(vi) + 1)).astype(np.int64)
-        _g.pair_weights(pair_ptr, pairs, coords, sup_ptr, sup_mem, b.row_of, b.ptr, b.sel, b.val, b.num, 4 * h,
-                        weights, counts, tiers)
+        _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.sel, b.val, b.num, weights, counts,
+                        tiers)
     order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
     return PatchGraph(selected, coords, node_ids(coords, origin, global_shape if global_shape is not None
                                                  else field.numinst.shape),
