@@ -65,120 +65,165 @@ def window_member_lists(centres_pflat, woff, mem_pad):
     return ptr, pos, mem
 
 
+@njit(cache=True)
+def member_voter_lists(vm_ptr, vm_mem, n_members):
+    """Transpose of the window member lists: per member u, the voters whose window holds u, as
+    (voter, index into vm_pos/vm_mem), in ascending window position of u. Voters are walked in
+    descending order: a voter further before u sees u at a later window position."""
+    cnt = np.zeros(n_members + 1, dtype=np.int64)
+    for k in range(len(vm_mem)):
+        cnt[vm_mem[k] + 1] += 1
+    ptr = np.cumsum(cnt)
+    fill = ptr[:-1].copy()
+    voter = np.empty(len(vm_mem), dtype=np.int32)
+    index = np.empty(len(vm_mem), dtype=np.int64)
+    for vi in range(len(vm_ptr) - 2, -1, -1):
+        for k in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            m = vm_mem[k]
+            voter[fill[m]] = vi
+            index[fill[m]] = k
+            fill[m] += 1
+    return ptr, voter, index
+
+
 @njit(parallel=True, cache=True)
-def consensus_rows(rows, mem_pflat, woff, vot_pad, vrows, vkind, vm_ptr, vm_pos, lut, base, centre,
-                   th, diff_hi, diff_l, mode, cons, cnt, wpos, near):
+def window_row_starts(vm_ptr, vm_pos, row_len, n_rows):
+    """(N, n_rows + 1) int32: index into vm_pos of each voter's first member in window row z * py + y
+    (``row_len`` = px positions per row); row r of voter i spans [out[i, r], out[i, r + 1])."""
+    n = len(vm_ptr) - 1
+    out = np.empty((n, n_rows + 1), dtype=np.int32)
+    for i in prange(n):
+        k = vm_ptr[i]
+        end = vm_ptr[i + 1]
+        for r in range(n_rows + 1):
+            while k < end and vm_pos[k] < r * row_len:
+                k += 1
+            out[i, r] = k
+    return out
+
+
+@njit(cache=True, inline="always")
+def _vote_range(k0, k1, vi, vrows, vm_pos, wpos, xlo, xhi, filt, lut, base, bu, s, c, t, high, a, th, diff_hi,
+                mode, same_k, inv_same, diff_k, inv_diff):
+    """Add the votes of patch vi on the pairs (u, w) for its listed members w in vm_pos[k0:k1]
+    (with ``filt``: only those whose window x lies in [xlo, xhi]). The formulas of _vote, expanded per
+    case of the value a at u (same numbers, fewer branches)."""
+    if mode == COUNT:
+        for k in range(k0, k1):
+            e_w = vm_pos[k]
+            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+                continue
+            b = vrows[vi, e_w]
+            if high:
+                if b > th:
+                    val = 1.0
+                elif b < diff_hi:
+                    val = -1.0
+                else:
+                    continue
+            elif b > th:
+                val = -1.0
+            else:
+                continue
+            col = lut[base[e_w] - bu]
+            s[t, col] += val
+            c[t, col] += 1
+    elif high:
+        a_same = a * inv_same
+        a_diff = a * inv_diff
+        for k in range(k0, k1):
+            e_w = vm_pos[k]
+            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+                continue
+            b = vrows[vi, e_w]
+            if b > th:
+                val = a_same * b - same_k
+            elif b < diff_hi:
+                val = diff_k - a_diff * (1.0 - b)
+            else:
+                continue
+            col = lut[base[e_w] - bu]
+            s[t, col] += val
+            c[t, col] += 1
+    else:
+        a_diff = (1.0 - a) * inv_diff
+        for k in range(k0, k1):
+            e_w = vm_pos[k]
+            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+                continue
+            b = vrows[vi, e_w]
+            if b > th:
+                col = lut[base[e_w] - bu]
+                s[t, col] += diff_k - a_diff * b
+                c[t, col] += 1
+
+
+@njit(parallel=True, cache=True)
+def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vrows, vkind, vm_ptr, vm_pos, lut, base, centre,
+                   th, diff_hi, diff_l, mode, cons, cnt, wpos, near, row_starts):
     """Mean vote for every (member u in rows, positive offset d with |d_i| <= near_i) pair.
 
     Votes of patches centred on non-overlap voxels (vkind 1) take precedence; votes of patches
     centred on overlap voxels (vkind 2) are used only for pairs that no non-overlap patch voted on,
     and their count is stored negated (cnt < 0 marks fallback consensus). vkind 0 does not vote.
-    The vote formulas of _vote are expanded per case of the value at u (same numbers, fewer branches).
-    ``wpos`` (P, 3): window position of each patch channel; ``near`` = 2h computes every column, h only
-    the pairs within a patch radius (all that the refinement reads; other columns stay zero-count).
+    ``wpos`` (P, 3): window position of each patch channel. ``near`` = 2h computes every column; a
+    smaller ``near`` (h: all that the refinement reads) only the pairs that close, walking the window
+    rows within reach (``row_starts`` of ``window_row_starts``; unused with near = 2h, may be empty);
+    the other columns stay zero-count. Every column gets its votes in the same order either way.
+    ``mv_*``: the voters of each member in ascending window position (``member_voter_lists``).
     """
-    npos = len(woff)
+    npos = len(wpos)
     ncol = cons.shape[1]
-    pyx = wpos[npos - 1, 1] + 1
-    pyx *= wpos[npos - 1, 2] + 1
-    limited = near[1] < wpos[npos - 1, 1] or near[2] < wpos[npos - 1, 2] or near[0] < wpos[npos - 1, 0]
+    pz = wpos[npos - 1, 0] + 1
+    py = wpos[npos - 1, 1] + 1
+    limited = near[1] < py - 1 or near[2] < wpos[npos - 1, 2] or near[0] < pz - 1
     same_k = th * th / (1.0 - th * th)
     inv_same = 1.0 / (1.0 - th * th)
     diff_k = diff_l / (1.0 - diff_l)
     inv_diff = 1.0 / (1.0 - diff_l)
     for r in prange(len(rows)):
         u = rows[r]
-        up = mem_pflat[u]
         s = np.zeros((2, ncol), dtype=np.float64)  # row 0 primary, row 1 fallback
         c = np.zeros((2, ncol), dtype=np.int32)
-        for e_u in range(npos):
-            vi = vot_pad[up - woff[e_u]]
-            if vi < 0 or vkind[vi] == 0:
+        for q in range(mv_ptr[u], mv_ptr[u + 1]):
+            vi = mv_voter[q]
+            if vkind[vi] == 0:
                 continue
+            k_u = mv_index[q]
+            e_u = vm_pos[k_u]
             a = vrows[vi, e_u]
             high = a > th
             if not (high or a < diff_hi):
                 continue
             t = vkind[vi] - 1
             bu = base[e_u] - centre
-            lo = vm_ptr[vi]
-            hi = vm_ptr[vi + 1]
-            while lo < hi:  # first listed position after e_u (the list is ascending)
-                mid = (lo + hi) // 2
-                if vm_pos[mid] > e_u:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            end = vm_ptr[vi + 1]
-            if limited:  # positions are ascending in C order: stop at the first one beyond z + near
-                zend = (wpos[e_u, 0] + near[0] + 1) * pyx
-                q0 = lo
-                q1 = end
-                while q0 < q1:
-                    mid = (q0 + q1) // 2
-                    if vm_pos[mid] < zend:
-                        q0 = mid + 1
-                    else:
-                        q1 = mid
-                end = q0
-            if mode == COUNT:
-                for k in range(lo, end):
-                    e_w = vm_pos[k]
-                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
-                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
-                        continue
-                    b = vrows[vi, e_w]
-                    if high:
-                        if b > th:
-                            val = 1.0
-                        elif b < diff_hi:
-                            val = -1.0
-                        else:
-                            continue
-                    elif b > th:
-                        val = -1.0
-                    else:
-                        continue
-                    col = lut[base[e_w] - bu]
-                    s[t, col] += val
-                    c[t, col] += 1
-            elif high:
-                a_same = a * inv_same
-                a_diff = a * inv_diff
-                for k in range(lo, end):
-                    e_w = vm_pos[k]
-                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
-                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
-                        continue
-                    b = vrows[vi, e_w]
-                    if b > th:
-                        val = a_same * b - same_k
-                    elif b < diff_hi:
-                        val = diff_k - a_diff * (1.0 - b)
-                    else:
-                        continue
-                    col = lut[base[e_w] - bu]
-                    s[t, col] += val
-                    c[t, col] += 1
-            else:
-                a_diff = (1.0 - a) * inv_diff
-                for k in range(lo, end):
-                    e_w = vm_pos[k]
-                    if limited and (abs(wpos[e_w, 1] - wpos[e_u, 1]) > near[1]
-                                    or abs(wpos[e_w, 2] - wpos[e_u, 2]) > near[2]):
-                        continue
-                    b = vrows[vi, e_w]
-                    if b > th:
-                        col = lut[base[e_w] - bu]
-                        s[t, col] += diff_k - a_diff * b
-                        c[t, col] += 1
-        for col in range(ncol):
-            if c[0, col] > 0:
-                cons[u, col] = s[0, col] / c[0, col]
-                cnt[u, col] = min(c[0, col], 32767)
-            elif c[1, col] > 0:
-                cons[u, col] = s[1, col] / c[1, col]
-                cnt[u, col] = -min(c[1, col], 32767)
+            lo = k_u + 1  # the voter's members after u (its list is ascending)
+            if not limited:
+                _vote_range(lo, vm_ptr[vi + 1], vi, vrows, vm_pos, wpos, 0, 0, False, lut, base, bu, s, c, t, high,
+                            a, th, diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
+                continue
+            zu = wpos[e_u, 0]
+            yu = wpos[e_u, 1]
+            xu = wpos[e_u, 2]
+            y1 = min(yu + near[1], py - 1)
+            for z in range(zu, min(zu + near[0], pz - 1) + 1):
+                y0 = max(0, yu - near[1]) if z > zu else yu  # rows y0..y1 of plane z are one stretch
+                _vote_range(max(row_starts[vi, z * py + y0], lo), row_starts[vi, z * py + y1 + 1], vi, vrows,
+                            vm_pos, wpos, xu - near[2], xu + near[2], True, lut, base, bu, s, c, t, high, a, th,
+                            diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
+        for col in range(ncol):  # every cell written (unconditional stores are much faster here)
+            c0 = c[0, col]
+            c1 = c[1, col]
+            v = 0.0
+            n = 0
+            if c0 > 0:
+                v = s[0, col] / c0
+                n = min(c0, 32767)
+            elif c1 > 0:
+                v = s[1, col] / c1
+                n = -min(c1, 32767)
+            cons[u, col] = v
+            cnt[u, col] = n
 
 
 @njit(parallel=True, cache=True)

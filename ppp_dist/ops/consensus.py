@@ -148,21 +148,25 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     rows = _owned_rows(field.member_coords, owned, field.numinst.shape)
     values = np.zeros((field.n_members, field.pairs.n), dtype=np.float32)
     counts = np.zeros((field.n_members, field.pairs.n), dtype=np.int16)
-    args = (field.member_pflat, field.woff, field.vot_pad)
+    args = _k.member_voter_lists(field.vm_ptr, field.vm_mem, field.n_members)
     tail = (vkind, field.vm_ptr, field.vm_pos, field.pairs.lut, field.pairs.base, field.pairs.centre, th, diff_hi,
             diff_l, mode, values, counts, window_positions(field.patch_shape))
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
+    no_rows = np.zeros((0, 1), dtype=np.int32)
     if not refine:
-        _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h)
+        _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h, no_rows)
         return Consensus(values, counts, th, rule, different_rule)
     # pass 1 on every row that a checked entry reads: pairs (centre, u) with the centre within h of an
     # owned member and u within h of the centre, stored in the row of the first of the two (within 2h);
     # only offsets within h (43% of the columns for 7^3 patches) are read, so only those are computed
-    _k.consensus_rows(_rows_within(field, rows, 2), *args, field.vrows, *tail, h)
+    pz, py, px = field.patch_shape
+    row_starts = _k.window_row_starts(field.vm_ptr, field.vm_pos, px, pz * py)
+    _k.consensus_rows(_rows_within(field, rows, 2), *args, field.vrows, *tail, h, row_starts)
+    del row_starts
     refined = agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
     values.fill(0.0)
     counts.fill(0)
-    _k.consensus_rows(rows, *args, refined, *tail, 2 * h)
+    _k.consensus_rows(rows, *args, refined, *tail, 2 * h, no_rows)
     return Consensus(values, counts, th, rule, different_rule)
 
 
