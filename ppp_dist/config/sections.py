@@ -25,6 +25,7 @@ Consensus = Literal["prob_product", "raw_prob_product", "count"]
 DifferentRule = Literal["less_than_threshold", "inverse_threshold", "half_threshold"]
 Selection = Literal["local", "greedy"]
 Partition = Literal["connected_components", "mutex_watershed"]
+OverlapVotes = Literal["fallback", "ignore"]
 Criterion = Literal["iou", "cldice"]
 Assignment = Literal["auto", "hungarian", "greedy"]
 ClusterKind = Literal["local", "scheduler", "cuda", "slurm", "lsf", "pbs"]
@@ -278,9 +279,9 @@ class VoteConfig:
     partition: Partition = "connected_components"  # or mutex_watershed: negative edges keep apart
     edge_threshold: float = 0.0  # patch pairs with mean consensus above this are the same instance
     overlap_channels: bool = True  # keep a second label where numinst >= 2 (channel 1 of the output)
+    refine_consensus: bool = True  # second consensus pass without the patch entries the first contradicts
+    overlap_votes: OverlapVotes = "fallback"  # patches centred on overlaps vote where no other patch does, or never
     block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
-    foreground_bbox_only: bool = True  # restrict blocks to the bounding box of the foreground
-    ignore_small_components: int = 200  # foreground components this small do not extend that bounding box
 
     def problems(self) -> list[str]:
         problems = _probability("vote", cover_threshold=self.cover_threshold,
@@ -294,8 +295,6 @@ class VoteConfig:
         if self.blockwise and self.selection == "greedy":
             problems.append('[vote] selection = "greedy" is sequential and not block invariant; set '
                             "[vote] blockwise = false to use it (whole volume in one process)")
-        if self.ignore_small_components < 0:
-            problems.append(f"[vote] ignore_small_components must be >= 0, got {self.ignore_small_components}")
         return problems
 
 

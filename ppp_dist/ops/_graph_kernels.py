@@ -72,8 +72,8 @@ def elect(voxels_pflat, nelect, woff, cand_pad, cand_vi, cand_mem, vrows, scores
 
 
 @njit(cache=True)
-def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_members):
-    """Ranked cover with pixTh = 0 then thin-out greedy set cover (ppp_reference §4.4–4.5).
+def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_members, thin_out=True):
+    """Ranked cover with pixTh = 0 then (``thin_out``) thin-out greedy set cover (ppp_reference §4.4–4.5).
 
     Returns a bool per candidate. The thin-out loop stops when no selected patch covers any
     remaining voxel, so it always terminates (bug 3)."""
@@ -96,6 +96,8 @@ def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_m
                 m = mem_pad[c + woff[e]]
                 if m >= 0 and vrows[vi, e] > cover_th:
                     covered[m] = True
+    if not thin_out:
+        return sel
     # thin-out over the selected, in rank order
     chosen = np.empty(ncand, dtype=np.int64)
     ns = 0

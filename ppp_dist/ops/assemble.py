@@ -42,7 +42,7 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
                                 partition_method: str = "connected_components", edge_threshold: float = 0.0,
                                 max_num_inst: int = 2, min_instance_size: int = 0,
                                 accumulate: str = "sum", overlap_votes: str = "fallback",
-                                refine_consensus: bool = True) -> AssemblyResult:
+                                refine_consensus: bool = True, thin_out: bool = True) -> AssemblyResult:
     """Run every step on the whole volume; return labels, intermediates, per-step seconds and bytes."""
     t = {}
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
     t["scores"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     selected = select_patches(fld, cons, scores, mode=selection, cover_threshold=cover_threshold,
-                              max_num_inst=max_num_inst)
+                              max_num_inst=max_num_inst, thin_out=thin_out)
     t["selection"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     graph = patch_graph(fld, cons, selected, patch_threshold=patch_threshold)
@@ -87,7 +87,8 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
              cover_threshold: float = 0.5, numinst_thresholds=(0.9, 0.1), consensus: str = "prob_product",
              different_rule: str = "less_than_threshold", selection: str = "local",
              partition: str = "connected_components", edge_threshold: float = 0.0, max_num_inst: int = 2,
-             min_instance_size: int = 0, refine_consensus: bool = True) -> np.ndarray:
+             min_instance_size: int = 0, refine_consensus: bool = True, overlap_votes: str = "fallback",
+             thin_out: bool = True) -> np.ndarray:
     """PatchPerPix instances from predicted patches and numinst probabilities.
 
     Parameters
@@ -97,6 +98,8 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
     patch_shape : (pz, py, px) odd; 2D data is Z = 1 with (1, py, px)
     refine_consensus : second consensus pass without the patch entries the first one contradicts
         (consensus.py; False = the single pass of the original)
+    overlap_votes : "fallback" (patches centred on overlap voxels vote where no other patch does) or "ignore"
+    thin_out : greedy selection only: thin the ranked cover out by greedy set cover
 
     Returns
     -------
@@ -107,4 +110,5 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
         patches, numinst_prob, patch_shape, patch_threshold=patch_threshold, cover_threshold=cover_threshold,
         numinst_thresholds=numinst_thresholds, consensus=consensus, different_rule=different_rule,
         selection=selection, partition_method=partition, edge_threshold=edge_threshold, max_num_inst=max_num_inst,
-        min_instance_size=min_instance_size, refine_consensus=refine_consensus).labels
+        min_instance_size=min_instance_size, refine_consensus=refine_consensus, overlap_votes=overlap_votes,
+        thin_out=thin_out).labels

@@ -28,8 +28,10 @@ SELECTION_MODES = ("local", "greedy")
 
 
 def select_patches(field: PatchField, consensus: Consensus, scores: np.ndarray, *, mode: str = "local",
-                   cover_threshold: float = 0.5, max_num_inst: int = 2) -> np.ndarray:
-    """Selected candidates: ascending indices into ``field.candidates`` (= ascending centre linear index)."""
+                   cover_threshold: float = 0.5, max_num_inst: int = 2, thin_out: bool = True) -> np.ndarray:
+    """Selected candidates: ascending indices into ``field.candidates`` (= ascending centre linear index).
+
+    ``thin_out`` (greedy mode only): drop the ranked cover's redundant patches by greedy set cover."""
     if mode not in SELECTION_MODES:
         raise ValueError(f"selection must be one of {SELECTION_MODES}; got {mode!r}")
     cover_th = check_threshold("cover_threshold", cover_threshold)
@@ -56,5 +58,5 @@ def select_patches(field: PatchField, consensus: Consensus, scores: np.ndarray, 
     if mode == "greedy":
         order = np.lexsort((np.arange(len(scores)), -scores.astype(np.float64)))
         chosen |= _g.greedy_cover(order, cand_pflat, field.candidates, field.vrows, field.woff, field.mem_pad,
-                                  cover_th, field.n_members)
+                                  cover_th, field.n_members, bool(thin_out))
     return np.flatnonzero(chosen).astype(np.int64)

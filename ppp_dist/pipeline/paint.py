@@ -66,6 +66,8 @@ def paint_block(source: PatchSource, block: BlockSpec, centres: np.ndarray, inst
     from ppp_dist.ops.paint import paint_instances
 
     read = block.read_box
+    if not len(centres) and not source.has_foreground(read, settings):  # nothing to paint
+        return np.zeros((settings.max_num_inst,) + block.write_box.shape, dtype=np.uint32)
     p, ni = source.read(read, settings)
     field = prepare_field(p, ni, settings.patch_shape)
     del p

@@ -70,7 +70,8 @@ class AssemblySettings:
                    cover_threshold=vote.cover_threshold, numinst_thresholds=tuple(vote.numinst_thresholds),
                    consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
                    partition=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
-                   min_instance_size=config.postprocess.min_instance_size, overlap_channels=vote.overlap_channels)
+                   min_instance_size=config.postprocess.min_instance_size, overlap_channels=vote.overlap_channels,
+                   overlap_votes=vote.overlap_votes, refine_consensus=vote.refine_consensus)
 
     @property
     def h(self) -> Shape:
@@ -82,7 +83,8 @@ class AssemblySettings:
                     numinst_thresholds=self.numinst_thresholds, consensus=self.consensus,
                     different_rule=self.different_rule, selection=self.selection, partition=self.partition,
                     edge_threshold=self.edge_threshold, max_num_inst=self.max_num_inst,
-                    min_instance_size=self.min_instance_size, refine_consensus=self.refine_consensus)
+                    min_instance_size=self.min_instance_size, refine_consensus=self.refine_consensus,
+                    overlap_votes=self.overlap_votes)
 
 
 def consensus_halo(settings: AssemblySettings) -> Shape:

@@ -14,7 +14,8 @@ result equals the stored-prediction result (and the whole-volume ``ops.assemble`
   computed per block: the benchmark and test stand-in for a network on volumes whose stored patches
   would not fit (125 x 512^3 bytes = 16.7 GB for 5^3 patches).
 
-Sources are small frozen dataclasses (paths and settings) so stages stay picklable; arrays and networks
+``has_foreground(box)`` lets a block without foreground skip its patches (a numinst read instead of P
+channels; what the original's foreground bounding box saved). Sources are small frozen dataclasses (paths and settings) so stages stay picklable; arrays and networks
 are opened once per worker process.
 """
 
@@ -66,6 +67,12 @@ class StoredPrediction:
         p = read_box(_open(self.patches), box)
         return p, to_numinst(read_box(_open(self.numinst), box), settings, p.shape[1:])
 
+    def has_foreground(self, box: Box, settings: Any) -> bool:
+        """Whether ``box`` holds a foreground voxel (reads numinst only: 1-3 bytes per voxel, not P)."""
+        from ppp_dist.io.volumes import read_box
+
+        return bool(to_numinst(read_box(_open(self.numinst), box), settings, box.shape).any())
+
     def describe(self) -> dict[str, Any]:
         return {"kind": "stored", "patches": self.patches, "numinst": self.numinst}
 
@@ -100,6 +107,11 @@ class OraclePatches:
             labels = labels[inner[1:]]
         numinst = (numinst_onehot(numinst_target(labels, settings.max_num_inst)) * 255).astype(np.uint8)
         return np.ascontiguousarray(patches), to_numinst(numinst, settings, patches.shape[1:])
+
+    def has_foreground(self, box: Box, settings: Any) -> bool:
+        from ppp_dist.io.volumes import read_box
+
+        return bool(np.any(read_box(_open(self.labels), box)))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "oracle", "labels": self.labels}
@@ -176,6 +188,9 @@ class NetworkPrediction:
         else:
             patches = np.ascontiguousarray(region["patches"][inner])
         return patches, to_numinst(ni, settings, box.shape)
+
+    def has_foreground(self, box: Box, settings: Any) -> bool:
+        return True  # unknown before the network has run
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "network", "raw": self.raw, "checkpoint": self.checkpoint}

@@ -65,6 +65,10 @@ def vote_block(source: PatchSource, block: BlockSpec, volume_shape, settings: As
     from ppp_dist.ops.selection import select_patches
 
     read = block.read_box
+    if not source.has_foreground(read, settings):  # nothing to vote on: skip reading the patches
+        empty = np.zeros(0, dtype=np.int64)
+        return BlockGraph(empty, np.zeros((0, 3), np.int64), empty, empty, np.zeros(0), empty,
+                          int(np.prod(block.write_box.shape)), 0)
     p, ni = source.read(read, settings)
     field = prepare_field(p, ni, settings.patch_shape)
     del p

@@ -57,6 +57,9 @@ def test_local_selection_covers_every_coverable_voxel(noisy_tubes):
     np.testing.assert_array_equal(covered, coverable)
     greedy = select_patches(field, cons, scores, mode="greedy")
     assert 0 < len(greedy) < len(sel)
+    # without the thin-out the ranked cover keeps its redundant patches: a strict superset
+    ranked = select_patches(field, cons, scores, mode="greedy", thin_out=False)
+    assert set(greedy) < set(ranked)
 
 
 def test_greedy_terminates_when_voxels_are_uncoverable():

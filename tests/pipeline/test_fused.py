@@ -133,3 +133,28 @@ def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, one_thread):
     from ppp_dist.errors import ConfigError
     with pytest.raises(ConfigError, match="store_patches = false"):
         run_pipeline(cfg_stored, tmp_path / "exp2", client=None, raw=raw, checkpoint=ckpt)
+
+
+def test_vote_keys_reach_the_blockwise_and_the_one_process_label(tmp_path):
+    """[vote] refine_consensus / overlap_votes change the result, and both label paths apply them."""
+    from ppp_dist.label import label_volume
+
+    inst = synthetic.crossing_tubes_3d((36, 36, 36), n_tubes=3, seed=1).instances
+    group = write_oracle(tmp_path / "o.zarr", inst, (5, 5, 5), (12, 12, 12))
+    noisy = np.asarray(open_array(f"{group}/patches")[...])
+    flip = np.random.default_rng(0).random(noisy.shape) < 0.05
+    noisy = np.where(flip, 255 - noisy, noisy).astype(np.uint8)
+    open_array(f"{group}/patches", "r+")[...] = noisy
+    outs = {}
+    for name, vote in (("default", {}), ("plain", {"refine_consensus": False, "overlap_votes": "ignore"})):
+        cfg = config_from_table({"model": {"patch_shape": [5, 5, 5]},
+                                 "vote": {"block_shape": [12, 12, 12], **vote}})
+        settings = AssemblySettings.from_config(cfg)
+        assert settings.refine_consensus == vote.get("refine_consensus", True)
+        ref = whole_volume(group, settings)
+        res = run_pipeline(cfg, tmp_path / f"exp_{name}", client=None, prediction=group)
+        np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), ref)
+        label_volume(cfg, group, tmp_path / f"one_{name}.zarr")
+        np.testing.assert_array_equal(np.asarray(open_array(f"{tmp_path}/one_{name}.zarr/instances")[...]), ref)
+        outs[name] = ref
+    assert not np.array_equal(outs["default"], outs["plain"])
