@@ -233,38 +233,58 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
 
     A pair (u, w) of the patch's window is a "same" vote when both values are > th (adds the pair's
     consensus) and a "different" vote when one is > th and the other < diff_hi (subtracts it); the
-    vote kinds of _vote, without its magnitudes (the score does not use them). Pairs in window order."""
+    vote kinds of _vote, without its magnitudes (the score does not use them). Pairs in window order;
+    a "low" entry is only paired with the "high" entries after it (low-low pairs cast no vote)."""
     for i in prange(len(cands)):
         vi = cands[i]
         p0 = vm_ptr[vi]
         m = vm_ptr[vi + 1] - p0
-        kind = np.empty(m, dtype=np.int8)  # 1 = value > th, -1 = value < diff_hi, 0 = neither
-        bcol = np.empty(m, dtype=np.int64)
+        vote = np.empty(m, dtype=np.int64)  # listed entries with a value > th or < diff_hi, in order
+        high = np.empty(m, dtype=np.int64)  # those > th
+        is_high = np.empty(m, dtype=np.bool_)
+        next_high = np.empty(m, dtype=np.int64)  # per vote entry: first index into high after it
+        col_base = np.empty(m, dtype=np.int64)
+        nv = 0
+        nh = 0
         for k in range(m):
             e = vm_pos[p0 + k]
             v = vrows[vi, e]
-            kind[k] = 1 if v > th else (-1 if v < diff_hi else 0)
-            bcol[k] = base[e]
+            if v > th:
+                vote[nv] = k
+                is_high[nv] = True
+                col_base[nv] = base[e]
+                nv += 1
+                high[nh] = nv - 1
+                nh += 1
+                next_high[nv - 1] = nh  # the entry itself is high: the next high one comes after it
+            elif v < diff_hi:
+                vote[nv] = k
+                is_high[nv] = False
+                col_base[nv] = base[e]
+                next_high[nv] = nh
+                nv += 1
         acc = 0.0
         n = 0
-        for k1 in range(m):
-            ka = kind[k1]
-            if ka == 0:
-                continue
-            u = vm_mem[p0 + k1]
-            bu = bcol[k1] - centre
-            for k2 in range(k1 + 1, m):
-                kb = kind[k2]
-                if kb == 0 or (ka < 0 and kb < 0):
-                    continue
-                col = lut[bcol[k2] - bu]
-                if cnt[u, col] == 0:
-                    continue
-                if ka > 0 and kb > 0:
-                    acc += cons[u, col]
-                else:
+        for a in range(nv):
+            u = vm_mem[p0 + vote[a]]
+            bu = col_base[a] - centre
+            if is_high[a]:
+                for b in range(a + 1, nv):
+                    col = lut[col_base[b] - bu]
+                    if cnt[u, col] == 0:
+                        continue
+                    if is_high[b]:
+                        acc += cons[u, col]
+                    else:
+                        acc -= cons[u, col]
+                    n += 1
+            else:
+                for q in range(next_high[a], nh):
+                    col = lut[col_base[high[q]] - bu]
+                    if cnt[u, col] == 0:
+                        continue
                     acc -= cons[u, col]
-                n += 1
+                    n += 1
         out[i] = acc / n if n > 0 else 0.0
 
 
