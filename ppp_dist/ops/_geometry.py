@@ -31,11 +31,8 @@ def check_patch_shape(patch_shape) -> tuple[int, int, int]:
     return ps  # type: ignore[return-value]
 
 
-def as_patches(patches: np.ndarray, patch_shape) -> np.ndarray:
-    """Validate predicted patches and return them as C-contiguous float32 in [0, 1].
-
-    Accepts float32/float64/float16 in [0, 1] and uint8 (value / 255).
-    """
+def check_patch_array(patches: np.ndarray, patch_shape) -> np.ndarray:
+    """Validate the shape and dtype of predicted patches (P, Z, Y, X) without converting them."""
     ps = check_patch_shape(patch_shape)
     n = int(np.prod(ps))
     patches = np.asarray(patches)
@@ -43,18 +40,28 @@ def as_patches(patches: np.ndarray, patch_shape) -> np.ndarray:
         raise InputDataError(
             f"patches must have shape ({n}, Z, Y, X) for patch_shape {ps} (one channel per window position); "
             f"got {patches.shape}")
-    if patches.dtype == np.uint8:
-        return np.ascontiguousarray(patches, dtype=np.float32) / np.float32(255.0)
-    if patches.dtype.kind != "f":
+    if patches.dtype != np.uint8 and patches.dtype.kind != "f":
         raise InputDataError(f"patches must be float32/float16 probabilities or uint8 (value/255); got dtype {patches.dtype}")
-    out = np.ascontiguousarray(patches, dtype=np.float32)
-    if not np.isfinite(out).all():
+    return patches
+
+
+def patch_rows(patches: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """(N, P) C-contiguous float32 patches of the voxels ``coords`` (N, 3), values checked.
+
+    Gathers before converting, so a block converts only its foreground rows (4 P bytes per foreground
+    voxel instead of per voxel); element for element the same numbers as converting everything first.
+    """
+    rows = np.ascontiguousarray(patches[:, coords[:, 0], coords[:, 1], coords[:, 2]].T)
+    if rows.dtype == np.uint8:
+        return rows.astype(np.float32) / np.float32(255.0)
+    rows = rows.astype(np.float32, copy=False)
+    if not np.isfinite(rows).all():
         raise InputDataError("patches contain NaN or inf values; check the prediction step")
-    if out.size and (out.min() < 0.0 or out.max() > 1.0):
+    if rows.size and (rows.min() < 0.0 or rows.max() > 1.0):
         raise InputDataError(
-            f"patches must be probabilities in [0, 1]; got values in [{out.min():.3g}, {out.max():.3g}] "
+            f"patches must be probabilities in [0, 1]; got values in [{rows.min():.3g}, {rows.max():.3g}] "
             "(apply a sigmoid to logits first)")
-    return out
+    return rows
 
 
 def numinst_from_prob(numinst_prob: np.ndarray, thresholds=(0.9, 0.1), spatial_shape=None) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field as dc_field
 
 import numpy as np
 
-from ppp_dist.ops._geometry import as_patches, check_patch_shape, numinst_from_prob
+from ppp_dist.ops._geometry import check_patch_array, check_patch_shape, numinst_from_prob
 from ppp_dist.ops.consensus import Consensus, PatchField, compute_consensus, compute_scores, prepare_field
 from ppp_dist.ops.paint import paint_instances
 from ppp_dist.ops.partition import partition
@@ -47,7 +47,7 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
     t = {}
     t0 = time.perf_counter()
     ps = check_patch_shape(patch_shape)
-    patches = as_patches(patches, ps)
+    patches = check_patch_array(patches, ps)
     numinst = numinst_from_prob(numinst_prob, numinst_thresholds, patches.shape[1:])
     fld = prepare_field(patches, numinst, ps)
     del patches

@@ -33,9 +33,9 @@ import numpy as np
 from scipy import ndimage
 
 from ppp_dist.ops import _vote_kernels as _k
-from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, as_patches,
-                                    check_numinst, check_patch_shape, check_threshold, numinst_from_prob,
-                                    pair_offsets, window_positions)
+from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, check_numinst,
+                                    check_patch_array, check_patch_shape, check_threshold, numinst_from_prob,
+                                    pair_offsets, patch_rows, window_positions)
 
 __all__ = ["PatchField", "Consensus", "numinst_from_prob", "prepare_field", "compute_consensus", "compute_scores",
            "agreeing_rows", "supports", "vote_parameters"]
@@ -107,16 +107,17 @@ def vote_parameters(threshold: float, rule: str, different_rule: str) -> tuple[f
 
 
 def prepare_field(patches: np.ndarray, numinst: np.ndarray, patch_shape) -> PatchField:
-    """Validate inputs and gather the patches of all foreground voxels (voxel-major, float32)."""
+    """Validate inputs and gather the patches of all foreground voxels (voxel-major, float32; the values
+    of other voxels are not read)."""
     ps = check_patch_shape(patch_shape)
-    patches = as_patches(patches, ps)
+    patches = check_patch_array(patches, ps)
     numinst = check_numinst(numinst, patches.shape[1:])
     h = np.asarray(ps, dtype=np.int64) // 2
     grid = Grid(tuple(int(s) for s in numinst.shape), ps, tuple(int(4 * x) for x in h))
     member_coords = np.argwhere(numinst == 1).astype(np.int64)
     voter_coords = np.argwhere(numinst >= 1).astype(np.int64)
     vkind = np.where(numinst[tuple(voter_coords.T)] == 1, 1, 2).astype(np.uint8)
-    vrows = np.ascontiguousarray(patches[:, voter_coords[:, 0], voter_coords[:, 1], voter_coords[:, 2]].T)
+    vrows = patch_rows(patches, voter_coords)
     mem_pad = grid.index_volume(member_coords)
     vot_pad = grid.index_volume(voter_coords)
     member_pflat = grid.flat(member_coords)

@@ -124,3 +124,22 @@ def test_wrapper_errors():
     p8 = np.full((9, 1, 4, 4), 255, dtype=np.uint8)
     assert prepare_field(p8, ni, ps).vrows.max() == 1.0
     assert prepare_field(good.astype(np.float16), ni, ps).vrows.dtype == np.float32
+
+
+def test_prepare_field_converts_only_foreground_rows():
+    """uint8 patches are gathered before the float32 conversion: the field costs 4 P bytes per
+    foreground voxel, not per voxel (a vote block's read box is mostly background on sparse data)."""
+    ps = (5, 5, 5)
+    p, ni = oracle(crossing_tubes_3d((40, 40, 40), 2), ps)
+    p8 = (p * 255).astype(np.uint8)
+    numinst = numinst_from_prob(ni)
+    n_fg = int((numinst > 0).sum())
+    assert n_fg < 0.1 * numinst.size
+    tracemalloc.start()
+    field = prepare_field(p8, numinst, ps)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert field.vrows.dtype == np.float32 and field.vrows.shape == (n_fg, p.shape[0])
+    # rows (uint8 gather + float32) and index volumes; converting the whole block would need 4 P V bytes
+    assert peak < 4 * p.shape[0] * numinst.size / 4
+    np.testing.assert_array_equal(field.vrows, prepare_field(p, numinst, ps).vrows)
