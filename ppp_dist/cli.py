@@ -94,6 +94,11 @@ def _translate_do(argv: list[str]) -> list[str]:
     return ["__do__", ",".join(tasks)] + rest + argv[j:]
 
 
+def one_line(message: str) -> str:
+    """A message as one line (a library's multi-line text joined), so stderr holds exactly one sentence."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = _translate_do(argv)
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     if args.command is None:
         parser.print_help()
+        print("ppp-dist: error: no command given; choose one of the commands above (e.g. ppp-dist label --help)",
+              file=sys.stderr)
         return EXIT_USAGE
 
     from ppp_dist import commands  # imported here: keeps --help fast
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands.dispatch(args, do_tasks)
     except PppDistError as err:
-        print(f"ppp-dist: error: {err}", file=sys.stderr)
+        print(f"ppp-dist: error: {one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ppp-dist: interrupted; run the same command again to resume", file=sys.stderr)

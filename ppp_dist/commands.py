@@ -28,9 +28,23 @@ def dispatch(args: argparse.Namespace, do_tasks: list[str] | None) -> int:
         return show_config(args)
     if args.command == "demo":
         from ppp_dist.demo import run_demo
+        _check_demo(args)
         return run_demo(args)
     from ppp_dist.run_tasks import run_tasks
     return run_tasks(args, do_tasks or [args.command], _overrides(args))
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    """The user's part of a demo command (experiment folder, --config files, --set), before the demo writes."""
+    from ppp_dist import demo
+    from ppp_dist.experiment import check_experiment_location
+
+    check_experiment_location(root=args.root, exp=args.exp)
+    try:
+        base = [demo.sample_model()[1]]
+    except InputDataError:
+        base = []  # the demo itself says that the sample model is missing
+    load_config([*base, *args.config], [*getattr(demo, "DEMO_SETTINGS", ()), *args.overrides])
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -56,6 +70,7 @@ def _open_input(config: PipelineConfig):
     if array.ndim not in (3, 4):
         raise InputDataError(f"{config.data.input} has {array.ndim} dimensions with shape {array.shape}; "
                              "expected (C, Z, Y, X) or (Z, Y, X)")
+    volumes.check_not_empty(array, config.data.input)
     return array
 
 
@@ -105,10 +120,13 @@ def status(args: argparse.Namespace) -> int:
     }
     for name, what in produced.items():
         print(f"  {name:<12} {'done: ' + what if what else 'not run'}")
-    if config.database.backend == "postgres" or (path / "graph.sqlite").is_file() or config.database.path:
+    database = Path(config.database.path) if config.database.path else path / "graph.sqlite"
+    if config.database.backend == "postgres" or database.is_file():  # status creates no database
+        from ppp_dist.io.database import inspect_database
         from ppp_dist.io.graph_store import open_graph_store
         from ppp_dist.ledger import Ledger
 
+        inspect_database(config.database, path)  # a foreign database is refused before it is opened
         store = open_graph_store(config.database, path)
         try:
             table = Ledger(store).status_table()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from ppp_dist.errors import ConfigError, StorageError
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.toml"
+ID_NAME = "experiment_id"  # a random id written once; the run database records it (one database, one run)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,29 @@ class Experiment:
         """Path of an output inside the experiment folder (not created)."""
         return self.path / name
 
+    @property
+    def id(self) -> str:
+        """The experiment's id (see :func:`experiment_id`)."""
+        return experiment_id(self.path)
+
+
+def experiment_id(path: Path | str, *, create: bool = True) -> str:
+    """The random id of the experiment folder ``path``, written on first use; "" if absent and not ``create``.
+
+    The id stays with the folder when it is moved or copied, so the run database (which records it) keeps
+    belonging to the same run.
+    """
+    file = Path(path) / ID_NAME
+    if file.is_file():
+        text = file.read_text().strip()
+        if text:
+            return text
+    if not create:
+        return ""
+    text = uuid.uuid4().hex
+    file.write_text(text + "\n")
+    return text
+
 
 def _writable_folder(path: Path, what: str) -> None:
     try:
@@ -47,6 +73,45 @@ def _writable_folder(path: Path, what: str) -> None:
         probe.unlink()
     except OSError as err:
         raise StorageError(f"{what} {path} cannot be written ({err.strerror}); choose a writable folder") from err
+
+
+def experiment_configs(exp: Path | str, configs: list[Path] | list[str]) -> list[Path]:
+    """The config files that resume ``exp``: ``configs`` if given, else its saved config; ConfigError if
+    the folder does not exist or has neither."""
+    path = Path(exp)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ConfigError(f"experiment folder {path} {what}; use --root to start a new one")
+    saved = path / CONFIG_NAME
+    if configs:
+        return [Path(c) for c in configs]
+    if not saved.is_file():
+        raise ConfigError(f"experiment folder {path} has no {CONFIG_NAME}; pass --config FILE")
+    return [saved]
+
+
+def _writable_folder_check(path: Path, what: str) -> None:
+    """StorageError if ``path`` (or, when missing, the nearest existing folder above it) cannot be written;
+    creates nothing."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise StorageError(f"{what} {path} cannot be written ({probe} is a file, not a folder); choose a writable "
+                           "folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StorageError(f"{what} {path} cannot be written ({probe} is read-only); choose a writable folder")
+
+
+def check_experiment_location(*, root: Path | str | None, exp: Path | str | None) -> None:
+    """Before anything is written: ConfigError/StorageError if the experiment folder could not be opened."""
+    if root is not None and exp is not None:
+        raise ConfigError("give either --root (start a new experiment) or --exp (resume one), not both")
+    if exp is not None:
+        experiment_configs(exp, [Path("-")])  # existence only; the configs are checked by load_config
+        _writable_folder_check(Path(exp), "experiment folder")
+    else:
+        _writable_folder_check(Path(root if root is not None else "experiments"), "experiment folder")
 
 
 def open_experiment(*, root: Path | str | None, exp: Path | str | None, configs: list[Path],
@@ -59,13 +124,7 @@ def open_experiment(*, root: Path | str | None, exp: Path | str | None, configs:
         raise ConfigError("give either --root (start a new experiment) or --exp (resume one), not both")
     if exp is not None:
         path = Path(exp)
-        if not path.is_dir():
-            raise ConfigError(f"experiment folder {path} does not exist; use --root to start a new one")
-        saved = path / CONFIG_NAME
-        if not configs and saved.is_file():
-            configs = [saved]
-        elif not configs:
-            raise ConfigError(f"experiment folder {path} has no {CONFIG_NAME}; pass --config FILE")
+        configs = experiment_configs(path, configs)
     else:
         stamp = _dt.datetime.now().strftime("%y%m%d_%H%M%S")
         path = Path(root if root is not None else "experiments") / f"{name}_{stamp}"
@@ -82,5 +141,6 @@ def open_experiment(*, root: Path | str | None, exp: Path | str | None, configs:
         saved.replace(backup)
         logger.info("config changed; the previous one is kept as %s", backup)
     save_config(config, saved)
+    experiment_id(path)
     logger.debug("experiment folder: %s", path)
     return Experiment(path=path, config=config)

@@ -171,12 +171,17 @@ def parse_override(text: str) -> dict[str, Any]:
     return table
 
 
-def config_from_table(table: dict[str, Any]) -> PipelineConfig:
-    """Build and validate a :class:`PipelineConfig` from one merged table; raise all problems at once."""
+def _problems(table: dict[str, Any]) -> tuple[PipelineConfig, list[str]]:
     problems: list[str] = []
     table = {k: v for k, v in table.items() if k != "ppp_dist"}  # provenance written by save_config
     config = _build(PipelineConfig, table, "", problems)
     problems += config.problems()  # values with a wrong type were left at their defaults
+    return config, problems
+
+
+def config_from_table(table: dict[str, Any]) -> PipelineConfig:
+    """Build and validate a :class:`PipelineConfig` from one merged table; raise all problems at once."""
+    config, problems = _problems(table)
     if problems:
         raise ConfigError(_join(problems))
     return config
@@ -192,11 +197,24 @@ def load_config(paths: list[Path | str] | tuple[Path | str, ...] = (),
                 overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     """Defaults, then each TOML file in order (later files win), then ``--set`` overrides."""
     table: dict[str, Any] = {}
+    sources: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
-        table = _merge(table, read_toml(path))
+        sources.append((f"config file {path}", read_toml(path)))
+        table = _merge(table, sources[-1][1])
     for text in overrides:
-        table = _merge(table, parse_override(text))
-    return config_from_table(table)
+        sources.append((f"--set {text}", parse_override(text)))
+        table = _merge(table, sources[-1][1])
+    config, problems = _problems(table)
+    if problems:
+        raise ConfigError(_join(problems) + _blame(problems, sources))
+    return config
+
+
+def _blame(problems: list[str], sources: list[tuple[str, dict[str, Any]]]) -> str:
+    """`` (from config file X)``: the files and ``--set`` options that alone show one of ``problems``."""
+    found = set(problems)
+    named = [name for name, table in sources if found & set(_problems(table)[1])]
+    return f" (from {' and '.join(named)})" if named else ""
 
 
 def config_to_table(config: PipelineConfig) -> dict[str, Any]:

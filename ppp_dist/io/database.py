@@ -67,6 +67,15 @@ _SCHEMA = (
     "PRIMARY KEY (stage, block))",
 )
 _MIGRATABLE = {1}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
+_COLUMNS = {  # the columns of each table of _SCHEMA: a table of these names with other columns is foreign
+    "meta": {"key", "value"},
+    "runs": {"run_id", "config_hash", "version", "created"},
+    "fragments": {"id", "block", "z", "y", "x", "size"},
+    "edges": {"u", "v", "weight", "count", "block"},
+    "lut": {"fragment", "segment"},
+    "blocks": {"stage", "block", "status", "worker", "seconds", "attempts", "counts", "error", "updated"},
+}
+OWNER_ID, OWNER_PATH = "experiment_id", "experiment_path"  # meta keys: the experiment the database belongs to
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -193,6 +202,69 @@ class Database:
             row = cur.fetchone()
         return None if row is None else str(row[0])
 
+    def _tables(self, cur: Any) -> dict[str, set[str]]:
+        """The tables of this database (PostgreSQL: of the current schema) and their columns; read-only."""
+        if self.backend == "postgres":
+            cur.execute("SELECT table_name, column_name FROM information_schema.columns "
+                        "WHERE table_schema = current_schema()")
+        else:
+            cur.execute("SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+                        "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
+        tables: dict[str, set[str]] = {}
+        for table, column in cur.fetchall():
+            tables.setdefault(str(table), set()).add(str(column))
+        return tables
+
+    def _check_tables(self, tables: dict[str, set[str]], version: str | None) -> None:
+        """DatabaseError if the tables are another program's, or of a schema version this code cannot use."""
+        ours = sorted(set(tables) & set(_COLUMNS))
+        if tables and not ours:
+            names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise DatabaseError(f"database {self.where} holds tables of another program ({names}), not a ppp_dist "
+                                "graph database; use a new database for this run")
+        for name in ours:
+            if tables[name] != _COLUMNS[name]:
+                raise DatabaseError(f"database {self.where} has a table '{name}' with the columns "
+                                    f"({', '.join(sorted(tables[name]))}) where ppp_dist expects "
+                                    f"({', '.join(sorted(_COLUMNS[name]))}): a foreign schema; use a new database "
+                                    "for this run")
+        if version is not None and (not version.isdigit() or
+                                    (int(version) != SCHEMA_VERSION and int(version) not in _MIGRATABLE)):
+            raise DatabaseError(f"database {self.where} has schema version {version}, this ppp_dist expects "
+                                f"{SCHEMA_VERSION}; use a new database for this run")
+
+    def state(self) -> dict[str, str]:
+        """The ``meta`` table as a dict (empty for a new database) after checking the schema; read-only.
+
+        Raises DatabaseError for a foreign schema or another schema version (see :meth:`ensure_schema`).
+        """
+        with self.transaction(write=False) as cur:
+            tables = self._tables(cur)
+            meta: dict[str, str] = {}
+            if "meta" in tables and tables["meta"] == _COLUMNS["meta"]:
+                cur.execute("SELECT key, value FROM meta")
+                meta = {str(k): str(v) for k, v in cur.fetchall()}
+        self._check_tables(tables, meta.get("schema_version"))
+        return meta
+
+    def claim(self, experiment_id: str, experiment_path: str) -> None:
+        """Record that the experiment ``experiment_id`` writes this database.
+
+        A database belongs to one experiment: the stages skip blocks that its ledger marks done, so the
+        graph of another run would silently become part of this one. DatabaseError if another experiment
+        claimed it; a database without an owner (new, or written before owners were recorded) is taken.
+        """
+        def work() -> None:
+            with self.transaction() as cur:
+                cur.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (OWNER_ID, OWNER_PATH))
+                found = {str(k): str(v) for k, v in cur.fetchall()}
+                if found.get(OWNER_ID, experiment_id) != experiment_id:
+                    raise DatabaseError(foreign_owner_message(self.where, found.get(OWNER_PATH, "?")))
+                for key, value in ((OWNER_ID, experiment_id), (OWNER_PATH, experiment_path)):
+                    cur.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                                "SET value = excluded.value", (key, value))
+        self.retrying(work, "recording the experiment of the database")
+
     def _ensure_schema(self) -> None:
         # Workers open the database while others write: when the schema is current, run no DDL at all
         # (PostgreSQL's CREATE INDEX IF NOT EXISTS takes a SHARE lock and deadlocks with writers).
@@ -202,12 +274,16 @@ class Database:
             if self.backend == "postgres":
                 # concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog; serialise the workers
                 cur.execute("SELECT pg_advisory_xact_lock(?)", (0x7070_6470,))
+            tables = self._tables(cur)
+            version = None
+            if tables.get("meta") == _COLUMNS["meta"]:
+                cur.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",))
+                found = cur.fetchone()
+                version = None if found is None else str(found[0])
+            self._check_tables(tables, version)
             cur.execute(_SCHEMA[0])
             cur.execute("SELECT value FROM meta WHERE key = ?", ("schema_version",))
             row = cur.fetchone()
-            if row is not None and int(row[0]) != SCHEMA_VERSION and int(row[0]) not in _MIGRATABLE:
-                raise DatabaseError(f"database {self.where} has schema version {row[0]}, this ppp_dist expects "
-                                    f"{SCHEMA_VERSION}; use a new database for this run")
             for statement in _SCHEMA[1:]:
                 cur.execute(statement)
             if row is None:
@@ -288,51 +364,146 @@ def _retry_pragma(conn: sqlite3.Connection, pragma: str) -> None:
             time.sleep(0.01 + 0.05 * random.random())
 
 
+def foreign_owner_message(where: str, owner_path: str) -> str:
+    """The sentence for a database that another experiment writes."""
+    return (f"database {where} belongs to another experiment ({owner_path}): its graph and ledger are that "
+            f"run's; resume it with --exp {owner_path}, or give this run its own database ([database] path, or "
+            "dsn for PostgreSQL)")
+
+
+def sqlite_path(config: DatabaseConfig, experiment_dir: Path | str | None) -> Path:
+    """The SQLite file of ``config``: ``[database] path`` or ``<experiment_dir>/graph.sqlite``."""
+    if config.path:
+        return Path(config.path)
+    if experiment_dir is not None:
+        return Path(experiment_dir) / "graph.sqlite"
+    raise DatabaseError("[database] path is empty and there is no experiment folder to put graph.sqlite in; set "
+                        "[database] path")
+
+
+def _postgres_dsn(config: DatabaseConfig) -> str:
+    dsn = os.environ.get(DSN_ENV) or config.dsn
+    if not dsn:
+        raise DatabaseError('[database] backend = "postgres" needs a connection string: set [database] '
+                            f"dsn or the environment variable {DSN_ENV}")
+    return dsn
+
+
+def _connect_postgres(dsn: str) -> Database:
+    try:
+        import psycopg2
+    except ImportError as err:
+        raise DatabaseError('[database] backend = "postgres" needs psycopg2; install it with '
+                            "pip install 'ppp_dist[postgres]'") from err
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10)
+    except psycopg2.Error as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)} ({reason}); start the server or "
+                            f"fix [database] dsn / {DSN_ENV}") from err
+    return Database("postgres", conn, _redact(dsn))
+
+
+def _not_sqlite(path: Path, err: BaseException) -> DatabaseError:
+    return DatabaseError(f"{path} is not an SQLite database ({err}); point [database] path at a new file or at "
+                         "the graph.sqlite of this experiment")
+
+
 def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> Database:
     """Connect to the database ``config`` names and make sure its schema is there.
 
     SQLite: ``config.path`` or ``<experiment_dir>/graph.sqlite``, WAL journal so readers never block the
-    writer. PostgreSQL: ``$PPP_DIST_DB_DSN`` or ``config.dsn``.
+    writer. PostgreSQL: ``$PPP_DIST_DB_DSN`` or ``config.dsn``. A database with a foreign schema (tables
+    of another program, other columns, another schema version) raises DatabaseError and is not changed.
     """
     if config.backend == "sqlite":
-        if config.path:
-            path = Path(config.path)
-        elif experiment_dir is not None:
-            path = Path(experiment_dir) / "graph.sqlite"
-        else:
-            raise DatabaseError("[database] path is empty and there is no experiment folder to put "
-                                "graph.sqlite in; set [database] path")
+        path = sqlite_path(config, experiment_dir)
+        if path.is_dir():
+            raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / 'graph.sqlite'}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE for writers)
             conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
-            _retry_pragma(conn, "PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash, fast commits
         except (OSError, sqlite3.Error) as err:
             raise DatabaseError(f"cannot open the SQLite database {path} ({err}); choose a writable "
                                 "[database] path") from err
         db = Database("sqlite", conn, str(path))
+        try:
+            db.state()  # a foreign file is refused before the journal mode (a write) is changed
+            _retry_pragma(conn, "PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash, fast commits
+        except sqlite3.DatabaseError as err:
+            db.close()
+            if "not a database" in str(err) or "malformed" in str(err):
+                raise _not_sqlite(path, err) from err
+            raise DatabaseError(f"cannot open the SQLite database {path} ({err}); choose a writable "
+                                "[database] path") from err
+        except DatabaseError:
+            db.close()
+            raise
     else:
-        dsn = os.environ.get(DSN_ENV) or config.dsn
-        if not dsn:
-            raise DatabaseError('[database] backend = "postgres" needs a connection string: set [database] '
-                                f"dsn or the environment variable {DSN_ENV}")
-        try:
-            import psycopg2
-        except ImportError as err:
-            raise DatabaseError('[database] backend = "postgres" needs psycopg2; install it with '
-                                "pip install 'ppp_dist[postgres]'") from err
-        try:
-            conn = psycopg2.connect(dsn, connect_timeout=10)
-        except psycopg2.Error as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)} ({reason}); start the server or "
-                                f"fix [database] dsn / {DSN_ENV}") from err
-        db = Database("postgres", conn, _redact(dsn))
+        db = _connect_postgres(_postgres_dsn(config))
     try:
         db.ensure_schema()
     except db.driver_errors as err:
         db.close()
         raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this run") from err
+    except DatabaseError:
+        db.close()
+        raise
     logger.debug("database %s (%s) ready", db.where, db.backend)
     return db
+
+
+def inspect_database(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> tuple[str, dict[str, str]]:
+    """Check, without writing anything, that ``open_database`` could use the database; return its meta table.
+
+    For checks before a run starts: the SQLite file (if it exists) is opened read-only, a missing one must
+    be creatable; PostgreSQL must answer. Raises DatabaseError naming the database for an unreachable
+    server, a file that is not SQLite, a foreign schema or another schema version. Returns where the
+    database is (for messages) and its meta table: empty for a new database, with ``OWNER_ID`` /
+    ``OWNER_PATH`` once an experiment claimed it.
+    """
+    if config.backend == "postgres":
+        db = _connect_postgres(_postgres_dsn(config))
+        try:
+            return db.where, db.state()
+        except db.driver_errors as err:
+            raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this "
+                                "run") from err
+        finally:
+            db.close()
+    path = sqlite_path(config, experiment_dir)
+    if str(path) == ":memory:":
+        return str(path), {}
+    if path.is_dir():
+        raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / 'graph.sqlite'}")
+    if not path.exists():
+        probe = path.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            why = "is a file" if probe.exists() and not probe.is_dir() else "is not writable"
+            raise DatabaseError(f"cannot create the SQLite database {path}: {probe} {why}; choose a writable "
+                                "[database] path")
+        return str(path), {}
+    # Without a -wal file the database file holds everything: opened immutable, SQLite creates no -wal/-shm
+    # files (a plain read-only open of a WAL database leaves them behind). With one, the database is in use
+    # and the -wal and -shm files are there already.
+    wal = path.with_name(path.name + "-wal").exists()
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}", uri=True,
+                               isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except sqlite3.Error as err:
+        raise DatabaseError(f"cannot open the SQLite database {path} ({err}); choose a readable [database] "
+                            "path") from err
+    db = Database("sqlite", conn, str(path))
+    try:
+        return db.where, db.state()
+    except sqlite3.DatabaseError as err:
+        if "not a database" in str(err) or "malformed" in str(err):
+            raise _not_sqlite(path, err) from err
+        raise DatabaseError(f"cannot read the SQLite database {path} ({err}); choose another [database] "
+                            "path") from err
+    finally:
+        db.close()

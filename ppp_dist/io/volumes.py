@@ -30,7 +30,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundErro
 from zarr.storage import LocalStore, ZipStore
 
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
-from ppp_dist.geometry import Box, Shape, check_chunk_alignment
+from ppp_dist.geometry import Box, Shape, check_chunk_alignment, tile
 from ppp_dist.io import ome
 from ppp_dist.io.ome import (axes_of, check_array, describe, offset_of, spatial_ndim,
                              voxel_size_of)
@@ -125,6 +125,66 @@ def open_array(text: str | os.PathLike[str], mode: str = "r") -> zarr.Array:
         raise InputDataError(f"'{key or '/'}' in {store_path} is a group, not an array; name one of its "
                              f"arrays: {', '.join(inside) or 'none'}")
     return node
+
+
+def open_group(text: str | os.PathLike[str]) -> zarr.Group:
+    """Open the group named by ``text`` read-only; ``InputDataError`` if it is missing or an array."""
+    text = os.fspath(text).rstrip("/")
+    store_path, key = parse_array_path(text)
+    store = _open_store(store_path, text, "r")
+    try:
+        node = zarr.open(store, path=key, mode="r")
+    except (NodeNotFoundError, FileNotFoundError, KeyError) as err:
+        raise InputDataError(f"no zarr group '{key or '/'}' in {store_path}; check the path") from err
+    except (ValueError, TypeError, json.JSONDecodeError) as err:
+        raise InputDataError(f"cannot read the zarr metadata of '{key or '/'}' in {store_path}: {err}") from err
+    if isinstance(node, zarr.Array):
+        raise InputDataError(f"{text} is an array, not a group; give the group that holds it "
+                             f"('{text.rpartition('/')[0] or store_path}')")
+    return node
+
+
+def check_not_empty(arr: zarr.Array, spec: str) -> None:
+    """``InputDataError`` if ``arr`` has an axis of length 0 (a volume without voxels)."""
+    if any(int(s) == 0 for s in arr.shape):
+        raise InputDataError(f"{spec} is empty: its shape {tuple(arr.shape)} has an axis of length 0; give a "
+                             "volume with at least one voxel")
+
+
+def check_finite(arr: zarr.Array, spec: str, hint: str, *, max_bytes: int = 2 ** 26,
+                 limit_bytes: int | None = None) -> bool:
+    """``InputDataError`` naming the first NaN or infinite value of a floating-point array.
+
+    Integer arrays pass at once (they cannot hold NaN). Float arrays are read once, block by block, each
+    block a whole number of chunks along every spatial axis (all channels) of at most about ``max_bytes``
+    (one chunk at least), so memory stays bounded. An array larger than ``limit_bytes`` is not read (returns
+    False): its consumers check what they read. ``hint`` says what to do, e.g. "replace them before predict".
+    """
+    if np.dtype(arr.dtype).kind not in "fc" or any(int(s) == 0 for s in arr.shape):
+        return True
+    if limit_bytes is not None and arr.nbytes > limit_bytes:
+        logger.debug("%s: %d bytes, not scanned for NaN before the run", spec, arr.nbytes)
+        return False
+    n = spatial_ndim(arr)
+    lead = arr.ndim - n
+    spatial, grain = tuple(int(s) for s in arr.shape[lead:]), [int(c) for c in arr.chunks[lead:]]
+    per_voxel = int(np.prod(arr.shape[:lead], dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+    block = list(grain)
+    for ax in range(n):  # grow the block along the first axes while it stays under max_bytes
+        while block[ax] < spatial[ax] and int(np.prod(block)) * 2 * per_voxel <= max_bytes:
+            block[ax] *= 2
+    for spec_ in tile(spatial, tuple(block)):
+        box = spec_.write_box
+        values = np.asarray(arr[(slice(None),) * lead + box.slices])
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            what = "NaN" if np.isnan(values[first]) else "infinite values"
+            where = list(first[:lead]) + [b + i for b, i in zip(box.begin, first[lead:])]
+            lead_part = ", ".join(map(str, where[:lead]))
+            at = f"channel {lead_part}, voxel {tuple(where[lead:])}" if lead else f"voxel {tuple(where)}"
+            raise InputDataError(f"{spec} contains {what} (for example at {at}); {hint}")
+    return True
 
 
 def _as_array(arr: zarr.Array | str | os.PathLike[str], mode: str = "r") -> zarr.Array:
@@ -386,7 +446,8 @@ def update_attrs(arr: zarr.Array | str | os.PathLike[str], **attrs: Any) -> None
     _as_array(arr, "r+").attrs.update(attrs)
 
 
-__all__ = ["parse_array_path", "list_arrays", "open_array", "describe", "check_array", "axes_of",
+__all__ = ["parse_array_path", "list_arrays", "open_array", "open_group", "check_not_empty", "check_finite",
+           "describe", "check_array", "axes_of",
            "spatial_ndim", "spatial_shape", "voxel_size_of", "offset_of", "choose_chunks",
            "prepare_array", "check_block_alignment", "read_box", "read_box_padded", "write_box",
            "update_attrs"]

@@ -1,0 +1,679 @@
+"""The bad-input sweep (issue #7 item 5): every entry point of the command line with the mistakes users make.
+
+Each row of ``ROWS`` is one documented behaviour: a command line, the setup it needs, the exit code and a
+distinctive part of the sentence the user reads. ``docs/errors.md`` is this table in prose; keep them together.
+
+A row runs ``.venv/bin/ppp-dist`` as a subprocess in a fresh folder (``cwd``, so even the default
+``experiments/`` folder would be seen), or ``cli.main`` in-process where the subprocess would spend its time
+importing torch or waiting (rows marked ``inproc``: checkpoints, the 10 s wait for an unreachable scheduler,
+shortened to 1 s; the stderr that capsys sees is the one the user sees).
+
+For exit code 2 a row checks: exactly one line on stderr, ``ppp-dist...: error: ...``, no traceback, and
+NOTHING written: every file under the row's folder and under the shared inputs is listed and hashed before and
+after (no experiment folder, no partial array, existing outputs and databases untouched). For exit code 0
+(all-background volumes, volumes smaller than one block, a dry run) it checks the output and the warning; the
+one exit-code-1 row (a NaN that only the blocks can find) checks the last line and the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+from ppp_dist.cli import main
+
+EXE = Path(sys.executable).with_name("ppp-dist")
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+# label on the 24 x 24 oracle prediction of patch shape (1, 5, 5): fast settings, a one-worker local cluster
+LABEL = ("label --root runs --set model.patch_shape=[1,5,5] --set vote.block_shape=[1,32,32] "
+         "--set cluster.n_workers=1 --set cluster.dashboard_address=:0")
+INPROCESS = f"{LABEL} --set vote.blockwise=false"
+ON_PRED = f"{LABEL} --input {{data}}/pred.zarr"  # blockwise label of a good prediction
+TINY = "-c {data}/tiny.toml"  # the tiny network of {data}/ck.pt, that checkpoint, normalization none
+EVALUATE = "evaluate --root runs --set evaluation.write_images=false"
+
+
+def samples(name: str, key: str = "train_data") -> str:
+    """``--set`` of ``[data] key`` to the sample ``{data}/samples/<name>.zarr`` (a format string)."""
+    return "--set 'data." + key + '=["{data}/samples/' + name + '.zarr"]' + "'"
+
+
+TINY_MODEL = ["patch_shape = [1, 5, 5]", 'numinst_head = "foreground"', "num_fmaps = 2", "fmap_inc_factors = [2.0]",
+              "fmap_dec_factors = [2.0]", "downsample_factors = [[1, 2, 2]]", "train_input_shape = [1, 44, 44]",
+              "predict_input_shape = [1, 44, 44]"]
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _oracle(gt: np.ndarray, patch_shape=(1, 5, 5)) -> tuple[np.ndarray, np.ndarray]:
+    from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
+
+    return ((patch_targets(gt, patch_shape) * 255).astype(np.uint8),
+            (numinst_onehot(numinst_target(gt)) * 255).astype(np.uint8))
+
+
+def _group(path: Path, **arrays: np.ndarray) -> None:
+    group = zarr.open_group(path, mode="w")
+    for name, values in arrays.items():
+        group.create_array(name, data=values, chunks=tuple(max(1, s) for s in values.shape))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """The shared inputs of every row (read-only for the rows: the snapshot covers them too)."""
+    import torch
+
+    from ppp_dist.config import DatabaseConfig, load_config
+    from ppp_dist.io.database import open_database
+    from ppp_dist.model import build_model, save_checkpoint
+
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    raw = rng.random((1, 4, 16, 16), dtype=np.float32)
+    nan, inf = raw.copy(), raw.copy()
+    nan[0, 1, 2, 3] = np.nan
+    inf[0, 2, 5, 7] = np.inf
+    _group(d / "raw.zarr", raw=raw, two_channels=np.repeat(raw, 2, axis=0), flat=raw[0, 0],
+           five_d=raw[None], nan=nan, inf=inf, empty=np.zeros((1, 0, 16, 16), np.float32))
+    (d / "plain").mkdir()  # a folder without .zarr suffix or zarr metadata
+
+    gt = np.zeros((1, 1, 24, 24), np.uint16)
+    gt[0, 0, 2:9, 2:9] = 1
+    gt[0, 0, 12:20, 12:20] = 2
+    patches, numinst = _oracle(gt)
+    _group(d / "pred.zarr", patches=patches, numinst=numinst)
+    _group(d / "background.zarr", patches=np.zeros_like(patches), numinst=_oracle(np.zeros_like(gt))[1])
+    nan_patches = patches.astype(np.float32) / 255
+    nan_patches[3, 0, 5, 5] = np.nan
+    _group(d / "nan_patches.zarr", patches=nan_patches, numinst=numinst.astype(np.float32) / 255)
+    nan_numinst = numinst.astype(np.float32) / 255
+    nan_numinst[1, 0, 7, 8] = np.nan
+    _group(d / "nan_numinst.zarr", patches=patches, numinst=nan_numinst)
+    _group(d / "p9.zarr", patches=_oracle(gt, (1, 3, 3))[0], numinst=numinst)
+    _group(d / "mismatch.zarr", patches=patches, numinst=numinst[:, :, :20, :20].copy())
+    _group(d / "codes.zarr", codes=np.zeros((8, 1, 24, 24), np.float16), numinst=numinst)
+    _group(d / "empty_pred.zarr", patches=np.zeros((25, 1, 0, 24), np.uint8), numinst=np.zeros((3, 1, 0, 24), np.uint8))
+    _group(d / "labels.zarr", gt=gt, pred=gt.copy(), small=gt[:, :, :12, :12].copy(), float=gt.astype(np.float32),
+           empty=np.zeros((1, 1, 0, 24), np.uint16), background=np.zeros_like(gt))
+
+    sample_raw = rng.random((1, 4, 24, 24), dtype=np.float32)
+    sample_gt = np.repeat(gt, 4, axis=1)
+    sample_nan = sample_raw.copy()
+    sample_nan[0, 3, 20, 1] = np.nan
+    for name, arrays in {"good": (sample_raw, sample_gt), "two_channels": (np.repeat(sample_raw, 2, axis=0), sample_gt),
+                         "nan": (sample_nan, sample_gt), "gt_shape": (sample_raw, sample_gt[:, :2]),
+                         "no_gt": (sample_raw, None)}.items():
+        group = zarr.open_group(d / "samples" / f"{name}.zarr", mode="w")
+        group.create_array("volumes/raw", data=arrays[0])
+        if arrays[1] is not None:
+            group.create_array("volumes/gt_instances", data=arrays[1])
+
+    config = load_config([], [f"model.{line.replace(' ', '')}" for line in TINY_MODEL])
+    torch.manual_seed(0)
+    save_checkpoint(d / "ck.pt", build_model(config.model, 1), iteration=1)
+    torch.save({"weights": torch.zeros(3)}, d / "not_ppp.pt")
+    (d / "garbage.pt").write_text("this is not a checkpoint\n")
+    (d / "tiny.toml").write_text("[model]\n" + "\n".join(TINY_MODEL) + "\n[data]\nnormalization = \"none\"\n"
+                                 f"[prediction]\ncheckpoint = \"{d / 'ck.pt'}\"\ndevice = \"cpu\"\n")
+    (d / "typo.toml").write_text("[vote]\npatch_treshold = 0.6\n")
+    (d / "broken.toml").write_text("[vote\npatch_threshold = 0.6\n")
+
+    with sqlite3.connect(d / "foreign.sqlite") as conn:
+        conn.execute("CREATE TABLE blocks (a INTEGER, b TEXT)")
+    with sqlite3.connect(d / "program.sqlite") as conn:
+        conn.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    (d / "text.sqlite").write_text("this is not a database\n")
+    open_database(DatabaseConfig(path=str(d / "future.sqlite"))).close()
+    with sqlite3.connect(d / "future.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    return d
+
+
+# ------------------------------------------------------------------------------------------------ setups
+
+
+def experiment(tmp: Path, data: Path, name: str = "exp", overrides: tuple[str, ...] = ()) -> Path:
+    """An experiment folder as ``ppp-dist`` leaves it: resolved config.toml and its id."""
+    from ppp_dist.config import load_config, save_config
+    from ppp_dist.experiment import experiment_id
+
+    path = tmp / name
+    path.mkdir()
+    save_config(load_config([data / "tiny.toml"], list(overrides)), path / "config.toml")
+    experiment_id(path)
+    return path
+
+
+def exp_empty(tmp, data, request):
+    experiment(tmp, data)
+
+
+def exp_with_outputs(tmp, data, request):
+    """An experiment that holds a prediction and instances already: a failing command must not touch them."""
+    path = experiment(tmp, data)
+    shutil.copytree(data / "pred.zarr", path / "prediction.zarr")
+    instances = zarr.open_group(path / "instances.zarr", mode="w")
+    instances.create_array("instances", data=np.ones((2, 1, 24, 24), np.uint32))
+
+
+def exp_instances_file(tmp, data, request):
+    (experiment(tmp, data) / "instances.zarr").write_text("in the way\n")
+
+
+def exp_evaluation_file(tmp, data, request):
+    (experiment(tmp, data) / "evaluation").write_text("in the way\n")
+
+
+def exp_typo_config(tmp, data, request):
+    config = experiment(tmp, data) / "config.toml"
+    text = config.read_text()
+    assert "[postprocess]\nmin_instance_size" in text
+    config.write_text(text.replace("[postprocess]\nmin_instance_size", "[postprocess]\nmin_instance_sise"))
+
+
+def exp_no_config(tmp, data, request):
+    (tmp / "exp").mkdir()
+
+
+def exp_garbage_checkpoint(tmp, data, request):
+    train = experiment(tmp, data) / "train"
+    train.mkdir()
+    shutil.copy(data / "garbage.pt", train / "checkpoint_5.pt")
+
+
+def exp_checkpoint_5(tmp, data, request):
+    train = experiment(tmp, data) / "train"
+    train.mkdir()
+    shutil.copy(data / "ck.pt", train / "checkpoint_5.pt")
+
+
+def a_file(tmp, data, request):
+    (tmp / "afile").write_text("")
+
+
+def other_experiments_database(tmp, data, request):
+    """Experiment b ran label (its graph.sqlite records it); experiment exp holds a copy of that database."""
+    from ppp_dist.config import DatabaseConfig
+    from ppp_dist.experiment import experiment_id
+    from ppp_dist.io.database import open_database
+
+    other = experiment(tmp, data, "b")
+    with open_database(DatabaseConfig(), other) as db:
+        db.claim(experiment_id(other), str(other))
+    shutil.copy(other / "graph.sqlite", experiment(tmp, data) / "graph.sqlite")
+
+
+def read_only_root(tmp, data, request):
+    if IS_ROOT:
+        pytest.skip("root writes into read-only folders; the rows with a file in the way cover this as root")
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    request.addfinalizer(lambda: (tmp / "ro").chmod(0o755))
+
+
+def too_large_to_scan(tmp, data, request):
+    """As if the prediction were larger than the pre-run NaN scan reads (16 GiB): the vote blocks find the NaN."""
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.run_tasks.PREDICTION_SCAN_LIMIT", 0)
+
+
+def short_connect_timeout(tmp, data, request):
+    """ppp-dist waits CONNECT_TIMEOUT_S (10 s) for a scheduler that may still be starting; 1 s here."""
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.cluster.CONNECT_TIMEOUT_S", 1.0)
+
+
+def postgres_foreign_schema(tmp, data, request):
+    import psycopg2
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE blocks (a INTEGER, b TEXT)")
+    conn.close()
+    return {"dsn": dsn}
+
+
+def postgres_other_experiment(tmp, data, request):
+    from ppp_dist.config import DatabaseConfig
+    from ppp_dist.io.database import open_database
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    with open_database(DatabaseConfig(backend="postgres", dsn=dsn)) as db:
+        db.claim("another-run", "/elsewhere/ppp_250101_120000")
+    return {"dsn": dsn}
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def all_zero_instances(tmp: Path, out: str, err: str) -> None:
+    from ppp_dist.io import volumes
+
+    (exp,) = (tmp / "runs").iterdir()
+    instances = volumes.open_array(f"{exp}/instances.zarr/instances")
+    assert instances.shape == (2, 1, 24, 24) and not np.asarray(instances[...]).any()
+    assert "label: 0 instances" in out
+
+
+def two_instances(tmp: Path, out: str, err: str) -> None:
+    from ppp_dist.io import volumes
+
+    (exp,) = (tmp / "runs").iterdir()
+    instances = np.asarray(volumes.open_array(f"{exp}/instances.zarr/instances")[...])
+    assert instances.max() == 2 and "warning" not in err
+
+
+def one_vote_block(tmp: Path, out: str, err: str) -> None:
+    two_instances(tmp, out, err)
+    assert "vote: 1 blocks | done 1 | failed 0" in out
+
+
+def prediction_written(tmp: Path, out: str, err: str) -> None:
+    from ppp_dist.io import volumes
+
+    (exp,) = (tmp / "runs").iterdir()
+    assert volumes.open_array(f"{exp}/prediction.zarr/patches").shape == (25, 4, 16, 16)
+
+
+def failed_block_recorded(tmp: Path, out: str, err: str) -> None:
+    """The block that met the NaN is in the ledger with its error; no instances were painted."""
+    (exp,) = (tmp / "runs").iterdir()
+    with sqlite3.connect(exp / "graph.sqlite") as conn:
+        rows = conn.execute("SELECT stage, status, error FROM blocks").fetchall()
+    conn.close()
+    assert rows and all(r[:2] == ("vote", "failed") and "NaN" in r[2] for r in rows), rows
+    assert "vote: 1 blocks | done 0 | failed 1" in out and not (exp / "instances.zarr").exists()
+
+
+def nothing_written(tmp: Path, out: str, err: str) -> None:
+    assert not list(tmp.iterdir()) and "nothing was written" in out
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+
+@dataclass(frozen=True)
+class Row:
+    argv: str
+    code: int
+    expected: str
+    setup: Callable[..., Any] | None = None
+    inproc: bool = False
+    check: Callable[[Path, str, str], None] | None = None
+    stream: str = "stderr"  # where `expected` appears for exit code 0
+    marks: tuple = field(default=())
+
+
+def row(id_: str, argv: str, code: int, expected: str, **kw: Any):
+    marks = kw.pop("marks", ())
+    return pytest.param(Row(argv, code, expected, **kw), id=id_, marks=marks)
+
+
+TASKS_FOR_TYPO = ["train", "validate", "predict", "decode", "label", "postprocess", "evaluate", "cross_validate",
+                  "visualize", "infer", "all", "plan", "show-config", "demo"]
+
+ROWS = [
+    # -- usage: the command line itself
+    row("usage-unknown-command", "frobnicate", 2, "invalid choice: 'frobnicate'"),
+    row("usage-no-command", "", 2, "no command given"),
+    row("usage-do-unknown-task", "--do trian --root runs", 2, "unknown: trian"),
+    row("usage-do-without-tasks", "--do --root runs", 2, "--do needs task names"),
+    row("usage-option-without-value", "label --input", 2, "argument -i/--input: expected one argument"),
+    row("usage-root-and-exp", "label --root runs --exp runs", 2, "argument -e/--exp: not allowed with argument"),
+    row("usage-workers-not-a-number", "demo --workers many", 2, "invalid int value: 'many'"),
+
+    # -- config files, keys, types and values (one row per entry point for the misspelt key below)
+    row("config-file-missing", f"{LABEL} -c {{data}}/missing.toml --input {{data}}/pred.zarr", 2,
+        "missing.toml does not exist; pass an existing TOML file"),
+    row("config-not-toml", f"{LABEL} -c {{data}}/broken.toml --input {{data}}/pred.zarr", 2, "is not valid TOML"),
+    row("config-unknown-section", f"{LABEL} --set voet.patch_threshold=0.5 --input {{data}}/pred.zarr", 2,
+        "unknown section [voet] (did you mean 'vote'?) (from --set voet.patch_threshold=0.5)"),
+    row("config-wrong-type", f"{LABEL} --set vote.patch_threshold=high --input {{data}}/pred.zarr", 2,
+        "[vote] patch_threshold must be a number, got 'high'"),
+    row("config-out-of-range", f"{LABEL} --set vote.patch_threshold=1.5 --input {{data}}/pred.zarr", 2,
+        "patch_threshold must lie strictly between 0 and 1, got 1.5"),
+    row("config-not-a-choice", f"{LABEL} --set vote.selection=best --input {{data}}/pred.zarr", 2,
+        "[vote] selection must be one of 'local', 'greedy', got 'best'"),
+    row("config-wrong-length", f"{LABEL} --set model.patch_shape=[5,5] --input {{data}}/pred.zarr", 2,
+        "[model] patch_shape must be a list of 3 values"),
+    row("config-even-patch-shape", f"{LABEL} --set model.patch_shape=[1,4,4] --input {{data}}/pred.zarr", 2,
+        "[model] patch_shape must be odd on every axis, got (1, 4, 4)"),
+    row("config-set-without-value", f"{LABEL} --set vote.patch_threshold --input {{data}}/pred.zarr", 2,
+        "must look like section.key=value"),
+    row("config-all-problems-at-once", f"{LABEL} -c {{data}}/typo.toml --set vote.consensus=max", 2,
+        "2 problems in the config: unknown key [vote] 'patch_treshold' (did you mean 'patch_threshold'?); [vote] "
+        "consensus must be one of"),
+    row("config-greedy-is-not-blockwise", f"{LABEL} --set vote.selection=greedy --input {{data}}/pred.zarr", 2,
+        'selection = "greedy" is sequential and not block invariant'),
+    row("config-dilate-is-not-blockwise", f"{LABEL} --set postprocess.dilate=1 --input {{data}}/pred.zarr", 2,
+        "[postprocess] dilate is not implemented blockwise yet"),
+    row("config-scheduler-kind-without-address", f"{LABEL} --set cluster.kind=scheduler --input {{data}}/pred.zarr",
+        2, '[cluster] kind = "scheduler" needs scheduler_address'),
+    row("config-decode-needs-codes-head", "decode --root runs --input {data}/pred.zarr", 2,
+        "decode needs [model] head = 'codes'"),
+    row("config-saved-config-of-experiment", "label --exp exp", 2,
+        "unknown key [postprocess] 'min_instance_sise' (did you mean 'min_instance_size'?) (from config file "
+        "exp/config.toml)", setup=exp_typo_config),
+    row("config-status-of-experiment-with-bad-config", "status exp", 2, "(from config file exp/config.toml)",
+        setup=exp_typo_config),
+    *[row(f"config-misspelt-key-{task}", f"{task} -c {{data}}/typo.toml --root runs", 2,
+          "unknown key [vote] 'patch_treshold' (did you mean 'patch_threshold'?) (from config file")
+      for task in TASKS_FOR_TYPO if task not in ("plan", "show-config")],
+    row("config-misspelt-key-plan", "plan -c {data}/typo.toml --input {data}/raw.zarr/raw", 2,
+        "did you mean 'patch_threshold'?"),
+    row("config-misspelt-key-show-config", "show-config -c {data}/typo.toml", 2, "did you mean 'patch_threshold'?"),
+    row("config-misspelt-key-do", "--do predict label -c {data}/typo.toml --root runs", 2,
+        "did you mean 'patch_threshold'?"),
+
+    # -- wrong or missing paths: zarr stores, keys inside them, folders, samples
+    row("path-store-missing-predict", "predict --root runs --input {data}/missing.zarr/raw", 2,
+        "missing.zarr does not exist (from '"),
+    row("path-store-missing-label", f"{LABEL} --input {{data}}/missing.zarr", 2, "missing.zarr does not exist"),
+    row("path-store-missing-postprocess", "postprocess --root runs --input {data}/missing.zarr/instances", 2,
+        "missing.zarr does not exist"),
+    row("path-store-missing-plan", "plan --input {data}/missing.zarr/raw", 2, "missing.zarr does not exist"),
+    row("path-store-missing-ground-truth", f"{EVALUATE} --input {{data}}/labels.zarr/pred --gt {{data}}/gt.zarr/gt",
+        2, "zarr store {data}/gt.zarr does not exist"),
+    row("path-key-missing-raw", f"predict {TINY} --root runs --input {{data}}/raw.zarr/rwa", 2,
+        "no array 'rwa' in {data}/raw.zarr; did you mean 'raw'?"),
+    row("path-key-missing-ground-truth", f"{EVALUATE} --input {{data}}/labels.zarr/pred --gt {{data}}/labels.zarr/gtt",
+        2, "no array 'gtt' in {data}/labels.zarr; did you mean 'gt'?"),
+    row("path-group-instead-of-array", f"predict {TINY} --root runs --input {{data}}/raw.zarr", 2,
+        "'/' in {data}/raw.zarr is a group, not an array; name one of its arrays"),
+    row("path-array-instead-of-group", f"{LABEL} --input {{data}}/pred.zarr/patches", 2,
+        "pred.zarr/patches is an array, not a group; give the group that holds it"),
+    row("path-not-a-prediction-group", f"{LABEL} --input {{data}}/raw.zarr", 2,
+        "{data}/raw.zarr is not a prediction group: it holds empty, five_d, flat, inf, nan, raw, two_channels but no "
+        "patches"),
+    row("path-codes-without-patches", f"{LABEL} --input {{data}}/codes.zarr", 2,
+        "{data}/codes.zarr holds codes but no patches; run decode first"),
+    row("path-store-without-suffix", "plan --input {data}/plain/raw", 2, "cannot tell where the zarr store ends"),
+    row("path-experiment-missing", "label --exp nope", 2, "experiment folder nope does not exist; use --root"),
+    row("path-experiment-without-config", "label --exp exp", 2, "experiment folder exp has no config.toml",
+        setup=exp_no_config),
+    row("path-experiment-without-prediction", "label --exp exp", 2,
+        "label needs a prediction group (patches + numinst) (exp holds none)", setup=exp_empty),
+    row("path-label-without-input", LABEL, 2, "label needs a prediction group (patches + numinst): pass --input"),
+    row("path-predict-without-input", f"predict {TINY} --root runs", 2, "predict needs a raw volume: pass --input"),
+    row("path-evaluate-without-ground-truth", f"{EVALUATE} --input {{data}}/labels.zarr/pred", 2,
+        "evaluate needs the ground truth: pass --gt"),
+    row("path-evaluate-without-prediction", f"{EVALUATE} --gt {{data}}/labels.zarr/gt", 2,
+        "evaluate needs predicted labels: pass --input"),
+    row("path-visualize-without-input", "visualize --root runs", 2, "visualize needs a prediction group"),
+    row("path-train-without-samples", f"train {TINY} --root runs", 2, "train needs samples: set [data] train_data"),
+    row("path-train-sample-missing", f"train {TINY} --root runs --set 'data.train_data=[\"{{data}}/nope.zarr\"]'", 2,
+        "[data] train_data entry {data}/nope.zarr does not exist"),
+    row("path-train-sample-without-gt", f"train {TINY} --root runs {samples('no_gt')}",
+        2, "no array 'volumes/gt_instances' in {data}/samples/no_gt.zarr"),
+    row("path-validate-without-samples", f"validate {TINY} --root runs", 2, "validate needs samples"),
+    row("path-validate-without-checkpoints", f"validate {TINY} --root runs {samples('good', 'val_data')}",
+        2, "validate needs checkpoints but a new experiment (--root) has none"),
+    row("path-cross-validate-without-folds", f"cross_validate {TINY} --root runs", 2,
+        "cross_validate needs both folds: set [data] val_data and test_data"),
+    row("path-status-missing", "status nope", 2, "experiment folder nope does not exist"),
+    row("path-status-not-an-experiment", "status .", 2, "is not a ppp_dist experiment folder (no config.toml)"),
+    row("path-demo-experiment-missing", "demo --exp nope", 2, "experiment folder nope does not exist; use --root"),
+
+    # -- wrong shapes: channels, dimensions, patch channels, ground truth vs prediction
+    row("shape-raw-channels", f"predict {TINY} --root runs --input {{data}}/raw.zarr/two_channels", 2,
+        "raw.zarr/two_channels has 2 channels but [data] num_channels = 1"),
+    row("shape-raw-2d-array", f"predict {TINY} --root runs --input {{data}}/raw.zarr/flat", 2,
+        "raw.zarr/flat has 2 dimensions with shape (16, 16); predict needs a (C, Z, Y, X) or (Z, Y, X) raw volume"),
+    row("shape-raw-5d-array", f"predict {TINY} --root runs --input {{data}}/raw.zarr/five_d", 2,
+        "raw.zarr/five_d has 5 dimensions"),
+    row("shape-plan-raw-channels", "plan --input {data}/raw.zarr/two_channels", 2,
+        "has 2 channels but [data] num_channels = 1"),
+    row("shape-plan-raw-2d-array", "plan --input {data}/raw.zarr/flat", 2, "has 2 dimensions with shape (16, 16)"),
+    row("shape-train-sample-channels",
+        f"train {TINY} --root runs {samples('two_channels')}", 2,
+        "two_channels.zarr/volumes/raw has 2 channels but [data] num_channels = 1"),
+    row("shape-train-ground-truth-vs-raw",
+        f"train {TINY} --root runs {samples('gt_shape')}", 2,
+        "gt_shape.zarr/volumes/gt_instances has spatial shape (2, 24, 24) but the raw"),
+    row("shape-prediction-patch-channels", f"{LABEL} --input {{data}}/p9.zarr", 2,
+        "p9.zarr/patches has shape (9, 1, 24, 24); expected (25, Z, Y, X) for model.patch_shape (1, 5, 5)"),
+    row("shape-prediction-patch-channels-in-process", f"{INPROCESS} --input {{data}}/p9.zarr", 2,
+        "expected (25, Z, Y, X) for model.patch_shape (1, 5, 5)"),
+    row("shape-prediction-patch-channels-visualize", f"visualize {TINY} --root runs --input {{data}}/p9.zarr", 2,
+        "p9.zarr/patches has shape (9, 1, 24, 24); expected (25, Z, Y, X)"),
+    row("shape-prediction-numinst-vs-patches", f"{LABEL} --input {{data}}/mismatch.zarr", 2,
+        "numinst/fg has shape (3, 1, 20, 20) but patches cover (1, 24, 24)"),
+    row("shape-ground-truth-vs-prediction",
+        f"{EVALUATE} --input {{data}}/labels.zarr/pred --gt {{data}}/labels.zarr/small", 2,
+        "the ground truth {data}/labels.zarr/small has spatial shape (1, 12, 12) but the predicted labels"),
+    row("shape-ground-truth-vs-chain", f"--do label evaluate {LABEL[6:]} --input {{data}}/pred.zarr "
+        "--gt {data}/labels.zarr/small", 2,
+        "the ground truth {data}/labels.zarr/small has spatial shape (1, 12, 12) but the prediction"),
+    row("shape-ground-truth-vs-raw-infer", f"infer {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--gt {data}/labels.zarr/gt", 2,
+        "the ground truth {data}/labels.zarr/gt has spatial shape (1, 24, 24) but the raw volume"),
+    row("shape-labels-not-integer", f"{EVALUATE} --input {{data}}/labels.zarr/float --gt {{data}}/labels.zarr/gt", 2,
+        "labels.zarr/float: labels must have an integer dtype, got float32"),
+    row("shape-postprocess-not-instance-channels", "postprocess --root runs --input {data}/raw.zarr/flat", 2,
+        "has shape (16, 16); postprocess needs instance channels (K, Z, Y, X)"),
+    row("shape-postprocess-not-integer", "postprocess --root runs --input {data}/labels.zarr/float", 2,
+        "has dtype float32; postprocess needs integer instance labels"),
+
+    # -- empty volumes (an axis of length 0)
+    row("empty-raw-predict", f"predict {TINY} --root runs --input {{data}}/raw.zarr/empty", 2,
+        "raw.zarr/empty is empty: its shape (1, 0, 16, 16) has an axis of length 0"),
+    row("empty-raw-plan", "plan --input {data}/raw.zarr/empty", 2, "raw.zarr/empty is empty"),
+    row("empty-prediction-label", f"{LABEL} --input {{data}}/empty_pred.zarr", 2,
+        "empty_pred.zarr/patches is empty: its shape (25, 1, 0, 24)"),
+    row("empty-ground-truth", f"{EVALUATE} --input {{data}}/labels.zarr/pred --gt {{data}}/labels.zarr/empty", 2,
+        "labels.zarr/empty is empty"),
+    row("empty-instances-postprocess", "postprocess --root runs --input {data}/labels.zarr/empty", 2,
+        "labels.zarr/empty is empty"),
+
+    # -- all-background volumes: no error; label warns in one line that it found nothing
+    row("background-label-in-process", f"{INPROCESS} --input {{data}}/background.zarr", 0,
+        "ppp-dist: warning: label found no instances in {data}/background.zarr", check=all_zero_instances),
+    row("background-label-blockwise", f"{LABEL} --input {{data}}/background.zarr", 0,
+        "ppp-dist: warning: label found no instances in {data}/background.zarr", check=all_zero_instances),
+    row("background-prediction-evaluate", f"{EVALUATE} --input {{data}}/labels.zarr/background "
+        "--gt {data}/labels.zarr/gt", 0, "evaluation: avS 0.0000, S_0.5 0.0000", stream="stdout"),
+    row("background-postprocess", "postprocess --root runs --input {data}/labels.zarr/background", 0,
+        "postprocess: 0 -> 0 instances", stream="stdout"),
+
+    # -- volumes smaller than one block / one network tile: one (clipped) block, no error
+    row("small-volume-label-blockwise", f"{LABEL} --set vote.block_shape=[64,64,64] --input {{data}}/pred.zarr", 0,
+        "label: 2 instances (blockwise)", stream="stdout", check=one_vote_block),
+    row("small-volume-plan", "plan --input {data}/raw.zarr/raw --set vote.block_shape=[64,64,64]", 0,
+        "vote           1      (4, 16, 16)", stream="stdout", check=nothing_written),
+    row("small-volume-predict", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw", 0, "predict: ",
+        stream="stdout", inproc=True, check=prediction_written),
+
+    # -- NaN and infinite values (floating-point inputs are scanned before anything is written)
+    row("nan-raw-predict", f"predict {TINY} --root runs --input {{data}}/raw.zarr/nan", 2,
+        "raw.zarr/nan contains NaN (for example at channel 0, voxel (1, 2, 3)); replace them"),
+    row("inf-raw-predict", f"predict {TINY} --root runs --input {{data}}/raw.zarr/inf", 2,
+        "raw.zarr/inf contains infinite values (for example at channel 0, voxel (2, 5, 7))"),
+    row("nan-raw-infer", f"infer {TINY} --root runs --input {{data}}/raw.zarr/nan --gt {{data}}/labels.zarr/gt", 2,
+        "raw.zarr/nan contains NaN"),
+    row("nan-train-sample", f"train {TINY} --root runs {samples('nan')}", 2,
+        "nan.zarr/volumes/raw contains NaN (for example at channel 0, voxel (3, 20, 1)); replace them (e.g. with 0) "
+        "before training"),
+    row("nan-prediction-patches", f"{LABEL} --input {{data}}/nan_patches.zarr", 2,
+        "nan_patches.zarr/patches contains NaN (for example at channel 3, voxel (0, 5, 5)); predict it again"),
+    row("nan-prediction-patches-in-process", f"{INPROCESS} --input {{data}}/nan_patches.zarr", 2,
+        "nan_patches.zarr/patches contains NaN"),
+    row("nan-prediction-numinst", f"{LABEL} --input {{data}}/nan_numinst.zarr", 2,
+        "nan_numinst.zarr/numinst contains NaN (for example at channel 1, voxel (0, 7, 8))"),
+    row("nan-prediction-visualize", f"visualize {TINY} --root runs --input {{data}}/nan_patches.zarr", 2,
+        "nan_patches.zarr/patches contains NaN"),
+    row("nan-prediction-too-large-to-scan", f"{LABEL} --set cluster.retries=0 --input {{data}}/nan_patches.zarr", 1,
+        "ppp-dist: label finished with failed blocks (see the summary above); run the same command again to retry "
+        "them", setup=too_large_to_scan, inproc=True, check=failed_block_recorded),
+    row("nan-raw-plan-is-a-dry-run", "plan --input {data}/raw.zarr/nan", 0, "nothing was written (dry run)",
+        stream="stdout", check=nothing_written),
+
+    # -- output locations that cannot be written; existing outputs stay untouched
+    row("readonly-root-is-a-file", f"{LABEL.replace('--root runs', '--root afile')} --input {{data}}/pred.zarr", 2,
+        "experiment folder afile cannot be written (afile is a file, not a folder)", setup=a_file),
+    row("readonly-root-below-a-file", f"{LABEL.replace('--root runs', '--root afile/runs')} --input {{data}}/pred.zarr",
+        2, "experiment folder afile/runs cannot be written (afile is a file, not a folder)", setup=a_file),
+    row("readonly-root-read-only-folder", ON_PRED.replace("--root runs", "--root ro/runs"), 2,
+        "experiment folder ro/runs cannot be written (ro is read-only)", setup=read_only_root),
+    row("readonly-demo-root", "demo --root afile", 2, "experiment folder afile cannot be written", setup=a_file),
+    row("readonly-instances-in-the-way",
+        f"{INPROCESS.replace('--root runs', '--exp exp')} --input {{data}}/pred.zarr", 2,
+        "cannot write the instances exp/instances.zarr: a file of that name is in the way", setup=exp_instances_file),
+    row("readonly-evaluation-in-the-way", f"{EVALUATE.replace('--root runs', '--exp exp')} --input "
+        "{data}/labels.zarr/pred --gt {data}/labels.zarr/gt", 2,
+        "cannot write the evaluation report into exp/evaluation: a file of that name is in the way",
+        setup=exp_evaluation_file),
+    row("readonly-database-below-a-file", f"{ON_PRED} --set database.path='afile/graph.sqlite'",
+        2, "cannot create the SQLite database afile/graph.sqlite: afile is a file", setup=a_file),
+    row("readonly-database-path-is-a-folder", f"{ON_PRED} --set database.path='{{data}}'", 2,
+        "is a folder; give a file name such as"),
+    row("existing-outputs-kept-on-bad-input", "label --exp exp --input {data}/p9.zarr", 2,
+        "p9.zarr/patches has shape (9, 1, 24, 24)", setup=exp_with_outputs),
+    row("existing-prediction-of-another-volume", f"predict --exp exp --input {{data}}/raw.zarr/raw", 2,
+        "exp/prediction.zarr/numinst holds the prediction of a volume of shape (1, 24, 24), not of",
+        setup=exp_with_outputs),
+
+    # -- a database of another run, or another program, or unreachable
+    row("database-of-another-experiment", "label --exp exp --input {data}/pred.zarr", 2,
+        "database exp/graph.sqlite belongs to another experiment (", setup=other_experiments_database),
+    row("database-path-of-another-experiment", f"{ON_PRED} --set database.path='b/graph.sqlite'",
+        2, "database b/graph.sqlite belongs to another experiment (", setup=other_experiments_database),
+    row("database-foreign-schema", f"{ON_PRED} --set database.path='{{data}}/foreign.sqlite'",
+        2, "has a table 'blocks' with the columns (a, b) where ppp_dist expects"),
+    row("database-of-another-program", f"{ON_PRED} --set database.path='{{data}}/program.sqlite'",
+        2, "holds tables of another program (users), not a ppp_dist graph database"),
+    row("database-not-sqlite", f"{ON_PRED} --set database.path='{{data}}/text.sqlite'", 2,
+        "text.sqlite is not an SQLite database (file is not a database)"),
+    row("database-newer-schema", f"{ON_PRED} --set database.path='{{data}}/future.sqlite'", 2,
+        "future.sqlite has schema version 99, this ppp_dist expects 2"),
+    row("database-postgres-unreachable", f"{ON_PRED} --set database.backend=postgres "
+        "--set database.dsn='postgresql://me:secret@127.0.0.1:1/graph'", 2,
+        "cannot reach PostgreSQL at postgresql://me@127.0.0.1:1/graph ("),
+    row("database-postgres-foreign-schema", f"{ON_PRED} --set database.backend=postgres "
+        "--set database.dsn='{dsn}'", 2, "has a table 'blocks' with the columns (a, b)",
+        setup=postgres_foreign_schema, marks=pytest.mark.postgres),
+    row("database-postgres-of-another-experiment", f"{ON_PRED} --set database.backend=postgres "
+        "--set database.dsn='{dsn}'", 2, "belongs to another experiment (/elsewhere/ppp_250101_120000)",
+        setup=postgres_other_experiment, marks=pytest.mark.postgres),
+
+    # -- the dask scheduler
+    row("scheduler-unreachable", f"{ON_PRED} --scheduler tcp://127.0.0.1:1", 2,
+        "cannot reach the dask scheduler at tcp://127.0.0.1:1 (Connection refused, for 1 s)",
+        setup=short_connect_timeout, inproc=True),
+    row("scheduler-unreachable-from-config", f"{ON_PRED} --set cluster.kind=scheduler "
+        "--set cluster.scheduler_address=tcp://127.0.0.1:1", 2, "cannot reach the dask scheduler at tcp://127.0.0.1:1",
+        setup=short_connect_timeout, inproc=True),
+    row("scheduler-unreachable-infer", f"infer {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--scheduler tcp://127.0.0.1:1 --gt {data}/labels.zarr/gt", 2,
+        "cannot reach the dask scheduler at tcp://127.0.0.1:1", setup=short_connect_timeout, inproc=True),
+    row("scheduler-not-an-address", f"{ON_PRED} --scheduler host:port", 2,
+        "'host:port' is not a scheduler address; give --scheduler tcp://HOST:PORT"),
+
+    # -- checkpoints
+    row("checkpoint-not-a-checkpoint", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.checkpoint='{data}/garbage.pt'", 2,
+        "cannot read checkpoint {data}/garbage.pt: torch cannot load it (not a checkpoint, or a damaged one)",
+        inproc=True),
+    row("checkpoint-not-of-ppp-dist", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.checkpoint='{data}/not_ppp.pt'", 2,
+        "not_ppp.pt is not a ppp_dist checkpoint (no model_state_dict/architecture); give a checkpoint_<iteration>.pt",
+        inproc=True),
+    row("checkpoint-of-another-network", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set model.num_fmaps=3", 2, "ck.pt belongs to another network: num_fmaps is 2 in the checkpoint but 3 in "
+        "the config", inproc=True),
+    row("checkpoint-file-missing", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.checkpoint='{data}/none.pt'", 2, "checkpoint {data}/none.pt does not exist"),
+    row("checkpoint-none-in-new-experiment", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.checkpoint=last", 2,
+        "predict needs a trained network but a new experiment (--root) has no checkpoints"),
+    row("checkpoint-none-in-experiment",
+        "predict --exp exp --input {data}/raw.zarr/raw --set prediction.checkpoint=last", 2,
+        "predict needs a trained network but exp/train holds no checkpoint_<iteration>.pt", setup=exp_empty),
+    row("checkpoint-garbage-in-experiment", "predict --exp exp --input {data}/raw.zarr/raw "
+        "--set prediction.checkpoint=last", 2, "cannot read checkpoint exp/train/checkpoint_5.pt: torch cannot load it",
+        setup=exp_garbage_checkpoint, inproc=True),
+    row("checkpoint-iteration-missing", "predict --exp exp --input {data}/raw.zarr/raw --set prediction.checkpoint=7",
+        2, "no checkpoint for iteration 7 in exp/train (found 5)", setup=exp_checkpoint_5),
+    row("checkpoint-init-not-a-checkpoint", f"train {TINY} --root runs {samples('good')} "
+        "--set training.init_checkpoint='{data}/garbage.pt'", 2, "cannot read checkpoint {data}/garbage.pt",
+        inproc=True),
+    row("checkpoint-init-missing", f"train {TINY} --root runs {samples('good')} "
+        "--set training.init_checkpoint='{data}/none.pt'", 2,
+        "[training] init_checkpoint {data}/none.pt does not exist"),
+]
+
+
+# ------------------------------------------------------------------------------------------------ the test
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file and folder under ``roots`` with the sha256 of its bytes."""
+    found = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            found[str(path)] = "folder" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def _run(argv: list[str], cwd: Path, inproc: bool, capsys, monkeypatch) -> tuple[int, str, str]:
+    if inproc:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+    env = {k: v for k, v in os.environ.items() if k != "PPP_DIST_DB_DSN"}
+    proc = subprocess.run([str(EXE), *argv], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("case", ROWS)
+def test_bad_input(case: Row, data, tmp_path, request, capsys, monkeypatch):
+    values = {"data": str(data)}
+    if case.setup is not None:
+        values.update(case.setup(tmp_path, data, request) or {})
+    argv = shlex.split(case.argv.format(**values))
+    expected = case.expected.format(**values)
+    before = snapshot(tmp_path, data)
+
+    code, out, err = _run(argv, tmp_path, case.inproc, capsys, monkeypatch)
+
+    assert "Traceback" not in err, err
+    assert code == case.code, f"exit code {code}, expected {case.code}\nstdout: {out}\nstderr: {err}"
+    if case.code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one line on stderr, got {lines}"
+        assert lines[0].startswith("ppp-dist") and ": error: " in lines[0], lines[0]
+        assert expected in lines[0], f"{expected!r} not in {lines[0]!r}"
+        assert snapshot(tmp_path, data) == before, "a failed command wrote or changed files"
+    elif case.code == 1:  # the run failed after it started: the last line says so, the ledger has the details
+        assert expected in err.splitlines()[-1], err
+        assert snapshot(data) == {k: v for k, v in before.items() if k.startswith(str(data))}
+        case.check(tmp_path, out, err)
+    else:
+        assert expected in (out if case.stream == "stdout" else err), f"{expected!r} not in\n{out}\n{err}"
+        assert snapshot(data) == {k: v for k, v in before.items() if k.startswith(str(data))}
+        if case.check is not None:
+            case.check(tmp_path, out, err)
+
+
+def test_every_entry_point_is_in_the_table():
+    """Each command of the CLI (and --do) appears in at least one row."""
+    from ppp_dist.tasks import GROUPS, TASKS
+
+    first_words = {p.values[0].argv.split()[0] for p in ROWS if p.values[0].argv}
+    for command in [*TASKS, *GROUPS, "plan", "status", "show-config", "demo", "--do"]:
+        assert command in first_words, command
