@@ -73,7 +73,6 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
         raise ConfigError("no predictions to evaluate")
     assignment = _check_options(criterion, assignment, thresholds, min_instance_size, block_shape)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     images = []
     projections = []
     for pred_spec, gt_spec in zip(predictions, ground_truths):
@@ -98,6 +97,7 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
                    "block_shape": list(block_shape) if block_shape is not None else None},
         "images": images, "mean": agg["mean"], "pooled": agg["pooled"],
     }
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a sample that cannot be read leaves nothing behind
     results["files"] = report.write_reports(results, out_dir, projections if write_images else None)
     return results
 

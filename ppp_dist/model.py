@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -409,8 +408,10 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, but also IndexError/KeyError on garbage
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: torch cannot load it (not a checkpoint, or a damaged "
+                              f"one): {first}") from err
     if not isinstance(state, dict) or "model_state_dict" not in state or "architecture" not in state:
         raise CheckpointError(f"{path} is not a ppp_dist checkpoint (no model_state_dict/architecture)")
     state = dict(state)
