@@ -86,13 +86,27 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
     setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
     context = TaskContext(experiment, order, getattr(args, "input", None))
     print(f"experiment folder: {experiment.path}")
+    chained = _blockwise_chain(order, experiment.config)
     for name in order:
+        if name in chained[1:]:
+            continue  # ran inside the blockwise predict -> label pipeline
         logger.info("task %s", name)
-        if HANDLERS[name](context) is False:
+        handler = _predict_label_blockwise if chained and name == chained[0] else HANDLERS[name]
+        if handler(context) is False:
             print(f"ppp-dist: {name} finished with failed blocks (see the summary above); run the same command "
                   "again to retry them", file=sys.stderr)
             return 1
     return 0
+
+
+def _blockwise_chain(order: tuple[str, ...], config: PipelineConfig) -> tuple[str, ...]:
+    """predict (-> decode) -> label of one command run as one blockwise pipeline (predict on the workers,
+    fused when [prediction] store_patches = false); () when the chain is not there or label is in-process."""
+    if not config.vote.blockwise or "predict" not in order or "label" not in order:
+        return ()
+    start, end = order.index("predict"), order.index("label")
+    chain = order[start:end + 1]
+    return chain if set(chain) <= {"predict", "decode", "label"} else ()
 
 
 def _drop_implied(order: list[str], names: list[str], config: PipelineConfig) -> list[str]:
@@ -596,8 +610,15 @@ def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str) -> None:
               file=sys.stderr)
 
 
-def _label_blockwise(ctx: TaskContext, prediction: str) -> bool:
-    """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label."""
+def _predict_label_blockwise(ctx: TaskContext) -> bool:
+    """predict (-> decode) -> vote -> agglomerate -> paint on the dask cluster: the network runs on the workers
+    (GPU workers with [cluster] kind = "cuda"); with [prediction] store_patches = false fused, storing no patches."""
+    return _label_blockwise(ctx, None, raw=ctx.explicit_input or ctx.config.data.input)
+
+
+def _label_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None = None) -> bool:
+    """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label.
+    With ``raw``: predict first, blockwise (or fused), instead of reading ``prediction``."""
     from ppp_dist.cluster import close_cluster, start_cluster
     from ppp_dist.pipeline.infer import run_pipeline
 
@@ -608,16 +629,23 @@ def _label_blockwise(ctx: TaskContext, prediction: str) -> bool:
     client = start_cluster(ctx.config.cluster)
     print(f"dask dashboard: {client.dashboard_link}")
     try:
-        result = run_pipeline(_vote_config(ctx), ctx.experiment.path, client=client, prediction=prediction,
-                              progress=True)
+        if raw is not None:
+            result = run_pipeline(_vote_config(ctx), ctx.experiment.path, client=client, raw=raw,
+                                  checkpoint=_checkpoint(ctx), progress=True)
+        else:
+            result = run_pipeline(_vote_config(ctx), ctx.experiment.path, client=client, prediction=prediction,
+                                  progress=True)
     finally:
         close_cluster(client)
     for stage in result["stages"].values():
         print(stage["format"])
     if not result["ok"]:
         return False
+    if raw is not None:
+        where = result["prediction"] or "not stored: fused predict -> vote"
+        print(f"predict: {raw} -> {where} (blockwise on the workers)")
     print(f"label: {result['instances']} instances (blockwise) -> {result['output']}")
-    _warn_if_empty(ctx, result["instances"], prediction)
+    _warn_if_empty(ctx, result["instances"], prediction or raw)
     return True
 
 

@@ -167,7 +167,7 @@ def test_stages_over_different_regions_are_refused():
         chained_dependencies(part, whole)
 
 
-def test_why_different_regions_are_refused():
+def test_why_different_regions_are_refused(tmp_path, monkeypatch):
     """daisy 2.0.0 itself, without our check: (1) it links through the unshrunk upstream write ROI, (2) it
     strands a downstream block that reads no upstream block, (3) it refuses some such pipelines."""
     up = BlockGrid((1, 30), (1, 8), roi=Box((0, 0), (1, 10)))  # writes [0,8) [8,10); unshrunk [8,16)
@@ -189,6 +189,7 @@ def test_why_different_regions_are_refused():
     assert (paint.completed_count, paint.pending_count, paint.failed_count, paint.orphaned_count) == (2, 1, 0, 0)
     a, b = to_daisy_task(up, "vote"), to_daisy_task(down, "paint")
     a.process_function = b.process_function = lambda block: None
+    monkeypatch.chdir(tmp_path)  # run_blockwise writes worker logs into ./daisy_logs
     assert daisy.run_blockwise(a + b, multiprocessing=False, progress=False) is False  # returns, no hang
 
     up = BlockGrid((1, 30), (1, 10), roi=Box((0, 0), (1, 10)))

@@ -57,6 +57,32 @@ def test_chain_train_predict_label_postprocess_evaluate(tmp_path, sample, capsys
     assert f"{exp}/instances.zarr/instances" in out
 
 
+def test_predict_label_chain_runs_on_the_workers_and_fused_stores_no_patches(tmp_path, sample, capsys):
+    """`--do predict label` with [vote] blockwise is one pipeline on the cluster: predict on the workers
+    (prediction.zarr written), or fused with store_patches = false (no patches); same instances."""
+    overrides = [arg for item in TINY + [f"data.train_data=[\"{sample}\"]", "cluster.n_workers=1"]
+                 for arg in ("--set", item)]
+    assert main(["train", "--root", str(tmp_path / "t"), *overrides]) == 0
+    (exp,) = (tmp_path / "t").iterdir()
+    ckpt = f"prediction.checkpoint=\"{exp}/train/checkpoint_6.pt\""
+    outs = {}
+    for name, extra in (("stored", []), ("fused", ["prediction.store_patches=false"])):
+        sets = overrides + [a for item in [ckpt, *extra] for a in ("--set", item)]
+        capsys.readouterr()
+        code = main(["--do", "predict", "label", "--root", str(tmp_path / name), "--input", f"{sample}/raw",
+                     *sets])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        (run,) = (tmp_path / name).iterdir()
+        assert "(blockwise on the workers)" in out and "dask dashboard:" in out
+        assert "vote: " in out and "paint: " in out
+        assert (run / "prediction.zarr").exists() == (name == "stored"), out
+        if name == "fused":
+            assert "not stored: fused predict -> vote" in out and "predict: " in out
+        outs[name] = np.asarray(volumes.open_array(f"{run}/instances.zarr/instances")[...])
+    np.testing.assert_array_equal(outs["stored"], outs["fused"])
+
+
 def test_label_without_prediction_is_one_sentence(tmp_path, capsys):
     code = main(["label", "--root", str(tmp_path)])
     err = capsys.readouterr().err
