@@ -41,7 +41,7 @@ def _check_demo(args: argparse.Namespace) -> None:
 
     check_experiment_location(root=args.root, exp=args.exp)
     try:
-        base = [demo.sample_model()[1]]
+        base = [demo.sample_model()[1]] if hasattr(demo, "sample_model") else []
     except InputDataError:
         base = []  # the demo itself says that the sample model is missing
     load_config([*base, *args.config], [*getattr(demo, "DEMO_SETTINGS", ()), *args.overrides])
