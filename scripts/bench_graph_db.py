@@ -1,19 +1,21 @@
 """Benchmark the graph store: write and read rates (rows/s), SQLite vs PostgreSQL.
 
 * write: ``write_block`` of ``--blocks`` blocks, each with ``--rows`` fragments and ``--rows`` edges (one
-  transaction per block, as the vote stage does), from 1 process and from ``--writers`` processes at once;
+  transaction per block, as the vote stage does), from 1 process and from ``--writers`` processes at once
+  (timed from a common start signal, after every writer has imported, connected and generated its rows);
 * read: ``iter_edges`` / ``iter_fragments`` in batches of 1e5 (streamed: keyset pages on SQLite, a
   server-side cursor on PostgreSQL), and ``write_lut`` of all fragments in one transaction.
 
 Rows/s counts fragment + edge rows together for writes. PostgreSQL needs ``PPP_DIST_TEST_POSTGRES_DSN`` (or
 ``--dsn``); each run uses a fresh schema that is dropped afterwards.
 
-    .venv/bin/python scripts/bench_graph_db.py --blocks 100 --rows 10000 --writers 4
+    .venv/bin/python scripts/bench_graph_db.py --blocks 100 --rows 10000 --writers 4 [--dsn DSN] [--out x.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -39,10 +41,14 @@ def block_graph(block: int, rows: int):
     return frags, edges
 
 
-def _write(factory: StoreFactory, blocks: list[int], rows: int) -> None:
+def _write(factory: StoreFactory, blocks: list[int], rows: int, ready, go) -> None:
+    """Writer process: open the store and generate its blocks, report ready, wait for ``go``, write."""
+    graphs = [(b, *block_graph(b, rows)) for b in blocks]
     with factory() as store:
-        for b in blocks:
-            store.write_block("bench", b, *block_graph(b, rows))
+        ready.release()
+        go.wait()
+        for b, f, e in graphs:
+            store.write_block("bench", b, f, e)
 
 
 def bench(config: DatabaseConfig, n_blocks: int, rows: int, writers: int) -> list[tuple[str, float, float]]:
@@ -64,17 +70,22 @@ def bench(config: DatabaseConfig, n_blocks: int, rows: int, writers: int) -> lis
     del graphs
     ctx = multiprocessing.get_context("spawn")
     start = n_blocks
-    procs = [ctx.Process(target=_write, args=(factory, list(range(start + w, start + n_blocks, writers)), rows))
-             for w in range(writers)]
-    t0 = time.perf_counter()
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=_write, args=(factory, list(range(start + w, start + n_blocks, writers)), rows,
+                                              ready, go)) for w in range(writers)]
     for p in procs:
         p.start()
+    for _ in procs:  # every writer has imported, connected and generated its rows
+        if not ready.acquire(timeout=300):
+            raise SystemExit("a writer process did not start")
+    t0 = time.perf_counter()
+    go.set()
     for p in procs:
         p.join()
     dt = time.perf_counter() - t0
     if any(p.exitcode != 0 for p in procs):
         raise SystemExit("a writer process failed")
-    out.append((f"write_block, {writers} processes (incl. start-up)", 2 * (n_blocks - 0) * rows, dt))
+    out.append((f"write_block, {writers} processes at once", 2 * n_blocks * rows, dt))
     with factory() as store:
         n_edges, n_frags = store.num_edges(), store.num_fragments()
         assert n_edges == n_frags == 2 * n_blocks * rows, (n_edges, n_frags)
@@ -93,6 +104,67 @@ def bench(config: DatabaseConfig, n_blocks: int, rows: int, writers: int) -> lis
     return out
 
 
+def _postgres(dsn: str, n_blocks: int, rows: int, writers: int) -> list[tuple[str, float, float]]:
+    """``bench`` on a fresh schema of the PostgreSQL server ``dsn`` (dropped afterwards)."""
+    import psycopg2
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg2.connect(dsn, connect_timeout=10) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in dsn else "?"
+    try:
+        return bench(DatabaseConfig(backend="postgres", dsn=f"{dsn}{sep}options=-csearch_path%3D{schema}"),
+                     n_blocks, rows, writers)
+    finally:
+        conn = psycopg2.connect(dsn)
+        with conn, conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+def run(backends=("sqlite", "postgres"), blocks: int = 100, rows: int = 10_000, writers: int = 4,
+        dsn: str = "", log=None) -> dict[str, list[dict]]:
+    """Every backend's operations as ``{backend: [{operation, rows, seconds, rows_per_s}, ...]}``.
+
+    PostgreSQL is left out (with a message to ``log``) when ``dsn`` is empty.
+    """
+    results: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            if backend == "sqlite":
+                raw = bench(DatabaseConfig(path=str(Path(tmp) / "bench.sqlite")), blocks, rows, writers)
+            elif not dsn:
+                if log:
+                    log("postgres skipped: no --dsn / PPP_DIST_TEST_POSTGRES_DSN")
+                continue
+            else:
+                raw = _postgres(dsn, blocks, rows, writers)
+            results[backend] = [{"operation": name, "rows": int(n), "seconds": round(dt, 3),
+                                 "rows_per_s": round(n / dt) if dt > 0 else None} for name, n, dt in raw]
+    return results
+
+
+def table(results: dict[str, list[dict]]) -> str:
+    if not results:
+        return "(no backend ran)"
+    names = [r["operation"] for r in next(iter(results.values()))]
+    lines = ["| operation | " + " | ".join(f"{b} rows/s | {b} s" for b in results) + " |",
+             "|---|" + "---:|---:|" * len(results)]
+    for k, name in enumerate(names):
+        cells = []
+        for rows in results.values():
+            r = rows[k]
+            cells += [f"{r['rows_per_s']:,}" if r["rows_per_s"] else "–", f"{r['seconds']:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(results) > 1 and "postgres" in results and "sqlite" in results:
+        lines[0] += " postgres / sqlite |"
+        lines[1] += "---:|"
+        for k in range(len(names)):
+            a, b = results["postgres"][k]["rows_per_s"], results["sqlite"][k]["rows_per_s"]
+            lines[k + 2] += f" {a / b:.2f} |" if a and b else " – |"
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=100)
@@ -100,42 +172,15 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--dsn", default=os.environ.get("PPP_DIST_TEST_POSTGRES_DSN", ""))
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends:
-            if backend == "sqlite":
-                results[backend] = bench(DatabaseConfig(path=str(Path(tmp) / "bench.sqlite")), args.blocks, args.rows,
-                                         args.writers)
-                continue
-            if not args.dsn:
-                print("postgres skipped: no --dsn / PPP_DIST_TEST_POSTGRES_DSN", file=sys.stderr)
-                continue
-            import psycopg2
-
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
-            with psycopg2.connect(args.dsn) as conn, conn.cursor() as cur:
-                cur.execute(f"CREATE SCHEMA {schema}")
-            sep = "&" if "?" in args.dsn else "?"
-            try:
-                results[backend] = bench(DatabaseConfig(backend="postgres",
-                                                        dsn=f"{args.dsn}{sep}options=-csearch_path%3D{schema}"),
-                                         args.blocks, args.rows, args.writers)
-            finally:
-                conn = psycopg2.connect(args.dsn)
-                with conn, conn.cursor() as cur:
-                    cur.execute(f"DROP SCHEMA {schema} CASCADE")
-                conn.close()
-    names = [name for name, _, _ in next(iter(results.values()))]
+    results = run(args.backends, args.blocks, args.rows, args.writers, args.dsn,
+                  log=lambda m: print(m, file=sys.stderr))
     print(f"{args.blocks} blocks x {args.rows} fragments + {args.rows} edges")
-    print("| operation | " + " | ".join(f"{b} rows/s | {b} s" for b in results) + " |")
-    print("|---|" + "---:|---:|" * len(results))
-    for k, name in enumerate(names):
-        cells = []
-        for rows in results.values():
-            _, n, dt = rows[k]
-            cells += [f"{n / dt:,.0f}", f"{dt:.2f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(table(results))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

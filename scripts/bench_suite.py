@@ -1,0 +1,914 @@
+"""The benchmark suite: every ppp_dist benchmark in one run, side by side, with tables, plots and a 1 TB model.
+
+    nice -n 5 .venv/bin/python scripts/bench_suite.py [--postgres DSN | --start-postgres] [--budget-min 20]
+    .venv/bin/python scripts/bench_suite.py --smoke          # tiny sizes, seconds: checks that everything runs
+
+Writes ``runs/bench_suite/<UTC time stamp>/`` (``--out`` changes the parent): ``results.json`` (every number),
+``results.md`` (the markdown tables, also printed), ``*.png`` plots (matplotlib, Agg). Sections, in the order
+they run (the pipeline last, so that its optional large sizes can use whatever the time budget has left):
+
+a. ``assembly``: ``scripts/bench_assembly.py --quick`` (per step seconds and patch shape, numba vs NumPy).
+d. ``graph_db``: ``write_block`` / ``iter_edges`` / ``write_lut`` rows/s, SQLite vs PostgreSQL.
+c. ``agglomeration``: our union-find vs networkx vs scipy.sparse.csgraph at 1e6, 1e7, 1e8 edges.
+e. ``bytes``: bytes per voxel of every stored intermediate vs the original's 686 B/voxel (float16 7^3 patches).
+b. ``pipeline``: vote -> agglomerate -> paint on synthetic volumes (oracle patches), seconds / voxels/s /
+   peak RSS per stage, 1 vs 2 workers, distributed vs whole-volume ``ops.assemble``, stored vs fused oracle.
+f. ``model``: the time of a 1 TB volume on N = 1, 10, 100 workers from the measured per-stage rates.
+
+Sizes that do not fit the budget (``--budget-min``, default 20 minutes) are extrapolated from the largest
+measured size with the same settings, and listed as such in the output. Timings depend on the load of the
+machine (recorded at the start and end); compare numbers of one run with each other, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import ROOT, disk_bytes, fmt, machine, md_table, stamp  # noqa: E402
+
+SCRIPTS = Path(__file__).resolve().parent
+ORIGINAL_BPV = 686.0  # the original stores 343 float16 patch values per voxel (ppp_reference.md §2)
+TB_VOXELS = 1e12  # "1 TB": 10^12 voxels (1 byte of single-channel uint8 raw per voxel)
+
+# --- plans ------------------------------------------------------------------------------------------------------
+
+FULL: dict[str, Any] = {
+    "assembly": {"args": ["--quick"], "timeout": 420},
+    "graph_db": {"blocks": 24, "rows": 10_000, "writers": 4},
+    "bytes": {"size": 64, "patch": 5},
+    "agglomeration": {"sizes": [1e5, 1e6, 1e7, 1e8], "methods": ["union_find", "scipy", "networkx"],
+                      "extrapolate": {"networkx": 1e7, "scipy": 1e8}, "optional": {"union_find": 1e8},
+                      "timeout": 600},
+    # pipeline runs in order; "optional" ones wait until every required part of the suite has run, then run
+    # in the order of OPTIONAL if their projection fits the remaining budget, otherwise they are extrapolated
+    # from the largest measured run named in "from" (same kind and patch; the same worker count preferred)
+    "pipeline": [
+        {"name": "tubes 64³ stored", "kind": "tubes", "size": 64, "block": 64, "patch": 5, "mode": "stored",
+         "workers": [1], "whole": True},
+        {"name": "tubes 64³ fused", "kind": "tubes", "size": 64, "block": 64, "patch": 5, "mode": "fused",
+         "workers": [1]},
+        {"name": "tubes 128³ stored", "kind": "tubes", "size": 128, "block": 64, "patch": 5, "mode": "stored",
+         "workers": [1], "whole": True},
+        {"name": "tubes 128³ fused", "kind": "tubes", "size": 128, "block": 64, "patch": 5, "mode": "fused",
+         "workers": [1, 2]},
+        {"name": "nuclei2d 1024² fused", "kind": "nuclei2d", "size": 1024, "block": 512, "patch": 11,
+         "mode": "fused", "workers": [2]},
+        {"name": "tubes 256³ fused", "kind": "tubes", "size": 256, "block": 64, "patch": 5, "mode": "fused",
+         "workers": [2], "optional": True, "from": ["tubes 128³ fused"]},
+        {"name": "nuclei2d 2048² fused", "kind": "nuclei2d", "size": 2048, "block": 512, "patch": 11,
+         "mode": "fused", "workers": [2], "optional": True, "from": ["nuclei2d 1024² fused"]},
+        {"name": "tubes 512³ fused", "kind": "tubes", "size": 512, "block": 64, "patch": 5, "mode": "fused",
+         "workers": [2], "optional": True, "from": ["tubes 256³ fused", "tubes 128³ fused"]},
+        {"name": "nuclei2d 4096² fused", "kind": "nuclei2d", "size": 4096, "block": 512, "patch": 11,
+         "mode": "fused", "workers": [2], "optional": True,
+         "from": ["nuclei2d 2048² fused", "nuclei2d 1024² fused"]},
+    ],
+    # priority of the optional parts
+    "optional": [("pipeline", "tubes 256³ fused"), ("agglomeration", "union_find"),
+                 ("pipeline", "nuclei2d 2048² fused"), ("pipeline", "tubes 512³ fused"),
+                 ("pipeline", "nuclei2d 4096² fused")],
+}
+
+SMOKE: dict[str, Any] = {
+    "assembly": {"args": ["--quick", "--only", "tubes", "--numpy-budget", "1"], "timeout": 300},
+    "graph_db": {"blocks": 4, "rows": 200, "writers": 2},
+    "bytes": {"size": 16, "patch": 5},
+    "agglomeration": {"sizes": [1e4, 1e5], "methods": ["union_find", "scipy", "networkx"],
+                      "extrapolate": {"networkx": 1e5}, "optional": {"union_find": 1e5}, "timeout": 120},
+    "pipeline": [
+        {"name": "tubes 24³ stored", "kind": "tubes", "size": 24, "block": 12, "patch": 5, "mode": "stored",
+         "workers": [1], "whole": True, "warm_up": False},
+        {"name": "tubes 24³ fused", "kind": "tubes", "size": 24, "block": 12, "patch": 5, "mode": "fused",
+         "workers": [1], "warm_up": False},
+        {"name": "tubes 48³ fused", "kind": "tubes", "size": 48, "block": 12, "patch": 5, "mode": "fused",
+         "workers": [1], "optional": True, "from": ["tubes 24³ fused"], "force_extrapolate": True},
+    ],
+    "optional": [("agglomeration", "union_find"), ("pipeline", "tubes 48³ fused")],
+}
+
+
+class Budget:
+    """Wall-clock budget of the whole suite."""
+
+    def __init__(self, minutes: float) -> None:
+        self.total = minutes * 60.0
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.total - self.elapsed()
+
+
+# --- a. assembly ------------------------------------------------------------------------------------------------
+
+def section_assembly(plan: dict[str, Any], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """``bench_assembly.py`` as a subprocess (owned elsewhere; not edited): its table and JSON rows."""
+    path = out / "bench_assembly.json"
+    cmd = [sys.executable, str(SCRIPTS / "bench_assembly.py"), *plan["args"], "--out", str(path)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=plan["timeout"], cwd=ROOT)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"bench_assembly.py exit code {proc.returncode}: {tail[0]}")
+    lines = proc.stdout.splitlines()
+    table = "\n".join(ln for ln in lines if ln.startswith("|"))
+    notes = [ln for ln in lines if ln.startswith("(")]
+    data = json.loads(path.read_text())
+    return {"command": " ".join(["scripts/bench_assembly.py", *plan["args"]]),
+            "seconds": round(time.perf_counter() - t0, 1), "table": table, "notes": notes, "rows": data["rows"]}
+
+
+# --- d. graph DB ------------------------------------------------------------------------------------------------
+
+def section_graph_db(plan: dict[str, Any], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    import bench_graph_db
+
+    dsn = ctx.get("dsn") or ""
+    if not dsn:
+        ctx["skipped"].append("graph DB: PostgreSQL not measured (no --postgres DSN, no "
+                              "PPP_DIST_TEST_POSTGRES_DSN, no --start-postgres)")
+    t0 = time.perf_counter()
+    results = bench_graph_db.run(("sqlite", "postgres"), plan["blocks"], plan["rows"], plan["writers"], dsn)
+    return {"blocks": plan["blocks"], "rows_per_block": plan["rows"], "writers": plan["writers"],
+            "backends": results, "table": bench_graph_db.table(results),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# --- c. agglomeration -------------------------------------------------------------------------------------------
+
+REASONS = {"networkx": "a Python object per node and edge: ~0.4 KB per edge, ~100 k edges/s",
+           "scipy": "the whole edge list, its sorted copy and a CSR matrix in memory at once",
+           "union_find": "time budget"}
+
+
+def _note_agglomeration(rows: list[dict[str, Any]], ctx: dict[str, Any]) -> None:
+    for r in rows:
+        if r.get("extrapolated"):
+            why = r.get("error") or r.get("why") or REASONS.get(r["method"], "")
+            ctx["skipped"].append(
+                f"agglomeration: {r['method']} at {r['edges']:.0e} edges not run to the end ({why}); "
+                f"extrapolated linearly from {r.get('from_edges', 0):.0e} edges")
+        elif r.get("error"):
+            ctx["skipped"].append(f"agglomeration: {r['method']} at {r['edges']:.0e} edges: {r['error']}")
+
+
+def section_agglomeration(plan: dict[str, Any], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Every (size, method) except the optional ones (run later if the budget allows: the plan's "optional" list)."""
+    import bench_agglomerate
+
+    t0 = time.perf_counter()
+    optional = plan.get("optional", {})
+    rows: list[dict[str, Any]] = []
+    for size in sorted(plan["sizes"]):
+        methods = [m for m in plan["methods"] if optional.get(m) != size]
+        print(f"  agglomeration: {size:.0e} edges: {', '.join(methods)} ... "
+              f"({ctx['budget'].elapsed() / 60:.1f} min)", flush=True)
+        rows += bench_agglomerate.run_matrix([size], methods, plan["timeout"], plan["extrapolate"], prior=rows)
+    _note_agglomeration(rows, ctx)
+    return {"rows": rows, "table": bench_agglomerate.table(rows), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# --- e. bytes per voxel (extra measurements; the pipeline's outputs are added in ``bytes_table``) -----------------
+
+def section_bytes(plan: dict[str, Any], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Compressed sizes of raw (float32/uint8) and of oracle patches as uint8/float16, binary and soft-noisy."""
+    import bench_pipeline as bp
+
+    from ppp_dist.data.writer import write_synthetic_volume
+
+    size, p = plan["size"], plan["patch"]
+    shape, patch = (size,) * 3, (p,) * 3
+    nvox = size ** 3
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="bench_bytes_", dir=ctx["tmp"]))
+    try:
+        for dtype in ("float32", "uint8"):
+            info = write_synthetic_volume(work / f"raw_{dtype}.zarr", "tubes", shape, shape, seed=0, raw_dtype=dtype)
+            rows.append({"what": f"raw, {info.num_channels} channels {dtype} (synthetic tubes)",
+                         "nominal": info.num_channels * (4 if dtype == "float32" else 1),
+                         "stored": disk_bytes(work / f"raw_{dtype}.zarr" / "raw") / nvox})
+            if dtype == "uint8":
+                rows.append({"what": f"ground truth labels, {info.num_layers} channels uint16",
+                             "nominal": 2 * info.num_layers,
+                             "stored": disk_bytes(work / f"raw_{dtype}.zarr" / "labels") / nvox})
+        for dtype in ("uint8", "float16"):
+            for noise in (0.0, 0.1):
+                g = work / f"pred_{dtype}_{noise}.zarr"
+                bp.write_oracle_blockwise(g, shape, patch, shape, seed=0, kind="tubes", dtype=dtype, noise=noise)
+                label = "oracle 0/1" if noise == 0 else "soft 0.2/0.8 ± 0.1 noise"
+                item = 1 if dtype == "uint8" else 2
+                rows.append({"what": f"prediction patches {p}³ {dtype}, {label}", "nominal": item * p ** 3,
+                             "stored": disk_bytes(g / "patches") / nvox})
+                rows.append({"what": f"numinst 3 × {dtype}, {label}", "nominal": 3 * item,
+                             "stored": disk_bytes(g / "numinst") / nvox})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"volume": list(shape), "rows": rows}
+
+
+def bytes_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stored intermediate: nominal and measured (compressed) bytes per voxel, and the ratio to 686."""
+    rows: list[dict[str, Any]] = [
+        {"what": "original PatchPerPix: patches 7³ float16 (pred_affs)", "nominal": 686.0, "stored": None,
+         "source": "ppp_reference.md §2"},
+        {"what": "original PatchPerPix: numinst 3 × float16", "nominal": 6.0, "stored": None,
+         "source": "ppp_reference.md §2"},
+        {"what": "ours: patches 7³ uint8 (default patch_dtype)", "nominal": 343.0, "stored": None,
+         "source": "nominal"},
+        {"what": "ours: patches 7³ float16", "nominal": 686.0, "stored": None, "source": "nominal"},
+        {"what": "ppp+dec codes: 176 × float16", "nominal": 352.0,
+         "stored": None, "source": "nominal (needs a trained network)"},
+        {"what": "fused mode (store_patches = false): patches", "nominal": 0.0, "stored": 0.0, "source": "nominal"},
+    ]
+    extra = results.get("bytes") or {}
+    for r in extra.get("rows", []):
+        rows.append({**r, "source": f"measured, {'×'.join(map(str, extra['volume']))}"})
+    runs = [r for r in results.get("pipeline", {}).get("runs", []) if not r.get("extrapolated") and not r.get("error")]
+    picks = []
+    stored = [r for r in runs if r.get("mode") == "stored" and r["kind"] == "tubes"]
+    if stored:
+        picks.append((max(stored, key=lambda r: r["voxels"]), True))
+    for kind in dict.fromkeys(r["kind"] for r in runs):
+        big = max((r for r in runs if r["kind"] == kind), key=lambda r: (r["voxels"], r["mode"] == "fused"))
+        if not any(big is p for p, _ in picks):
+            picks.append((big, False))
+    for run, _ in picks:
+        v, b, src = run["voxels"], run["bytes"], f"measured, {run['name']}"
+        dim = "³" if run["patch"][0] > 1 else "²"
+        if "patches" in b:
+            rows.append({"what": f"prediction patches {run['patch'][-1]}{dim} uint8 (oracle, read by the pipeline)",
+                         "nominal": float(math.prod(run["patch"])), "stored": b["patches"] / v, "source": src})
+            rows.append({"what": "numinst 3 × uint8 (oracle)", "nominal": 3.0, "stored": b["numinst"] / v,
+                         "source": src})
+        if "labels" in b:
+            rows.append({"what": "label stack uint16 (input of the fused oracle)", "nominal": None,
+                         "stored": b["labels"] / v, "source": src})
+        rows.append({"what": "instances 2 × uint32 (OME-Zarr labels)", "nominal": 8.0,
+                     "stored": b["instances"] / v, "source": src})
+        rows.append({"what": "graph DB, SQLite file (fragments, edges, LUT, ledger)", "nominal": None,
+                     "stored": b["graph_db"] / v, "source": src,
+                     "rows_per_mvoxel": round(1e6 * (run["db_rows"]["fragments"] + run["db_rows"]["edges"]) / v, 1),
+                     "fragments_per_mvoxel": round(1e6 * run["db_rows"]["fragments"] / v, 1),
+                     "edges_per_mvoxel": round(1e6 * run["db_rows"]["edges"] / v, 1)})
+    for r in rows:
+        ref = r["stored"] if r["stored"] is not None else r["nominal"]
+        r["fraction_of_686"] = None if ref is None else ref / ORIGINAL_BPV
+    return rows
+
+
+# --- b. pipeline ------------------------------------------------------------------------------------------------
+
+def _project(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline run of ``spec`` extrapolated from the measured ``base`` (same kind/patch/mode/workers).
+
+    vote and paint: seconds x (read voxels of the target grid / read voxels of the base grid) (compute-bound
+    per block, halos included exactly); agglomerate, DB rows, input writing: x voxels; worker peak RSS: the
+    base's (one block per worker); driver peak: the base's + ~25 B per extra fragment (union-find + LUT)."""
+    import bench_pipeline as bp
+
+    shape = bp.spatial(spec["kind"], spec["size"])
+    block = bp.block_of(spec["kind"], spec["block"], shape)
+    nvox = math.prod(shape)
+    f = nvox / base["voxels"]
+    stages = {}
+    for name, s in base["stages"].items():
+        st = dict(s)
+        if "halo" in s:
+            g = bp.read_voxels(shape, block, s["halo"]) / s["read_voxels"]
+            st["read_voxels"] = bp.read_voxels(shape, block, s["halo"])
+        else:
+            g = f
+        st["seconds"] = round(s["seconds"] * g, 2)
+        if "worker_s" in s:
+            st["worker_s"] = round(s["worker_s"] * g, 2)
+        st["voxels_per_s"] = round(nvox / st["seconds"]) if st["seconds"] else None
+        st["blocks"] = math.prod(-(-a // b) for a, b in zip(shape, block)) if s.get("blocks", 1) > 1 else 1
+        stages[name] = st
+    frag = base["db_rows"]["fragments"] * f
+    total = sum(s["seconds"] for s in stages.values())
+    driver = base["driver_peak_mib"] + 25 * (frag - base["db_rows"]["fragments"]) / 2 ** 20
+    return {"name": spec["name"], "kind": spec["kind"], "shape": list(shape), "voxels": nvox, "block": list(block),
+            "patch": base["patch"], "workers": base["workers"], "mode": base["mode"], "extrapolated": True,
+            "from": base["name"], "instances": None, "write_input_s": round(base["write_input_s"] * f, 1),
+            "pipeline_s": round(total, 1), "voxels_per_s": round(nvox / total) if total else None,
+            "worker_peak_mib": base["worker_peak_mib"], "driver_peak_mib": round(driver, 1), "stages": stages,
+            "db_rows": {"fragments": round(frag), "edges": round(base["db_rows"]["edges"] * f)}}
+
+
+def _pipeline_spec(spec: dict[str, Any], runs: list[dict[str, Any]], ctx: dict[str, Any]) -> None:
+    """Run one pipeline spec (all its worker counts) and append the results (or errors) to ``runs``."""
+    import bench_pipeline as bp
+
+    budget: Budget = ctx["budget"]
+    mode = spec["mode"]
+    if mode == "fused" and not ctx["fused_ok"]:
+        mode = "stored"
+    shape = bp.spatial(spec["kind"], spec["size"])
+    block = bp.block_of(spec["kind"], spec["block"], shape)
+    patch = bp.patch_of(spec["kind"], spec["patch"])
+    work = Path(tempfile.mkdtemp(prefix="bench_pipe_", dir=ctx["tmp"]))
+    try:
+        inputs = None
+        for k, w in enumerate(spec["workers"]):
+            print(f"  pipeline: {spec['name']}, {w} worker(s) ... ({budget.elapsed() / 60:.1f} min)", flush=True)
+            try:
+                r = bp.run(shape, block, patch, work, kind=spec["kind"], workers=w, mode=mode,
+                           whole=bool(spec.get("whole")) and k == 0, inputs=inputs,
+                           warm_up=spec.get("warm_up", True))
+            except Exception as err:  # noqa: BLE001 - one failed run must not stop the suite
+                msg = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                runs.append({"name": spec["name"], "workers": w, "error": msg})
+                ctx["skipped"].append(f"pipeline: {spec['name']} with {w} worker(s) failed: {msg}")
+                continue
+            inputs = {"path": r["input"], "write": {"seconds": r["write_input_s"]}}
+            ctx["timelines"][f"{spec['name']}, {w} worker(s)"] = {"timeline": r.pop("timeline"),
+                                                                  "stages": r["stages"]}
+            r["name"] = spec["name"] if mode == spec["mode"] else spec["name"].replace(spec["mode"], mode)
+            r["extrapolated"] = False
+            runs.append(r)
+            if r.get("whole", {}).get("error"):
+                ctx["skipped"].append(f"pipeline: whole-volume ops.assemble of {spec['name']}: {r['whole']['error']}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def section_pipeline(plan: list[dict[str, Any]], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The required pipeline runs (the optional ones run later, see :func:`optional_pipeline`)."""
+    import bench_pipeline as bp
+
+    ctx["fused_ok"] = bp.fused_available()
+    if not ctx["fused_ok"]:
+        ctx["skipped"].append("pipeline: run_pipeline has no fused oracle mode (labels=): fused runs use the stored "
+                              "oracle; sizes whose stored oracle would exceed 4 GB are extrapolated")
+    runs: list[dict[str, Any]] = []
+    for spec in plan:
+        if not spec.get("optional"):
+            _pipeline_spec(spec, runs, ctx)
+    return {"runs": runs, "fused_available": ctx["fused_ok"]}
+
+
+def optional_pipeline(spec: dict[str, Any], results: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """Run ``spec`` if its projection (from its base run) fits the budget, else add the extrapolated row."""
+    import bench_pipeline as bp
+
+    runs = results.setdefault("pipeline", {"runs": []}).setdefault("runs", [])
+    budget: Budget = ctx["budget"]
+    measured = [r for r in runs if r.get("name") in spec["from"] and not r.get("error")
+                and not r.get("extrapolated")]
+    if not measured:
+        ctx["skipped"].append(f"pipeline: {spec['name']}: skipped (no measured base run among {spec['from']})")
+        return
+    want = spec["workers"][0]
+    base = max(measured, key=lambda r: (r["workers"] == want, r["voxels"], r["workers"]))
+    proj = _project(base, spec)
+    need = 1.3 * (proj["pipeline_s"] + proj["write_input_s"]) + 15 * len(spec["workers"])
+    huge = (not ctx.get("fused_ok") and spec["size"] ** (2 if spec["kind"] in bp.PLANAR else 3)
+            * spec["patch"] ** (2 if spec["kind"] in bp.PLANAR else 3) > 4e9)
+    left = budget.left() - ctx["reserve_s"]
+    if spec.get("force_extrapolate") or huge or need > left:
+        why = ("smoke mode exercises the extrapolation" if spec.get("force_extrapolate") else
+               "no fused mode and the stored oracle would exceed 4 GB" if huge else
+               f"projected {need / 60:.1f} min > {max(0.0, left) / 60:.1f} min left in the budget")
+        proj["why"] = why
+        runs.append(proj)
+        ctx["skipped"].append(f"pipeline: {spec['name']} not run, extrapolated from {base['name']} with "
+                              f"{base['workers']} worker(s) ({why})")
+        return
+    _pipeline_spec(spec, runs, ctx)
+
+
+def optional_agglomeration(method: str, plan: dict[str, Any], results: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """``method`` at its optional size if the projected process time (linear in the edges from the largest
+    measured size, x 1.2) fits the budget; otherwise, or on a time-out, the extrapolated row."""
+    import bench_agglomerate
+
+    sec = results.get("agglomeration") or {}
+    if "rows" not in sec:
+        return
+    rows = sec["rows"]
+    size = int(plan["optional"][method])
+    budget: Budget = ctx["budget"]
+    proj = bench_agglomerate._extrapolated(rows, method, size)
+    need = 1.2 * (proj.get("process_s") or proj.get("seconds") or 0.0) + 5
+    left = budget.left() - ctx["reserve_s"]
+    if proj.get("seconds") is not None and need <= left:
+        timeout = min(float(plan["timeout"]), max(30.0, left))
+        print(f"  agglomeration: {method} at {size:.0e} edges (projected {need:.0f} s, time-out {timeout:.0f} s) "
+              f"... ({budget.elapsed() / 60:.1f} min)", flush=True)
+        new = bench_agglomerate.run_matrix([size], [method], timeout, prior=rows)
+    else:
+        proj["why"] = f"projected {need / 60:.1f} min > {max(0.0, left) / 60:.1f} min left in the budget"
+        new = [proj]
+    rows[:] = [r for r in rows if not (r["method"] == method and r["edges"] == size)] + new
+    rows.sort(key=lambda r: (r["edges"], plan["methods"].index(r["method"])))
+    _note_agglomeration(new, ctx)
+    sec["table"] = bench_agglomerate.table(rows)
+
+
+# --- f. model ---------------------------------------------------------------------------------------------------
+
+def halo_factor(block: int, halo: int, ndim: int = 3) -> float:
+    """((b + 2 halo) / b)^ndim: read voxels per core voxel of an interior block."""
+    return ((block + 2 * halo) / block) ** ndim
+
+
+def extrapolate_time(voxels: float, workers: int, *, vote_read_rate: float, paint_read_rate: float,
+                     vote_halo: int, paint_halo: int, block: int, edges_per_voxel: float,
+                     fragments_per_voxel: float, agglomerate_s_per_edge: float, db_write_rows_per_s: float,
+                     io_bytes_per_voxel: float = 0.0, io_bytes_per_s: float | None = None) -> dict[str, float]:
+    """Hours of each stage for ``voxels`` on ``workers`` worker processes (1 thread each).
+
+    Model (all rates measured by this suite):
+
+    * vote and paint are compute-bound per block and parallel over blocks: a core voxel costs
+      ``halo_factor(block, halo)`` read voxels, and a worker processes ``*_read_rate`` read voxels/s, so
+      ``T = voxels * halo_factor / (workers * read_rate)``;
+    * the graph DB is one server: the vote stage cannot finish before its rows are written,
+      ``T_db = voxels * (edges + fragments per voxel) / db_write_rows_per_s``; vote = max(compute, T_db);
+    * agglomeration runs on the driver, O(E): ``T = voxels * edges_per_voxel * agglomerate_s_per_edge``
+      (streaming the edges from the DB + union-find, as measured in the pipeline);
+    * I/O: ``voxels * io_bytes_per_voxel * halo_factor / io_bytes_per_s`` added to vote (ignored if None).
+    """
+    fv, fp = halo_factor(block, vote_halo), halo_factor(block, paint_halo)
+    vote_compute = voxels * fv / (workers * vote_read_rate)
+    rows = voxels * (edges_per_voxel + fragments_per_voxel)
+    db = rows / db_write_rows_per_s
+    io = 0.0 if not io_bytes_per_s else voxels * io_bytes_per_voxel * fv / io_bytes_per_s
+    vote = max(vote_compute + io, db)
+    paint = voxels * fp / (workers * paint_read_rate)
+    agg = voxels * edges_per_voxel * agglomerate_s_per_edge
+    return {"workers": workers, "vote_compute_h": vote_compute / 3600, "db_write_h": db / 3600, "io_h": io / 3600,
+            "vote_h": vote / 3600, "agglomerate_h": agg / 3600, "paint_h": paint / 3600,
+            "total_h": (vote + agg + paint) / 3600, "db_rows": rows,
+            "driver_union_find_gib": voxels * fragments_per_voxel * 25 / 2 ** 30}
+
+
+def model_parameters(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's inputs from this run.
+
+    Per-worker rates (read voxels per worker-second, from the ledger) come from the largest measured 3D run
+    with 1 worker process (on a shared 2-CPU machine the 2-worker runs' block times include waiting for a
+    CPU; on a cluster every worker has its own cores); densities (edges, fragments, DB bytes per voxel) and
+    the agglomeration time per edge from the largest measured 3D run (interior blocks dominate there)."""
+    runs = [r for r in results.get("pipeline", {}).get("runs", [])
+            if not r.get("extrapolated") and not r.get("error") and r.get("kind") == "tubes"
+            and "vote" in r.get("stages", {}) and r["stages"]["vote"].get("worker_s")]
+    if not runs:
+        return None
+    big = max(runs, key=lambda r: (r["voxels"], r["mode"] == "fused", -r["workers"]))
+    ones = [r for r in runs if r["workers"] == 1] or runs
+    rate = max(ones, key=lambda r: (r["voxels"], r["mode"] == "fused"))
+    vote, paint = rate["stages"]["vote"], rate["stages"]["paint"]
+    edges = big["db_rows"]["edges"]
+    params: dict[str, Any] = {
+        "rates_from": f"{rate['name']}, {rate['workers']} worker(s)",
+        "density_from": f"{big['name']}, {big['workers']} worker(s)", "block": big["block"][-1],
+        "vote_halo": vote["halo"][-1], "paint_halo": paint["halo"][-1],
+        "vote_read_rate": vote["read_voxels"] / vote["worker_s"],
+        "paint_read_rate": paint["read_voxels"] / max(paint["worker_s"], 1e-9),
+        "edges_per_voxel": edges / big["voxels"], "fragments_per_voxel": big["db_rows"]["fragments"] / big["voxels"],
+        "agglomerate_s_per_edge": big["stages"].get("agglomerate", {}).get("seconds", 0.0) / max(edges, 1),
+        "db_bytes_per_voxel": big["bytes"]["graph_db"] / big["voxels"],
+    }
+    db = results.get("graph_db", {}).get("backends", {})
+    backend = "postgres" if "postgres" in db else "sqlite"
+    params["db_backend"] = backend
+    params["db_write_rows_per_s"] = next((r["rows_per_s"] for r in db.get(backend, [])
+                                          if "processes at once" in r["operation"]), None) or 1e5
+    uf = [r for r in results.get("agglomeration", {}).get("rows", [])
+          if r["method"] == "union_find" and not r.get("extrapolated") and r.get("seconds")]
+    if uf:
+        top = max(uf, key=lambda r: r["edges"])
+        params["union_find_edges_per_s"] = top["edges"] / top["seconds"]
+        params["union_find_at_edges"] = top["edges"]
+    return params
+
+
+def section_model(results: dict[str, Any], io_gbps: float | None) -> dict[str, Any]:
+    params = model_parameters(results)
+    if params is None:
+        return {"error": "no measured 3D pipeline run with ledger times"}
+    keys = ("vote_read_rate", "paint_read_rate", "vote_halo", "paint_halo", "block", "edges_per_voxel",
+            "fragments_per_voxel", "agglomerate_s_per_edge", "db_write_rows_per_s")
+    kw = {k: params[k] for k in keys}
+    io = {"io_bytes_per_voxel": 0.0, "io_bytes_per_s": None}
+    if io_gbps:
+        io = {"io_bytes_per_voxel": 2.0, "io_bytes_per_s": io_gbps * 1e9}  # labels/raw ~2 B/voxel read
+    rows = [extrapolate_time(TB_VOXELS, n, **kw, **io) for n in (1, 10, 100)]
+    for r in rows:
+        r["db_tb"] = TB_VOXELS * params["db_bytes_per_voxel"] / 1e12
+    blocks = {b: {"vote": halo_factor(b, params["vote_halo"]), "paint": halo_factor(b, params["paint_halo"])}
+              for b in (64, 128, 256)}
+    return {"voxels": TB_VOXELS, "parameters": params, "io": io, "rows": rows, "halo_factors": blocks}
+
+
+# --- rendering --------------------------------------------------------------------------------------------------
+
+def _stage(run: dict[str, Any], name: str, key: str) -> Any:
+    return run.get("stages", {}).get(name, {}).get(key)
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    m = meta["machine"]
+    parts = [f"# ppp_dist benchmark suite, {meta['stamp']} ({meta['mode']})", "",
+             f"Machine: {m.get('cpu_count')} CPUs ({m.get('cpu_model', '?')}), {m.get('memory_gib')} GiB, "
+             f"{m.get('platform')}; Python {m.get('python')}, numpy {m.get('numpy')}, numba {m.get('numba')}, "
+             f"dask.distributed {m.get('distributed')}, zarr {m.get('zarr')}. Load average (1/5/15 min) at the "
+             f"start {m.get('load_average')}, at the end {meta.get('load_end')}. Suite wall time "
+             f"{meta.get('wall_s', 0) / 60:.1f} min (budget {meta['budget_min']} min).", ""]
+    if results.get("skipped"):
+        parts += ["## Skipped, extrapolated, failed", ""] + [f"* {s}" for s in results["skipped"]] + [""]
+
+    a = results.get("assembly", {})
+    parts += ["## a. Assembly per step (ops, whole volume, oracle patches) vs the NumPy reference", ""]
+    if a.get("error"):
+        parts += [f"failed: {a['error']}", ""]
+    elif a:
+        parts += [f"`{a['command']}` ({a['seconds']} s):", "", a["table"], ""] + a.get("notes", []) + [""]
+
+    p = results.get("pipeline", {})
+    runs = p.get("runs", [])
+    parts += ["## b. Distributed pipeline (vote → agglomerate → paint), oracle patches", ""]
+    ok = [r for r in runs if not r.get("error")]
+    if ok:
+        parts += ["End to end, per stage seconds (voxels/s) and peak RSS (max over the stage; worker = the "
+                  "largest worker process). `*` = extrapolated, not run. Fused = patches computed per block "
+                  "from the labels, none stored.", ""]
+        head = ["run", "workers", "voxels", "blocks", "instances", "total s", "voxels/s", "vote s (vox/s)",
+                "agglomerate s", "paint s (vox/s)", "worker peak MiB", "driver peak MiB", "write input s"]
+        rows = []
+        for r in ok:
+            star = "*" if r.get("extrapolated") else ""
+            vs, ps = _stage(r, "vote", "seconds"), _stage(r, "paint", "seconds")
+            rows.append([f"{r['name']}{star}", r["workers"], r["voxels"], _stage(r, "vote", "blocks"),
+                         r.get("instances"), f"{fmt(r['pipeline_s'])}{star}", f"{fmt(r['voxels_per_s'])}{star}",
+                         f"{fmt(vs)} ({fmt(_stage(r, 'vote', 'voxels_per_s'))})",
+                         fmt(_stage(r, "agglomerate", "seconds")),
+                         f"{fmt(ps)} ({fmt(_stage(r, 'paint', 'voxels_per_s'))})"
+                         + (f" + relabel {fmt(_stage(r, 'relabel', 'seconds'))}" if "relabel" in r["stages"] else ""),
+                         r.get("worker_peak_mib"), r.get("driver_peak_mib"), r.get("write_input_s")])
+        parts += [md_table(head, rows), ""]
+        head = ["run", "workers", "stage", "blocks", "s", "voxels/s", "read voxels / voxel", "worker-s (ledger)",
+                "read voxels per worker-s", "worker peak MiB", "driver peak MiB"]
+        rows = []
+        for r in ok:
+            if r.get("extrapolated"):
+                continue
+            for name, s in r["stages"].items():
+                rv = s.get("read_voxels")
+                rows.append([r["name"], r["workers"], name, s.get("blocks"), s.get("seconds"), s.get("voxels_per_s"),
+                             rv / r["voxels"] if rv else None, s.get("worker_s"),
+                             rv / s["worker_s"] if rv and s.get("worker_s") else None, s.get("worker_peak_mib"),
+                             s.get("driver_peak_mib")])
+        parts += ["Per stage (`read voxels / voxel` = the halo overhead of the block grid; worker-s = the sum of "
+                  "the blocks' seconds in the ledger):", "", md_table(head, rows), ""]
+        whole = [r for r in ok if r.get("whole") and not r["whole"].get("error")]
+        if whole:
+            rows = [[r["name"], r["pipeline_s"], r["whole"]["seconds"], r["pipeline_s"] / r["whole"]["seconds"],
+                     r["worker_peak_mib"], r["whole"]["peak_mib"], r["whole"].get("identical")] for r in whole]
+            parts += ["Distributed (1 worker process, 1 thread; cluster start-up excluded) vs in-process "
+                      "whole-volume `ops.assemble` (1 numba thread, reading the stored prediction included): the "
+                      "cost of halos, scheduling and the DB.", "",
+                      md_table(["volume", "distributed s", "whole-volume s", "distributed / whole",
+                                "worker peak MiB", "whole-volume peak MiB", "same labels (bytes)"], rows), ""]
+            top = max(whole, key=lambda r: r["voxels"])
+            larger = sorted({r["voxels"] for r in ok if r["kind"] == top["kind"] and r["voxels"] > top["voxels"]})
+            if larger:
+                est = (top["whole"]["peak_mib"] - top["whole"].get("start_mib", 0)) * larger[0] / top["voxels"]
+                parts += [f"Whole-volume `ops.assemble` is not run on larger volumes: its memory grows with the "
+                          f"volume (the {top['name']} run needed {fmt(top['whole']['peak_mib'])} MiB; × "
+                          f"{larger[0] / top['voxels']:.0f} voxels ≈ {est / 1024:.0f} GiB at the next size), "
+                          "while a worker's peak stays bounded by its block.", ""]
+        pairs = {}
+        for r in ok:
+            if not r.get("extrapolated"):
+                pairs.setdefault(r["name"], {})[r["workers"]] = r
+        rows = [[n, d[1]["pipeline_s"], d[2]["pipeline_s"], d[1]["pipeline_s"] / d[2]["pipeline_s"],
+                 _stage(d[1], "vote", "seconds") / _stage(d[2], "vote", "seconds")]
+                for n, d in pairs.items() if 1 in d and 2 in d]
+        if rows:
+            parts += ["1 vs 2 worker processes (2 CPUs shared with the rest of the machine's load):", "",
+                      md_table(["volume", "1 worker s", "2 workers s", "speed-up", "vote speed-up"], rows), ""]
+        st = {r["voxels"]: r for r in ok if r.get("mode") == "stored" and r["workers"] == 1
+              and not r.get("extrapolated")}
+        fu = {r["voxels"]: r for r in ok if r.get("mode") == "fused" and r["workers"] == 1
+              and not r.get("extrapolated")}
+        rows = [[st[v]["name"], st[v]["pipeline_s"], fu[v]["pipeline_s"], _stage(st[v], "vote", "seconds"),
+                 _stage(fu[v], "vote", "seconds"), st[v]["write_input_s"], fu[v]["write_input_s"]]
+                for v in sorted(set(st) & set(fu))]
+        if rows:
+            parts += ["Stored oracle prediction vs fused oracle (patches computed per block, also in the halo):", "",
+                      md_table(["volume", "stored total s", "fused total s", "stored vote s", "fused vote s",
+                                "write stored prediction s", "write labels s"], rows), ""]
+    for r in runs:
+        if r.get("error"):
+            parts.append(f"* {r['name']}, {r['workers']} worker(s): failed: {r['error']}")
+    parts.append("")
+
+    c = results.get("agglomeration", {})
+    parts += ["## c. Agglomeration: union-find vs networkx vs scipy.sparse.csgraph", ""]
+    if c.get("error"):
+        parts += [f"failed: {c['error']}", ""]
+    elif c:
+        parts += ["Random graph, n_edges / 2 sparse int64 ids; each (method, size) in its own process; peak = "
+                  "max RSS while the method runs (VmHWM, reset after generating the graph), extra = peak − RSS "
+                  "after generating the graph (time excludes the generation too); our union-find streams the edges "
+                  "in batches of 1e6, scipy and networkx need them all in memory. `*` = not run to the end: "
+                  "extrapolated linearly in the edge count from the method's largest measured size (a lower bound "
+                  "where the cost per edge still grows).", "",
+                  c["table"], ""]
+
+    d = results.get("graph_db", {})
+    parts += ["## d. Graph DB rows/s, SQLite vs PostgreSQL", ""]
+    if d.get("error"):
+        parts += [f"failed: {d['error']}", ""]
+    elif d:
+        parts += [f"{d['blocks']} blocks × ({d['rows_per_block']:,} fragments + {d['rows_per_block']:,} edges), "
+                  f"one transaction per block; the parallel write uses {d['writers']} processes.", "", d["table"], ""]
+
+    e = results.get("bytes_per_voxel", [])
+    parts += ["## e. Bytes per voxel of every stored intermediate (original: 686 B/voxel)", ""]
+    if e:
+        rows = [[r["what"], r.get("nominal"), r.get("stored"), r.get("fraction_of_686"),
+                 r.get("rows_per_mvoxel"), r.get("source")] for r in e]
+        parts += ["nominal = uncompressed bytes per voxel; stored = bytes on disk (zarr blosc/zstd, SQLite file) "
+                  "per voxel; oracle patches are 0/1 and compress far better than a network's soft output "
+                  "(the soft rows show the other end).", "",
+                  md_table(["intermediate", "nominal B/voxel", "stored B/voxel", "÷ 686", "DB rows per 10⁶ voxels",
+                            "source"], rows, align="lrrrrl"), ""]
+
+    f = results.get("model", {})
+    parts += ["## f. Model: a 1 TB volume (10¹² voxels) on N workers", ""]
+    if f.get("error"):
+        parts += [f"not computed: {f['error']}", ""]
+    elif f:
+        pr = f["parameters"]
+        io_bps = f["io"]["io_bytes_per_s"]
+        io_text = "ignored" if not io_bps else f"{fmt(io_bps / 1e9)} GB/s"
+        parts += [f"Rates from {pr['rates_from']}: vote {fmt(pr['vote_read_rate'])} read voxels per worker-s, "
+                  f"paint {fmt(pr['paint_read_rate'])} (halos {pr['vote_halo']} / {pr['paint_halo']}). From "
+                  f"{pr['density_from']} (block {pr['block']}): {fmt(pr['edges_per_voxel'] * 1e6)} edges and "
+                  f"{fmt(pr['fragments_per_voxel'] * 1e6)} fragments per 10⁶ voxels; agglomeration "
+                  f"{fmt(pr['agglomerate_s_per_edge'] * 1e6)} µs per edge (DB stream + union-find on the driver"
+                  + (f"; the union-find alone: {fmt(pr['union_find_edges_per_s'])} edges/s at "
+                     f"{pr['union_find_at_edges']:.0e} random edges" if pr.get("union_find_edges_per_s") else "")
+                  + f"); DB writes {fmt(pr['db_write_rows_per_s'])} rows/s ({pr['db_backend']}, parallel writers). "
+                  f"I/O: {io_text}.",
+                  "", "Assumptions: compute-bound blocks, perfectly parallel over workers (1 process, 1 thread "
+                  "each, no contention); a core voxel costs ((b + 2·halo)/b)³ read voxels (interior blocks); one DB "
+                  "server bounds the vote stage by its measured parallel write rate; agglomeration streams every "
+                  "edge through the driver, O(E), at the measured time per edge; the data's density (edges and "
+                  "fragments per voxel) as in the synthetic tubes with 5³ oracle patches; paint's DB reads, "
+                  "relabel, scheduler overhead, failures and retries are ignored; I/O as stated. "
+                  "`extrapolate_time()` in scripts/bench_suite.py is the formula.", "",
+                  md_table(["workers", "vote compute h", "DB write h", "vote h", "agglomerate h", "paint h",
+                            "total h", "total days", "DB rows", "DB TB (SQLite)", "driver union-find GiB"],
+                           [[r["workers"], r["vote_compute_h"], r["db_write_h"], r["vote_h"], r["agglomerate_h"],
+                             r["paint_h"], r["total_h"], r["total_h"] / 24, f"{r['db_rows']:.2e}", r["db_tb"],
+                             r["driver_union_find_gib"]] for r in f["rows"]]), "",
+                  "Halo factor ((b + 2·halo)/b)³ by block side: "
+                  + ", ".join(f"{b}³: vote {v['vote']:.2f}, paint {v['paint']:.2f}" for b, v in
+                              f["halo_factors"].items()), ""]
+    parts.append("Plots: " + ", ".join(results.get("plots", [])))
+    return "\n".join(parts) + "\n"
+
+
+# --- plots ------------------------------------------------------------------------------------------------------
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    runs = [r for r in results.get("pipeline", {}).get("runs", []) if not r.get("error")]
+    if runs:
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+        groups: dict[str, list] = {}
+        for r in runs:
+            groups.setdefault(f"{r['kind']} {r['mode']}, {r['workers']}w", []).append(r)
+        for label, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: r["voxels"])
+            for ax, key, stage in ((axes[0], "voxels_per_s", None), (axes[1], "seconds", "vote"),
+                                   (axes[1], "seconds", "paint")):
+                xs = [r["voxels"] for r in rs]
+                ys = [r[key] if stage is None else _stage(r, stage, key) for r in rs]
+                lab = label if stage is None else f"{stage}: {label}"
+                line, = ax.plot(xs, ys, "-", label=lab, alpha=0.7)
+                for x, y, r in zip(xs, ys, rs):
+                    ax.plot([x], [y], "o", mfc="none" if r.get("extrapolated") else line.get_color(),
+                            color=line.get_color())
+            xs = [r["voxels"] for r in rs]
+            axes[2].plot(xs, [r["worker_peak_mib"] for r in rs], "o-", label=f"worker: {label}")
+            axes[2].plot(xs, [r["driver_peak_mib"] for r in rs], "s--", label=f"driver: {label}")
+        axes[0].set(xscale="log", xlabel="voxels", ylabel="voxels/s (end to end)", title="pipeline throughput")
+        axes[1].set(xscale="log", yscale="log", xlabel="voxels", ylabel="seconds", title="stage time")
+        axes[2].set(xscale="log", xlabel="voxels", ylabel="peak RSS MiB", title="peak memory")
+        axes[0].set_ylim(bottom=0)
+        axes[2].set_ylim(bottom=0)
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle("pipeline (hollow markers: extrapolated)")
+        fig.tight_layout()
+        fig.savefig(out / "pipeline.png", dpi=110)
+        plt.close(fig)
+        made.append("pipeline.png")
+    tl_path = out / "pipeline_timelines.json"
+    if tl_path.exists():
+        timelines = json.loads(tl_path.read_text())
+        if timelines:
+            name = max(timelines, key=lambda k: len(timelines[k]["timeline"]))
+            t = timelines[name]["timeline"]
+            fig, ax = plt.subplots(figsize=(9, 4))
+            ax.plot([x[0] for x in t], [x[1] for x in t], label="largest worker RSS")
+            ax.plot([x[0] for x in t], [x[2] for x in t], label="driver RSS")
+            ax.set(xlabel="seconds", ylabel="MiB", title=f"memory over time: {name}")
+            ax.legend()
+            ax.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(out / "pipeline_memory_timeline.png", dpi=110)
+            plt.close(fig)
+            made.append("pipeline_memory_timeline.png")
+    agg = results.get("agglomeration", {}).get("rows", [])
+    if agg:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for method in dict.fromkeys(r["method"] for r in agg):
+            rs = sorted([r for r in agg if r["method"] == method and r.get("seconds")], key=lambda r: r["edges"])
+            for ax, key in ((axes[0], "seconds"), (axes[1], "peak_mib")):
+                line, = ax.plot([r["edges"] for r in rs], [r[key] for r in rs], "-", label=method)
+                for r in rs:
+                    ax.plot([r["edges"]], [r[key]], "o", color=line.get_color(),
+                            mfc="none" if r.get("extrapolated") else line.get_color())
+        axes[0].set(xscale="log", yscale="log", xlabel="edges", ylabel="seconds", title="agglomeration time")
+        axes[1].set(xscale="log", yscale="log", xlabel="edges", ylabel="peak RSS MiB", title="peak memory")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle("hollow markers: extrapolated")
+        fig.tight_layout()
+        fig.savefig(out / "agglomeration.png", dpi=110)
+        plt.close(fig)
+        made.append("agglomeration.png")
+    db = results.get("graph_db", {}).get("backends", {})
+    if db:
+        import numpy as np
+
+        ops = [r["operation"] for r in next(iter(db.values()))]
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        width = 0.8 / len(db)
+        for k, (backend, rows) in enumerate(db.items()):
+            ax.barh(np.arange(len(ops)) + k * width, [r["rows_per_s"] or 0 for r in rows], height=width,
+                    label=backend)
+        ax.set_yticks(np.arange(len(ops)) + width * (len(db) - 1) / 2, ops, fontsize=7)
+        ax.set(xlabel="rows/s", title="graph DB")
+        ax.legend()
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        fig.savefig(out / "graph_db.png", dpi=110)
+        plt.close(fig)
+        made.append("graph_db.png")
+    bpv = [r for r in results.get("bytes_per_voxel", []) if (r.get("stored") or r.get("nominal"))]
+    if bpv:
+        fig, ax = plt.subplots(figsize=(10, 0.3 * len(bpv) + 1.5))
+        labels = [f"{r['what'][:60]} ({r['source'][:25]})" for r in bpv]
+        vals = [r["stored"] if r.get("stored") else r["nominal"] for r in bpv]
+        colors = ["tab:blue" if r.get("stored") else "tab:gray" for r in bpv]
+        ax.barh(range(len(bpv)), vals, color=colors)
+        ax.axvline(ORIGINAL_BPV, color="red", ls="--", label="original 686 B/voxel")
+        ax.set_yticks(range(len(bpv)), labels, fontsize=6)
+        ax.set(xscale="log", xlabel="bytes per voxel (blue: stored, gray: nominal)")
+        ax.invert_yaxis()
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "bytes_per_voxel.png", dpi=110)
+        plt.close(fig)
+        made.append("bytes_per_voxel.png")
+    return made
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------------------
+
+def start_postgres() -> tuple[str, str | None]:
+    """Run ``scripts/start_postgres.sh``; return (DSN, version to stop afterwards or None if it was running)."""
+    versions = sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(x) for x in v.split(".") if x.isdigit()])
+    version = versions[-1]
+    status = subprocess.run(["pg_ctlcluster", version, "main", "status"], capture_output=True, text=True)
+    was_running = status.returncode == 0
+    dsn = subprocess.run(["bash", str(SCRIPTS / "start_postgres.sh")], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    return dsn, (None if was_running else version)
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+
+SECTIONS = ("assembly", "graph_db", "bytes", "agglomeration", "pipeline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): check that every section runs")
+    ap.add_argument("--out", default="runs/bench_suite", help="parent folder of the time-stamped run folder")
+    ap.add_argument("--budget-min", type=float, default=None,
+                    help="wall-clock budget; optional large pipeline sizes are extrapolated when they would not "
+                         "fit (default 20, smoke 3)")
+    ap.add_argument("--postgres", default=os.environ.get("PPP_DIST_TEST_POSTGRES_DSN", ""),
+                    help="PostgreSQL DSN for the graph DB section (default $PPP_DIST_TEST_POSTGRES_DSN)")
+    ap.add_argument("--start-postgres", action="store_true",
+                    help="start the machine's PostgreSQL with scripts/start_postgres.sh (root) and stop it "
+                         "afterwards if it was not running")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    ap.add_argument("--io-gbps", type=float, default=None, help="I/O bandwidth for the 1 TB model (default: ignored)")
+    args = ap.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    budget = Budget(args.budget_min if args.budget_min is not None else (3 if args.smoke else 20))
+    out = Path(args.out) / stamp()
+    out.mkdir(parents=True, exist_ok=False)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_suite_", dir=os.environ.get("PPP_DIST_BENCH_TMP")))
+    stop_pg = None
+    dsn = args.postgres
+    skipped: list[str] = []
+    if args.start_postgres and not dsn:
+        try:
+            dsn, stop_pg = start_postgres()
+        except Exception as err:  # noqa: BLE001
+            skipped.append(f"graph DB: could not start PostgreSQL: {err}")
+    results: dict[str, Any] = {"meta": {"stamp": out.name, "mode": "smoke" if args.smoke else "full",
+                                        "budget_min": budget.total / 60, "machine": machine(),
+                                        "argv": sys.argv[1:] if argv is None else argv, "out": str(out)},
+                               "skipped": skipped}
+    ctx = {"budget": budget, "tmp": tmp, "skipped": skipped, "dsn": dsn, "reserve_s": 15.0, "timelines": {}}
+    fns = {"assembly": section_assembly, "graph_db": section_graph_db, "agglomeration": section_agglomeration,
+           "bytes": section_bytes, "pipeline": section_pipeline}
+    try:
+        for name in SECTIONS:
+            if args.only and name not in args.only:
+                continue
+            print(f"[{budget.elapsed() / 60:5.1f} min] {name} ...", flush=True)
+            t0 = time.perf_counter()
+            try:
+                results[name] = fns[name](plan[name], out, ctx)
+            except Exception as err:  # noqa: BLE001 - report and go on with the other sections
+                results[name] = {"error": f"{type(err).__name__}: {err}"}
+                skipped.append(f"{name}: failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+                traceback.print_exc()
+            results[name + "_seconds"] = round(time.perf_counter() - t0, 1)
+        ctx["timelines"] = ctx.get("timelines", {})
+        for section, key in plan.get("optional", []):
+            if args.only and section not in args.only:
+                continue
+            try:
+                if section == "pipeline":
+                    spec = next(s for s in plan["pipeline"] if s["name"] == key)
+                    optional_pipeline(spec, results, ctx)
+                else:
+                    optional_agglomeration(key, plan["agglomeration"], results, ctx)
+            except Exception as err:  # noqa: BLE001
+                skipped.append(f"{section} {key}: failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+                traceback.print_exc()
+    finally:
+        (out / "pipeline_timelines.json").write_text(json.dumps(ctx.get("timelines", {})))
+        shutil.rmtree(tmp, ignore_errors=True)
+        if stop_pg:
+            subprocess.run(["pg_ctlcluster", stop_pg, "main", "stop"], check=False)
+            skipped.append(f"graph DB: PostgreSQL {stop_pg} was started for the suite and stopped afterwards")
+    results["bytes_per_voxel"] = bytes_table(results)
+    results["model"] = section_model(results, args.io_gbps)
+    results["meta"]["wall_s"] = round(budget.elapsed(), 1)
+    results["meta"]["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        results["plots"] = plots(results, out)
+    except Exception as err:  # noqa: BLE001
+        results["plots"] = []
+        skipped.append(f"plots failed: {type(err).__name__}: {err}")
+    md = render(results)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(md)
+    if results.get("model", {}).get("rows"):
+        print("1 TB model (hours):", ", ".join(f"N={r['workers']}: {r['total_h']:.1f}"
+                                               for r in results["model"]["rows"]))
+    print(f"wrote {out}/results.json, results.md, {', '.join(results['plots'])} "
+          f"in {results['meta']['wall_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
