@@ -15,7 +15,6 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from ppp_dist.geometry import BlockSpec, tile
 from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments
@@ -82,15 +81,6 @@ def db_content(factory: StoreFactory) -> tuple[list, list, dict]:
                                                                   b.count.tolist()))
         ledger = {r.block: (r.status, r.counts) for r in store.ledger_rows("vote")}
     return frags, edges, ledger
-
-
-@pytest.fixture(scope="module")
-def client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=50)
-    with Client(cluster) as c:
-        yield c
-    cluster.close()
 
 
 def test_local_run_resume_and_redo(database_config, tmp_path):

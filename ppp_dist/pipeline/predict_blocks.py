@@ -64,6 +64,30 @@ def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -
     return out
 
 
+def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarray]:
+    """Stored-form outputs (name -> (C, *box)) of the network on ``box``, a whole number of output tiles of
+    the whole-volume tiling (clipped at the volume end): the tiles, batches and quantisation of
+    ``predict_volume``, so the bytes are the same. Used by the predict stage and the fused mode."""
+    from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
+
+    geometry = tile_geometry(config.model)
+    amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"
+    tiles = [t.write_box.shift(box.begin) for t in tile(box.shape, geometry.output_shape)]
+    result: dict[str, np.ndarray] = {}
+    for first in range(0, len(tiles), config.prediction.batch_size):
+        boxes = tiles[first:first + config.prediction.batch_size]
+        inputs = np.stack([read_input_tile(raw, b, geometry, config.data) for b in boxes])
+        values = predict_tile(net, inputs, geometry, amp=amp)
+        for i, b in enumerate(boxes):
+            keep = (slice(None), *(slice(0, s) for s in b.shape))
+            for name, v in values.items():
+                stored = to_storage(name, v[i][keep], config.prediction.patch_dtype)
+                if name not in result:
+                    result[name] = np.zeros((stored.shape[0],) + box.shape, stored.dtype)
+                result[name][(slice(None), *b.relative_to(box))] = stored
+    return result
+
+
 @dataclass(frozen=True)
 class PredictStage:
     """``process_block`` of the predict stage (picklable: config sections and paths)."""
@@ -78,7 +102,7 @@ class PredictStage:
         import torch
 
         from ppp_dist.io.volumes import open_array, write_box
-        from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
+        from ppp_dist.learning.predict import tile_geometry
         from ppp_dist.model import load_network
 
         if self.torch_threads:
@@ -87,26 +111,12 @@ class PredictStage:
         raw = open_array(self.raw)
         channels = 1 if raw.ndim == 3 else int(raw.shape[0])
         net = load_network(cfg.model, channels, self.checkpoint, cfg.prediction.device)
-        geometry = tile_geometry(cfg.model)
-        amp = cfg.training.use_amp and next(net.parameters()).device.type == "cuda"
-        patch_dtype = "float16" if cfg.model.head == "codes" else cfg.prediction.patch_dtype
         arrays = {name: open_array(path, "r+") for name, path in self.outputs}
-        core = block.write_box
-        result = {name: np.zeros((a.shape[0],) + core.shape, a.dtype) for name, a in arrays.items()}
-        # tiles of the whole-volume tiling inside this block (blocks are whole tiles)
-        tiles = [t.write_box.shift(core.begin) for t in tile(core.shape, geometry.output_shape)]
-        for first in range(0, len(tiles), cfg.prediction.batch_size):
-            boxes = tiles[first:first + cfg.prediction.batch_size]
-            inputs = np.stack([read_input_tile(raw, b, geometry, cfg.data) for b in boxes])
-            values = predict_tile(net, inputs, geometry, amp=amp)
-            for i, b in enumerate(boxes):
-                keep = tuple(slice(0, s) for s in b.shape)
-                sl = (slice(None), *b.relative_to(core))
-                for name, v in values.items():
-                    result[name][sl] = to_storage(name, v[i][(slice(None), *keep)], patch_dtype)
-        for name, data in result.items():
+        core = block.write_box  # whole tiles of the whole-volume tiling (block_shape_for)
+        for name, data in predict_box(net, raw, core, cfg).items():
             write_box(arrays[name], core, data)
-        return {"voxels": int(np.prod(core.shape)), "tiles": len(tiles)}
+        return {"voxels": int(np.prod(core.shape)),
+                "tiles": len(tile(core.shape, tile_geometry(cfg.model).output_shape))}
 
 
 def predict_grid(config: Any, raw: str, block_shape: tuple[int, int, int] | None = None) -> BlockGrid:
@@ -125,6 +135,6 @@ def check_tiles(config: Any, grid: BlockGrid) -> None:
                           f"{out}")
 
 
-__all__ = ["PredictStage", "STAGE", "block_shape_for", "check_tiles", "output_names", "predict_grid",
+__all__ = ["PredictStage", "STAGE", "block_shape_for", "predict_box", "check_tiles", "output_names", "predict_grid",
            "prepare_outputs"]
 

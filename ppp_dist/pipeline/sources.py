@@ -141,9 +141,9 @@ class NetworkPrediction:
     def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        from ppp_dist.geometry import tile
         from ppp_dist.learning.decode import decode_codes, foreground_mask
-        from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
+        from ppp_dist.learning.predict import tile_geometry, to_storage
+        from ppp_dist.pipeline.predict_blocks import predict_box
 
         cfg = self.config
         if self.torch_threads:
@@ -152,7 +152,6 @@ class NetworkPrediction:
         channels = 1 if raw.ndim == 3 else int(raw.shape[0])
         net = _network(cfg.model, channels, self.checkpoint, cfg.prediction.device)
         geometry = tile_geometry(cfg.model)
-        amp = cfg.training.use_amp and next(net.parameters()).device.type == "cuda"
         codes = net.decoder is not None
         patch_dtype = cfg.prediction.patch_dtype
         volume = self.volume_shape(settings)
@@ -161,20 +160,8 @@ class NetworkPrediction:
         lo = [b // o * o for b, o in zip(box.begin, out)]
         hi = [min(-(-e // o) * o, v) for e, o, v in zip(box.end, out, volume)]
         cover = Box(tuple(lo), tuple(hi))
-        tiles = [t.write_box.shift(cover.begin) for t in tile(cover.shape, out)]
         patch_channels = int(np.prod(cfg.model.patch_shape))
-        region: dict[str, np.ndarray] = {}
-        for first in range(0, len(tiles), cfg.prediction.batch_size):
-            boxes = tiles[first:first + cfg.prediction.batch_size]
-            inputs = np.stack([read_input_tile(raw, b, geometry, cfg.data) for b in boxes])
-            values = predict_tile(net, inputs, geometry, amp=amp)
-            for i, b in enumerate(boxes):
-                keep = (slice(None), *(slice(0, s) for s in b.shape))
-                for name, v in values.items():
-                    stored = to_storage(name, v[i][keep], patch_dtype)
-                    if name not in region:
-                        region[name] = np.zeros((stored.shape[0],) + cover.shape, stored.dtype)
-                    region[name][(slice(None), *b.relative_to(cover))] = stored
+        region = predict_box(net, raw, cover, cfg)
         inner = (slice(None), *box.relative_to(cover))
         ni_name = "numinst" if "numinst" in region else "fg"
         ni = np.ascontiguousarray(region[ni_name][inner])

@@ -26,14 +26,6 @@ TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2
 CODES = {**TINY_2D, "head": "codes", "code_units": 8, "decoder": {"code_shape": [2, 1, 2, 2], "num_fmaps": [4, 2]}}
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _labels(tmp_path, instances):
     arr = prepare_array(f"{tmp_path}/gt.zarr/labels", shape=instances.shape, chunks=(instances.shape[0], 9, 10, 11),
                         dtype="uint16", axes="czyx", kind="labels")
@@ -92,7 +84,7 @@ def _random_network(cfg, path):
 
 
 @pytest.mark.parametrize("block", [[1, 24, 24], [1, 17, 31]])
-def test_fused_network_equals_predict_then_label(tmp_path, one_thread, block):
+def test_fused_network_equals_predict_then_label(tmp_path, torch_one_thread, block):
     cfg = config_from_table({
         "data": {"normalization": "none"}, "model": TINY_2D,
         "prediction": {"device": "cpu", "store_patches": False}, "training": {"use_amp": False},
@@ -109,7 +101,7 @@ def test_fused_network_equals_predict_then_label(tmp_path, one_thread, block):
     np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), ref)
 
 
-def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, one_thread):
+def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, torch_one_thread):
     cfg = config_from_table({
         "data": {"normalization": "none"}, "model": CODES,
         "prediction": {"device": "cpu", "store_patches": False, "decode_foreground_threshold": 0.3},

@@ -31,7 +31,6 @@ import cloudpickle
 import numpy as np
 import pytest
 from _pipeline_helpers import whole_volume, write_oracle
-from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ppp_dist.config import DatabaseConfig, config_from_table, save_config
@@ -103,15 +102,6 @@ def oracle(tmp_path_factory):
     np.testing.assert_array_equal(labels, whole_volume(group, AssemblySettings.from_config(cfg)))
     return {"group": group, "labels": labels, "graph": _graph(StoreFactory(cfg.database, str(root / "reference"))),
             "instances": ref["instances"]}
-
-
-@pytest.fixture(scope="module")
-def client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=50)
-    with Client(cluster) as c:
-        yield c
-    cluster.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
