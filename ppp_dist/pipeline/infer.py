@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ppp_dist import __version__
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _summary(s: Any, voxels: int) -> dict[str, Any]:
 
 def _params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
     path = work / f"params_{stage}.json"
-    text = json.dumps(params, sort_keys=True, default=str)
+    text = json.dumps({**params, "ppp_dist_version": __version__}, sort_keys=True, default=str)
     old = path.read_text() if path.exists() else None
     work.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -101,9 +102,12 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     def stage(name: str, blocks: list, fn: Any, params: dict[str, Any], voxels: int, force: bool = False,
               **kw: Any) -> Any:
         nonlocal upstream_work
-        fresh = _params_changed(work, name, params) or upstream_work or force or not resume
-        if fresh and resume:
-            logger.info("%s: inputs or parameters changed, redoing every block", name)
+        changed = _params_changed(work, name, params)
+        fresh = changed or upstream_work or force or not resume
+        if changed and resume:
+            logger.info("%s: parameters or package version changed since the last run, redoing every block", name)
+        elif fresh and resume:
+            logger.debug("%s: an upstream stage wrote new data, running every block", name)
         if fresh:
             _forget(name)
         s = run_stage(client, name, blocks, fn, factory, retries=retries, resume=not fresh, progress=progress,
