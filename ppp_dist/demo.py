@@ -1,41 +1,58 @@
 """The main job on the bundled FlyLight sample: the README's first command.
 
-It writes the sample into the experiment folder as OME-Zarr, starts a local dask cluster (dashboard link
-printed), reads the volume back blockwise on the workers, plans every stage, turns the sample's ground truth
-into patches (what a perfect network would predict), runs the distributed vote -> agglomerate -> paint on
-the cluster with the SQLite graph database, evaluates with the FlyLight metrics and prints where to look.
-A network trained on the sample is not part of it yet: a FlyLight-sized network needs ~90 s per training
-iteration on a CPU.
+It writes the sample (3 x 50^3 voxels, three overlapping neurons) into the experiment folder as OME-Zarr,
+starts a local dask cluster (dashboard link printed), checks the volume blockwise on the workers, plans
+every stage and runs the distributed pipeline from the raw volume: predict with the small network shipped in
+``ppp_dist/data/sample/model/`` (trained on this crop by ``scripts/train_sample_model.py``; ``MODEL.md``
+there has its numbers), vote -> agglomerate -> paint with the SQLite graph database. It then scores the
+instances with the FlyLight metrics, repeats the assembly on oracle patches made from the ground truth (what a
+perfect network would predict: a check of the assembly alone) and prints where the prediction, the instances
+and the report are. The network is trained and scored on the same crop, so its scores show the pipeline
+working end to end, not how well the network generalises.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import logging
+import os
 import time
+from pathlib import Path
 
-import numpy as np
-
-from ppp_dist import tasks
-from ppp_dist.experiment import Experiment, open_experiment
+from ppp_dist.errors import InputDataError
+from ppp_dist.experiment import open_experiment
 from ppp_dist.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
-DEMO_SETTINGS = ("data.num_channels=3", "data.overlapping_instances=true", "model.patch_shape=[7, 7, 7]",
-                 "vote.block_shape=[25, 25, 25]", "evaluation.criterion=cldice",
-                 "evaluation.min_instance_size=500")
+#: The demo's settings on top of the shipped model's config (``--config`` files and ``--set`` come after).
+DEMO_SETTINGS = ("vote.block_shape=[25, 25, 25]", "postprocess.min_instance_size=500")
+MODEL_FOLDER = ("sample", "model")
 
 
-def write_sample(experiment: Experiment) -> tuple[str, str]:
-    """Write the FlyLight sample as ``sample.zarr/raw`` (float32) and ``sample.zarr/gt_instances``."""
+def sample_model() -> tuple[Path, Path]:
+    """(checkpoint, resolved training config) of the network shipped in ``ppp_dist/data/sample/model/``."""
+    folder = Path(os.fspath(importlib.resources.files("ppp_dist.data").joinpath(*MODEL_FOLDER)))  # type: ignore
+    checkpoint, config = folder / "checkpoint.pt", folder / "config.toml"
+    if not (checkpoint.is_file() and config.is_file()):
+        raise InputDataError(f"the sample model ({checkpoint}, {config}) is missing; the package was installed "
+                             f"without its data files, or run scripts/train_sample_model.py")
+    return checkpoint, config
+
+
+def write_sample(store: str | Path) -> tuple[str, str]:
+    """Write the FlyLight sample as ``store/raw`` (float32, normalised) and ``store/labels/gt_instances``.
+
+    The layout the shipped model was trained on (``scripts/train_sample_model.py`` calls this too): the raw is
+    ``load_flylight().raw`` (clipped at 1500 and divided by it); the model's config normalises it further
+    (``[data] normalization = "clip"``, ``clip_max = 0.25``).
+    """
     from ppp_dist.data.flylight import load_flylight
     from ppp_dist.io import volumes
 
     sample = load_flylight()
-    store = experiment.output("sample.zarr")
     raw_path, gt_path = f"{store}/raw", f"{store}/labels/gt_instances"
-    spatial = sample.raw.shape[1:]
     chunks = (25, 25, 25)
     raw = volumes.prepare_array(raw_path, shape=sample.raw.shape, chunks=(sample.raw.shape[0],) + chunks,
                                 dtype="float32", overwrite=True, kind="image")
@@ -44,7 +61,7 @@ def write_sample(experiment: Experiment) -> tuple[str, str]:
                                chunks=(sample.instances.shape[0],) + chunks, dtype="uint16",
                                overwrite=True, kind="labels")
     gt[...] = sample.instances
-    logger.info("sample written: %s and %s, %s voxels", raw_path, gt_path, spatial)
+    logger.info("sample written: %s and %s, %s voxels", raw_path, gt_path, sample.raw.shape[1:])
     return raw_path, gt_path
 
 
@@ -71,70 +88,72 @@ def blockwise_summary(client, raw_path: str, gt_path: str) -> dict[str, object]:
             "overlap_voxels": int(overlap_voxels), "tasks": len(raw.__dask_graph__()) + len(gt.__dask_graph__())}
 
 
-def write_oracle_prediction(experiment: Experiment, patch_shape: tuple[int, int, int]) -> str:
-    """Ground truth turned into a prediction (patches and numinst as uint8): what a perfect network gives."""
-    from ppp_dist.data.flylight import load_flylight
-    from ppp_dist.io import volumes
-    from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
-
-    instances = load_flylight().instances
-    store = experiment.output("oracle_prediction.zarr")
-    patches = patch_targets(instances, patch_shape) * np.uint8(255)
-    numinst = (numinst_onehot(numinst_target(instances)) * 255).astype(np.uint8)
-    for name, data in (("patches", patches), ("numinst", numinst)):
-        out = volumes.prepare_array(f"{store}/{name}", shape=data.shape, chunks=(data.shape[0], 25, 25, 25),
-                                    dtype="uint8", overwrite=True, axes="czyx", kind="image")
-        out[...] = data
-    return str(store)
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from ppp_dist.plan import format_bytes, plan_volume
-
-    started = time.perf_counter()
-    overrides = list(DEMO_SETTINGS) + list(args.overrides)
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides,
-                                 name="demo")
-    setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
-    print(f"experiment folder: {experiment.path}")
-    raw_path, gt_path = write_sample(experiment)
-    from ppp_dist.io.database import open_database
-    with open_database(experiment.config.database, experiment.path) as db:
-        run_id = db.register_run(experiment.config_path.read_text())
-        print(f"run database:      {db.where} ({db.backend}, run {run_id})")
     from ppp_dist.evaluate import evaluate_with_config
+    from ppp_dist.io.database import open_database
+    from ppp_dist.model import read_checkpoint
     from ppp_dist.pipeline.infer import run_pipeline
+    from ppp_dist.plan import format_bytes, plan_volume
     from ppp_dist.run_tasks import summary_line
 
-    oracle = write_oracle_prediction(experiment, experiment.config.model.patch_shape)
-    client = start_cluster(max(1, args.workers))
+    started = time.perf_counter()
+    checkpoint, model_config = sample_model()
+    overrides = list(DEMO_SETTINGS) + list(args.overrides)
+    experiment = open_experiment(root=args.root, exp=args.exp, configs=[model_config, *args.config],
+                                 overrides=overrides, name="demo")
+    config = experiment.config
+    setup_logging("DEBUG" if args.verbose else config.general.log_level, experiment.log_path)
+    print(f"experiment folder: {experiment.path}")
+    raw_path, gt_path = write_sample(experiment.output("sample.zarr"))
+    with open_database(config.database, experiment.path) as db:
+        run_id = db.register_run(experiment.config_path.read_text())
+        print(f"run database:      {db.where} ({db.backend}, run {run_id})")
+    state = read_checkpoint(checkpoint)
+    print(f"model:             {checkpoint} ({state['shapes'].get('num_parameters', 0):,} parameters, "
+          f"{state['iteration']:,} iterations on this crop; {checkpoint.parent / 'MODEL.md'})")
+    workers = max(1, args.workers)
+    client = start_cluster(workers)
     try:
         print(f"dask dashboard:    {client.dashboard_link}")
         summary = blockwise_summary(client, raw_path, gt_path)
         print(f"sample:            {raw_path} (3 x 50^3 float32), {gt_path} (3 neurons, one per channel)")
         print(f"blockwise check:   raw channel means {summary['raw_mean']}, instance voxels "
               f"{summary['instance_voxels']}, overlap voxels {summary['overlap_voxels']} "
-              f"({summary['tasks']} dask tasks on {args.workers} workers)")
+              f"({summary['tasks']} dask tasks on {workers} workers)")
         print("plan:")
-        for stage in plan_volume(experiment.config, (50, 50, 50)):
+        for stage in plan_volume(config, (50, 50, 50)):
             print(f"  {stage.stage:<8} {stage.blocks:>3} block(s) of {stage.block_shape}, halo {stage.halo}, "
                   f"~{format_bytes(stage.memory_bytes)} per block: {stage.note}")
-        pipeline = run_pipeline(experiment.config, experiment.path, client=client, prediction=oracle)
+        pipeline = run_pipeline(config, experiment.path, client=client, raw=raw_path, checkpoint=checkpoint)
+        # the assembly alone, on the patches a perfect network would predict (computed per block from the GT)
+        oracle_dir = experiment.output("oracle_check")
+        oracle = run_pipeline(config, oracle_dir, client=client, labels=gt_path) if pipeline["ok"] else None
     finally:
         client.close()
         client.cluster.close()
-    print("pipeline on oracle patches (the ground truth made into patches: checks the assembly, not a model):")
+    print(f"pipeline on {workers} workers (predict with the sample model -> vote -> agglomerate -> paint):")
     for stage in pipeline["stages"].values():
         print("  " + stage["format"].replace("\n", "\n  "))
+    if not pipeline["ok"]:
+        print(f"the pipeline failed; see {experiment.log_path} and the stage logs above")
+        return 1
     instances = pipeline["output"]
-    print(f"label (oracle):    {pipeline['instances']} instances, blockwise on {args.workers} workers -> {instances}")
-    result = evaluate_with_config(experiment.config.evaluation, [instances], [gt_path],
-                                  experiment.output("evaluation"))
-    print(f"evaluate (oracle): {summary_line(result).split(': ', 1)[1]} "
-          f"(report {experiment.output('evaluation') / 'report.md'})")
-    missing = [t for t in tasks.TASKS.values() if not t.available]
-    if missing:
-        print("not in this version yet: " + "; ".join(f"{t.name} ({t.arrives_with})" for t in missing))
-    print(f"done in {time.perf_counter() - started:.1f} s; config {experiment.config_path}, "
-          f"log {experiment.log_path}")
+    print(f"label:             {pipeline['instances']} instances -> {instances}")
+    report = experiment.output("evaluation")
+    result = evaluate_with_config(config.evaluation, [instances], [gt_path], report)
+    print(f"evaluate:          {summary_line(result).split(': ', 1)[1]} (FlyLight clDice metrics; the network "
+          f"was trained on this crop)")
+    if oracle is not None and oracle["ok"]:
+        checked = evaluate_with_config(config.evaluation, [oracle["output"]], [gt_path], oracle_dir / "evaluation",
+                                       write_images=False)
+        seconds = sum(float(s.get("seconds", 0.0)) for s in oracle["stages"].values())
+        print(f"assembly check:    the same vote -> agglomerate -> paint on oracle patches (the ground truth made "
+              f"into patches, what a perfect network predicts): {oracle['instances']} instances, "
+              f"{summary_line(checked).split(': ', 1)[1]} ({seconds:.1f} s)")
+    print("where to look:")
+    print(f"  prediction       {pipeline['prediction']} (numinst, patches: uint8 = probability x 255)")
+    print(f"  instances        {instances} (OME-Zarr labels, one channel per overlapping instance)")
+    print(f"  report           {report / 'report.md'}")
+    print(f"  config, log      {experiment.config_path}, {experiment.log_path}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
