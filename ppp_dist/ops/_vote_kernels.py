@@ -86,6 +86,22 @@ def member_voter_lists(vm_ptr, vm_mem, n_members):
     return ptr, voter, index
 
 
+@njit(cache=True)
+def rows_with_voters(rows, mv_ptr, mv_voter, vkind, flag):
+    """The members of ``rows`` (same order) with at least one voting (vkind > 0) flagged voter."""
+    out = np.empty(len(rows), dtype=np.int64)
+    n = 0
+    for r in range(len(rows)):
+        u = rows[r]
+        for q in range(mv_ptr[u], mv_ptr[u + 1]):
+            vi = mv_voter[q]
+            if flag[vi] and vkind[vi] > 0:
+                out[n] = u
+                n += 1
+                break
+    return out[:n]
+
+
 @njit(parallel=True, cache=True)
 def window_row_starts(vm_ptr, vm_pos, row_len, n_rows):
     """(N, n_rows + 1) int32: index into vm_pos of each voter's first member in window row z * py + y
@@ -290,14 +306,15 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
 
 @njit(parallel=True, cache=True)
 def drop_contradicted(cands, cand_mem, vrows, vm_ptr, vm_pos, vm_mem, coords, h2, lut, lstr, cons, cnt, th, diff_hi,
-                      out):
+                      out, dirty):
     """Refinement of the patch rows by a first consensus (consensus.agreeing_rows).
 
     For every candidate patch (centred on member cand_mem[i]) and every member u of its window other
     than the centre: if the consensus of (centre, u) exists and contradicts the patch's claim about u
     (value > th, i.e. "u is my instance", but consensus < 0; or value < diff_hi, "u is not", but
-    consensus > 0), out[patch, position of u] = NaN. NaN takes part in no vote: every vote test
-    (> th, < diff_hi) is False for it. One prange iteration per patch row (no shared writes)."""
+    consensus > 0), out[patch, position of u] = NaN and dirty[patch] = True. NaN takes part in no vote:
+    every vote test (> th, < diff_hi) is False for it. One prange iteration per patch row (no shared
+    writes)."""
     for i in prange(len(cands)):
         vi = cands[i]
         c = cand_mem[i]
@@ -325,3 +342,4 @@ def drop_contradicted(cands, cand_mem, vrows, vm_ptr, vm_pos, vm_mem, coords, h2
             a = vrows[vi, e]
             if (a > th and v < 0.0) or (a < diff_hi and v > 0.0):
                 out[vi, e] = np.nan
+                dirty[vi] = True

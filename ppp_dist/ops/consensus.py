@@ -16,8 +16,9 @@ on a voxel the consensus calls different from the centre, or < the "different" b
 calls the same, takes part in no vote; ``agreeing_rows``). A wrong entry of one patch otherwise casts
 "different"/"same" votes on every pair it forms: on pairs across a crossing, that only fallback
 patches see, one such *primary* vote overrode all the (correct) fallback votes; with oracle patches
-nothing is dropped and the result is bit-identical to one pass. Cost: a second consensus pass and one
-copy of the patch rows (4 * P * N_fg bytes) while it runs; input halo 4h instead of 2h.
+nothing is dropped and the result is bit-identical to one pass. Cost: the rows within 2h of the
+computed ones (columns within h) and one copy of the patch rows (4 * P * N_fg bytes) while it runs; the
+second pass recomputes only rows that a voter with a dropped entry votes on; input halo 4h instead of 2h.
 
 Storage: one row per member voxel u and one column per lexicographically positive offset d with
 |d_i| <= ps_i - 1, for the pair (u, u + d): mean vote (float32, in [-1, 1]) and vote count (int16,
@@ -158,16 +159,23 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
         _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h, no_rows)
         return Consensus(values, counts, th, rule, different_rule)
     # pass 1 on every row that a checked entry reads: pairs (centre, u) with the centre within h of an
-    # owned member and u within h of the centre, stored in the row of the first of the two (within 2h);
-    # only offsets within h (43% of the columns for 7^3 patches) are read, so only those are computed
-    pz, py, px = field.patch_shape
-    row_starts = _k.window_row_starts(field.vm_ptr, field.vm_pos, px, pz * py)
-    _k.consensus_rows(_rows_within(field, rows, 2), *args, field.vrows, *tail, h, row_starts)
-    del row_starts
-    refined = agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
-    values.fill(0.0)
-    counts.fill(0)
-    _k.consensus_rows(rows, *args, refined, *tail, 2 * h, no_rows)
+    # owned member and u within h of the centre, stored in the row of the first of the two (within 2h).
+    # The owned rows get every column (pass 2 keeps them where no voter changed); the ring around them
+    # only the offsets within h that the refinement reads (43% of the columns for 7^3 patches)
+    ring = np.setdiff1d(_rows_within(field, rows, 2), rows, assume_unique=True)
+    _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h, no_rows)
+    if len(ring):
+        pz, py, px = field.patch_shape
+        row_starts = _k.window_row_starts(field.vm_ptr, field.vm_pos, px, pz * py)
+        _k.consensus_rows(ring, *args, field.vrows, *tail, h, row_starts)
+        del row_starts
+    refined, dirty = _agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
+    values[ring] = 0.0
+    counts[ring] = 0
+    # pass 2 recomputes only the rows with a voter that lost an entry: every other row would get the
+    # same votes in the same order, i.e. the same bytes (oracle patches lose none)
+    redo = _k.rows_with_voters(rows, args[0], args[1], vkind, dirty)
+    _k.consensus_rows(redo, *args, refined, *tail, 2 * h, no_rows)
     return Consensus(values, counts, th, rule, different_rule)
 
 
@@ -179,13 +187,19 @@ def agreeing_rows(field: PatchField, consensus: Consensus) -> np.ndarray:
     False). Pairs without consensus and the centre entry are kept; fallback (overlap-centred) patches
     have no consensus row at their centre and are kept whole. Only for the consensus: the other steps
     read the patches themselves (scores measure the raw patch against the consensus)."""
+    return _agreeing_rows(field, consensus)[0]
+
+
+def _agreeing_rows(field: PatchField, consensus: Consensus) -> tuple[np.ndarray, np.ndarray]:
+    """``agreeing_rows`` and a bool per voter: True where at least one entry was dropped."""
     diff_hi, _, _ = vote_parameters(consensus.threshold, consensus.rule, consensus.different_rule)
     out = field.vrows.copy()
+    dirty = np.zeros(len(field.vrows), dtype=np.bool_)
     cand_mem = field.mem_pad[field.voter_pflat[field.candidates]].astype(np.int64)
     coords, h2, lut, lstr, values, counts = lookup_args(field, consensus)
     _k.drop_contradicted(field.candidates, cand_mem, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem, coords,
-                         h2, lut, lstr, values, counts, consensus.threshold, diff_hi, out)
-    return out
+                         h2, lut, lstr, values, counts, consensus.threshold, diff_hi, out, dirty)
+    return out, dirty
 
 
 def compute_scores(field: PatchField, consensus: Consensus) -> np.ndarray:
