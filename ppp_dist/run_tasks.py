@@ -518,6 +518,10 @@ def _train(ctx: TaskContext) -> None:
     from ppp_dist.learning.train import run_train
 
     summary = run_train(ctx.config, ctx.experiment.path)
+    if summary["iterations_run"] == 0:
+        print(f"train: done already, {summary['iterations']} iterations "
+              f"(max_iterations {ctx.config.training.max_iterations}), checkpoint {summary['checkpoint']}")
+        return
     print(f"train: {summary['iterations']} iterations ({summary['iterations_run']} now, "
           f"{summary['it_per_s']:.2f} it/s), final loss {summary['final_loss']:.4f}, "
           f"checkpoint {summary['checkpoint']}")

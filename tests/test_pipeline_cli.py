@@ -55,6 +55,12 @@ def test_chain_train_predict_label_postprocess_evaluate(tmp_path, sample, capsys
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"{exp}/instances.zarr/instances" in out
+    # train resumed with nothing left to do says so (it printed "final loss nan")
+    code = main(["train", "--exp", str(exp)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"train: done already, 6 iterations (max_iterations 6), checkpoint {exp}/train/checkpoint_6.pt" in out
+    assert "nan" not in out
 
 
 def test_predict_label_chain_runs_on_the_workers_and_fused_stores_no_patches(tmp_path, sample, capsys):
