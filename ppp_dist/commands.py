@@ -108,7 +108,7 @@ def status(args: argparse.Namespace) -> int:
     print(f"  config   {saved} (input: {config.data.input or '-'}, patches {config.model.patch_shape})")
     outputs = sorted(p.name for p in path.iterdir() if p.suffix in (".zarr", ".sqlite", ".csv", ".json", ".md"))
     print(f"  outputs  {', '.join(outputs) if outputs else 'none yet'}")
-    from ppp_dist.run_tasks import INSTANCES, POSTPROCESSED, PREDICTION
+    from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION
 
     checkpoints = sorted((path / "train").glob("checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[-1]))
     produced = {

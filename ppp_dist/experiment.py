@@ -19,6 +19,10 @@ from ppp_dist.errors import ConfigError, StorageError
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.toml"
+# fixed output names inside an experiment folder (ppp_dist.run_tasks: how tasks pass them on)
+PREDICTION = "prediction.zarr"
+INSTANCES = "instances.zarr"
+POSTPROCESSED = "postprocessed.zarr"
 ID_NAME = "experiment_id"  # a random id written once; the run database records it (one database, one run)
 
 

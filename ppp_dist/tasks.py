@@ -32,6 +32,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("visualize", "PNG patch mosaics (predicted vs ground truth) and max projections", True),
 )}
 
+#: the tasks whose output a task reads when they run before it in the same chain (else it reads --input)
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "decode": ("predict",), "label": ("predict", "decode"), "postprocess": ("label",),
+    "evaluate": ("label", "postprocess"), "visualize": ("predict", "decode"),
+}
+
 GROUPS: dict[str, tuple[str, ...]] = {
     "infer": ("predict", "decode", "label", "evaluate"),
     "all": ("train", "validate", "predict", "decode", "label", "postprocess", "evaluate"),

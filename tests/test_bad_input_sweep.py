@@ -229,7 +229,7 @@ def read_only_root(tmp, data, request):
 
 def too_large_to_scan(tmp, data, request):
     """As if the prediction were larger than the pre-run NaN scan reads (16 GiB): the vote blocks find the NaN."""
-    request.getfixturevalue("monkeypatch").setattr("ppp_dist.run_tasks.PREDICTION_SCAN_LIMIT", 0)
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.preflight.PREDICTION_SCAN_LIMIT", 0)
 
 
 def short_connect_timeout(tmp, data, request):

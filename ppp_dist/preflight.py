@@ -1,0 +1,419 @@
+"""Preflight: every check of a task chain that can be made before anything is written.
+
+``ppp-dist`` commands run it before they create or change an experiment folder (``run_tasks.run_tasks``):
+config, inputs and their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph
+database and the scheduler, so a mistake ends in one sentence with exit code 2 and leaves no experiment
+folder, no partial array and no changed output behind (``tests/test_bad_input_sweep.py``,
+``docs/errors.md``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from ppp_dist import tasks
+from ppp_dist.config import PipelineConfig
+from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError, SchedulerError,
+                             StorageError)
+from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION, experiment_id
+
+_NEEDS = {"decode": "a prediction group with codes", "label": "a prediction group (patches + numinst)",
+          "postprocess": "instance labels", "evaluate": "predicted labels", "visualize": "a prediction group"}
+PREDICTION_SCAN_LIMIT = 2 ** 34  # float predictions above 16 GiB are not scanned before the run: the blocks check
+_NAN_IN_PREDICTION = ("predict it again (check the raw volume for NaN) or replace the values; label cannot vote "
+                      "with them")
+
+
+class Preflight:
+    """Every check that can be made before anything is written: inputs, shapes, checkpoints, outputs,
+    database and scheduler of a task chain. ``run`` raises the first problem as a PppDistError (one sentence,
+    exit code 2) and writes nothing, so a mistake never leaves a half-made experiment folder behind.
+
+    It follows the volumes through the chain: ``spatial`` is the (Z, Y, X) shape the chain works on, taken
+    from the first input, so that e.g. the ground truth of evaluate is checked against the raw volume of
+    predict before predict runs. Apart from metadata, only floating-point inputs are read, once, chunk by
+    chunk, for NaN and inf (integer volumes, the usual raw, and the default uint8 predictions cannot hold them);
+    checkpoints are loaded last, after every cheaper check passed.
+    """
+
+    def __init__(self, order: tuple[str, ...], config: PipelineConfig, explicit_input: str | None,
+                 exp_dir: Path | None) -> None:
+        self.order, self.config, self.explicit_input, self.exp_dir = order, config, explicit_input, exp_dir
+        self.spatial: tuple[int, ...] | None = None
+        self.spatial_from = ""
+        self.later: list[Callable[[], None]] = []  # the slow checks (loading checkpoints), after all others
+
+    def run(self) -> None:
+        self._required()
+        for task in self.order:
+            getattr(self, f"_{task}")()
+        for check in self.later:
+            check()
+
+    # -- what every chain needs
+
+    def _required(self) -> None:
+        config, first = self.config, self.order[0]
+        for task, key in (("train", "train_data"), ("validate", "val_data")):
+            if task in self.order and not getattr(config.data, key):
+                raise ConfigError(f"{task} needs samples: set [data] {key} to zarr groups or folders of them")
+        if "cross_validate" in self.order and not all(getattr(config.data, k) for k in config.data.cross_val_folds):
+            raise ConfigError("cross_validate needs both folds: set [data] "
+                              + " and ".join(config.data.cross_val_folds))
+        if first in _NEEDS and not (self.explicit_input or config.data.input or self.exp_dir is not None):
+            raise ConfigError(f"{first} needs {_NEEDS[first]}: pass --input PATH.zarr[/KEY], or --exp an "
+                              "experiment that holds it")
+        if "predict" in self.order and not (self.explicit_input or config.data.input):
+            raise ConfigError("predict needs a raw volume: pass --input PATH.zarr/KEY or set [data] input")
+        if "evaluate" in self.order and not config.data.ground_truth:
+            raise ConfigError("evaluate needs the ground truth: pass --gt GT.zarr/KEY or set [data] ground_truth")
+
+    def _input_of(self, task: str, produced: str) -> str | None:
+        """The input ``TaskContext.upstream`` will give ``task``; None when a task of this chain makes it."""
+        if any(t in self.order for t in tasks.UPSTREAM[task]):
+            return None
+        if self.explicit_input:
+            return self.explicit_input
+        if self.exp_dir is not None and (self.exp_dir / produced).exists():
+            return str(self.exp_dir / produced)
+        if self.config.data.input:
+            return self.config.data.input
+        where = f"{self.exp_dir} holds none" if self.exp_dir is not None else "nothing was given"
+        raise ConfigError(f"{task} needs {_NEEDS[task]} ({where}): pass --input PATH.zarr[/KEY], or run the "
+                          "upstream task in the same command")
+
+    def _same_space(self, spatial: tuple[int, ...], what: str) -> None:
+        spatial = tuple(int(s) for s in spatial)
+        if self.spatial is not None and spatial != self.spatial:
+            raise InputDataError(f"{what} has spatial shape {spatial} but {self.spatial_from} has {self.spatial}; "
+                                 "they must cover the same voxels")
+        if self.spatial is None:
+            self.spatial, self.spatial_from = spatial, what
+
+    def _output(self, name: str, what: str) -> None:
+        """StorageError if ``what`` cannot be written to ``<experiment>/name`` (checked when resuming)."""
+        if self.exp_dir is None:
+            return
+        path = self.exp_dir / name
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"cannot write {what} {path}: a file of that name is in the way; move it away or "
+                               "start a new experiment with --root")
+        probe = path if path.exists() else self.exp_dir
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write {what} {path}: {probe} is read-only; fix its permissions or start "
+                               "a new experiment with --root")
+
+    # -- inputs
+
+    def _samples(self, key: str) -> None:
+        """Each sample of ``[data] key``: raw and ground truth present, matching, non-empty, finite."""
+        from ppp_dist.io import volumes
+        from ppp_dist.learning.sampling import list_sample_paths
+
+        data = self.config.data
+        for path in list_sample_paths(getattr(data, key), key):
+            raw_spec, gt_spec = f"{path}/{data.raw_key}", f"{path}/{data.gt_key}"
+            raw, gt = volumes.open_array(raw_spec), volumes.open_array(gt_spec)
+            if raw.ndim not in (3, 4) or gt.ndim not in (3, 4):
+                raise InputDataError(f"{raw_spec} and {gt_spec} must be (C, Z, Y, X) or (Z, Y, X) arrays; got "
+                                     f"shapes {raw.shape} and {gt.shape}")
+            volumes.check_not_empty(raw, raw_spec)
+            if tuple(gt.shape[-3:]) != tuple(raw.shape[-3:]):
+                raise InputDataError(f"{gt_spec} has spatial shape {tuple(gt.shape[-3:])} but the raw {raw_spec} "
+                                     f"has {tuple(raw.shape[-3:])}; they must cover the same voxels")
+            channels = 1 if raw.ndim == 3 else int(raw.shape[0])
+            if channels != data.num_channels:
+                raise InputDataError(f"{raw_spec} has {channels} channels but [data] num_channels = "
+                                     f"{data.num_channels}; set num_channels or give the right samples")
+            if gt.dtype.kind not in "ui":
+                raise InputDataError(f"{gt_spec} must hold integer instance ids, got dtype {gt.dtype}")
+            volumes.check_finite(raw, raw_spec, f"replace them (e.g. with 0) before {key.split('_')[0]}ing")
+
+    def _raw(self, spec: str) -> int:
+        """The raw volume of predict; returns its channel count."""
+        from ppp_dist.io import volumes
+
+        arr = volumes.open_array(spec)
+        if arr.ndim not in (3, 4):
+            raise InputDataError(f"{spec} has {arr.ndim} dimensions with shape {arr.shape}; predict needs a "
+                                 "(C, Z, Y, X) or (Z, Y, X) raw volume")
+        channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+        if channels != self.config.data.num_channels:
+            raise InputDataError(f"{spec} has {channels} channels but [data] num_channels = "
+                                 f"{self.config.data.num_channels}; set num_channels or give the right volume")
+        volumes.check_not_empty(arr, spec)
+        self._same_space(arr.shape[-3:], f"the raw volume {spec}")
+        volumes.check_finite(arr, spec, "replace them (e.g. with 0) before predict: the network turns them into "
+                                        "NaN predictions")
+        return channels
+
+    def _prediction_group(self, group: str, task: str) -> None:
+        """A prediction group (patches + numinst/fg) that label or visualize reads."""
+        from ppp_dist.io import volumes
+        from ppp_dist.pipeline.settings import check_prediction, prediction_arrays
+
+        group = group.rstrip("/")
+        volumes.open_group(group)
+        store, key = volumes.parse_array_path(group)
+        names = [n[len(key) + 1:] if key else n for n in volumes.list_arrays(store)
+                 if not key or n.startswith(key + "/")]
+        if "patches" not in names and "codes" in names:
+            raise InputDataError(f"{group} holds codes but no patches; run decode first (ppp-dist decode), then {task}")
+        if "patches" not in names:
+            held = ", ".join(names) or "no arrays"
+            raise InputDataError(f"{group} is not a prediction group: it holds {held} but no patches; give the group "
+                                 f"predict wrote (e.g. EXPERIMENT/{PREDICTION})")
+        patches_path, numinst_path = prediction_arrays(group)
+        patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
+        spatial = check_prediction(patches, numinst, self.config.model.patch_shape, group)
+        volumes.check_not_empty(patches, patches_path)
+        self._same_space(spatial, f"the prediction {group}")
+        for arr, path in ((patches, patches_path), (numinst, numinst_path)):
+            volumes.check_finite(arr, path, _NAN_IN_PREDICTION, limit_bytes=PREDICTION_SCAN_LIMIT)
+
+    def _labels(self, spec: str) -> tuple[int, ...]:
+        """A label array as evaluate reads it (``evaluate._Labels``); returns its (Z, Y, X) shape."""
+        from ppp_dist.io import volumes
+
+        arr = volumes.open_array(spec)
+        if arr.dtype.kind not in "uib":
+            raise InputDataError(f"{spec}: labels must have an integer dtype, got {arr.dtype}")
+        n_spatial = volumes.spatial_ndim(arr)
+        if n_spatial not in (2, 3) or arr.ndim - n_spatial not in (0, 1):
+            raise InputDataError(f"{spec}: labels must be (Y, X), (Z, Y, X) or (K, Z, Y, X) (or a 2D stack (K, Y, X) "
+                                 f"with OME axes); got shape {arr.shape}")
+        volumes.check_not_empty(arr, spec)
+        spatial = tuple(int(s) for s in arr.shape[arr.ndim - n_spatial:])
+        return (1, *spatial) if n_spatial == 2 else spatial
+
+    def _checkpoint(self, task: str, channels: int) -> None:
+        """The checkpoint predict/decode will load: there, readable, of the network [model] describes."""
+        if "train" in self.order:
+            return
+        which = self.config.prediction.checkpoint
+        explicit = isinstance(which, str) and which not in ("last", "best")
+        if self.exp_dir is None and not explicit:
+            raise CheckpointError(f"{task} needs a trained network but a new experiment (--root) has no "
+                                  "checkpoints; add train to the tasks, resume an experiment that has them (--exp "
+                                  "DIR), or set prediction.checkpoint to a checkpoint file")
+        train_dir = Path(self.exp_dir or ".") / "train"
+        if explicit and not Path(which).is_file():
+            raise CheckpointError(f"checkpoint {which} does not exist; give 'last', an iteration number or a file")
+        found = _checkpoint_files(train_dir)
+        if not explicit and not found:
+            raise CheckpointError(f"{task} needs a trained network but {train_dir} holds no "
+                                  "checkpoint_<iteration>.pt; train first or set prediction.checkpoint to a file")
+        if isinstance(which, int) and which not in found:
+            raise CheckpointError(f"no checkpoint for iteration {which} in {train_dir} (found "
+                                  f"{', '.join(map(str, sorted(found)))}); set prediction.checkpoint to one of them or "
+                                  "'last'")
+
+        def check() -> None:
+            from ppp_dist.model import resolve_checkpoint
+
+            if which == "best" and "validate" in self.order:
+                return  # validate chooses it
+            self._load_checkpoint(resolve_checkpoint(Path(self.exp_dir or "."), which), channels)
+        self.later.append(check)
+
+    def _load_checkpoint(self, path: Path | str, channels: int) -> None:
+        from ppp_dist.model import architecture, check_compatible, read_checkpoint
+
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as err:
+            if err.__cause__ is None:  # torch read it, but it is not ppp_dist's
+                raise CheckpointError(f"{err}; give a checkpoint_<iteration>.pt written by ppp-dist train") from err
+            cause: BaseException = err
+        except Exception as err:  # torch's unpickler raises anything (IndexError, KeyError, ...) on other files
+            cause = err
+        else:
+            check_compatible(state, architecture(self.config.model, channels), path)
+            return
+        raise CheckpointError(f"cannot read checkpoint {path}: torch cannot load it (not a checkpoint, or a damaged "
+                              "one); give a checkpoint_<iteration>.pt written by ppp-dist train") from cause
+
+    # -- one method per task
+
+    def _train(self) -> None:
+        self._samples("train_data")
+        if self.config.data.val_data and self.config.training.validate_every:
+            self._samples("val_data")
+        self._output("train", "checkpoints into")
+        init = self.config.training.init_checkpoint
+        resuming = self.exp_dir is not None and any((self.exp_dir / "train").glob("checkpoint_*.pt"))
+        if init and not resuming:  # train starts from it
+            if not Path(init).is_file():
+                raise CheckpointError(f"[training] init_checkpoint {init} does not exist; give a checkpoint file "
+                                      "or leave it empty to start from random weights")
+            self.later.append(lambda: self._load_checkpoint(init, self.config.data.num_channels))
+
+    def _validate(self) -> None:
+        self._samples("val_data")
+        self._checkpoints("validate")
+        self._output("val", "validation results into")
+
+    def _cross_validate(self) -> None:
+        for key in self.config.data.cross_val_folds:
+            self._samples(key)
+        self._checkpoints("cross_validate")
+        self._output("cv", "cross-validation results into")
+
+    def _checkpoints(self, task: str) -> None:
+        if "train" in self.order:
+            return
+        if self.exp_dir is None:
+            raise ConfigError(f"{task} needs checkpoints but a new experiment (--root) has none; add train to the "
+                              "tasks or resume an experiment that has them (--exp DIR)")
+        found = _checkpoint_files(self.exp_dir / "train")
+        wanted = list(self.config.validation.checkpoints) or sorted(found)
+        missing = [c for c in wanted if c not in found]
+        if not wanted or missing:
+            raise ConfigError(f"{task} needs checkpoints in {self.exp_dir / 'train'}: "
+                              + (f"no checkpoint for iteration(s) {missing} (found {sorted(found)})" if missing
+                                 else "none found; train first"))
+
+    def _predict(self) -> None:
+        spec = self.explicit_input or self.config.data.input
+        channels = self._raw(spec)
+        self._checkpoint("predict", channels)
+        self._output(PREDICTION, "the prediction")
+        if self.exp_dir is not None and not self.config.general.overwrite and (self.exp_dir / PREDICTION).is_dir():
+            from ppp_dist.io import volumes
+
+            for name in volumes.list_arrays(self.exp_dir / PREDICTION):
+                old = volumes.open_array(f"{self.exp_dir / PREDICTION}/{name}")
+                if tuple(old.shape[-3:]) != self.spatial:
+                    raise StorageError(f"{self.exp_dir / PREDICTION}/{name} holds the prediction of a volume of "
+                                       f"shape {tuple(old.shape[-3:])}, not of {spec} {self.spatial}; pass --set "
+                                       "general.overwrite=true to replace it, or start a new experiment with --root")
+
+    def _decode(self) -> None:
+        from ppp_dist.io import volumes
+
+        if self.config.model.head != "codes":
+            raise ConfigError("decode needs [model] head = 'codes' (ppp+dec); with head = 'patches' the prediction "
+                              "holds patches already")
+        group = self._input_of("decode", PREDICTION)
+        if group is not None:
+            group = group.rstrip("/")
+            volumes.open_group(group)
+            store, key = volumes.parse_array_path(group)
+            codes = f"{key}/codes" if key else "codes"
+            if codes not in volumes.list_arrays(store):
+                raise InputDataError(f"{group} holds no 'codes' array; decode needs the prediction of a ppp+dec "
+                                     "network (run predict with [model] head = 'codes')")
+            arr = volumes.open_array(f"{group}/codes")
+            volumes.check_not_empty(arr, f"{group}/codes")
+            self._same_space(arr.shape[-3:], f"the prediction {group}")
+        self._checkpoint("decode", self.config.data.num_channels)
+        self._output(PREDICTION, "patches into")
+
+    def _label(self) -> None:
+        group = self._input_of("label", PREDICTION)
+        if group is not None:
+            self._prediction_group(group, "label")
+        self._output(INSTANCES, "the instances")
+        if self.config.vote.blockwise:
+            from ppp_dist.pipeline.settings import AssemblySettings
+
+            AssemblySettings.from_config(self.config)  # settings that only the blockwise label refuses
+            self._database()
+            if self.config.cluster.kind == "scheduler":
+                check_scheduler(self.config.cluster.scheduler_address)
+
+    def _postprocess(self) -> None:
+        from ppp_dist.io import volumes
+        from ppp_dist.label import INSTANCES_KEY
+
+        spec = self._input_of("postprocess", f"{INSTANCES}/{INSTANCES_KEY}")
+        if spec is not None:
+            arr = volumes.open_array(spec)
+            if arr.ndim != 4:
+                raise InputDataError(f"{spec} has shape {arr.shape}; postprocess needs instance channels (K, Z, Y, X)")
+            if arr.dtype.kind not in "ui":
+                raise InputDataError(f"{spec} has dtype {arr.dtype}; postprocess needs integer instance labels")
+            volumes.check_not_empty(arr, spec)
+            self._same_space(arr.shape[-3:], f"the instances {spec}")
+        self._output(POSTPROCESSED, "the postprocessed instances")
+
+    def _evaluate(self) -> None:
+        from ppp_dist.label import INSTANCES_KEY
+
+        produced = f"{POSTPROCESSED}/{INSTANCES_KEY}"
+        if self.exp_dir is None or (not (self.exp_dir / produced).exists() and "postprocess" not in self.order):
+            produced = f"{INSTANCES}/{INSTANCES_KEY}"
+        spec = self._input_of("evaluate", produced)
+        gt = self.config.data.ground_truth
+        gt_spatial = self._labels(gt)
+        if spec is not None:
+            self._same_space(self._labels(spec), f"the predicted labels {spec}")
+        self._same_space(gt_spatial, f"the ground truth {gt}")
+        self._output("evaluation", "the evaluation report into")
+
+    def _visualize(self) -> None:
+        group = self._input_of("visualize", PREDICTION)
+        if group is not None:
+            self._prediction_group(group, "visualize")
+        self._output("visualize", "the pictures into")
+
+    def _database(self) -> None:
+        """The graph database of blockwise label: reachable, ppp_dist's schema, not another run's."""
+        from ppp_dist.io.database import OWNER_ID, OWNER_PATH, foreign_owner_message, inspect_database
+
+        db = self.config.database
+        if db.backend == "sqlite" and not db.path and self.exp_dir is None:
+            return  # a new graph.sqlite inside the new experiment folder
+        where, meta = inspect_database(db, self.exp_dir)
+        owner = meta.get(OWNER_ID)
+        mine = experiment_id(self.exp_dir, create=False) if self.exp_dir is not None else ""
+        if owner and owner != mine:
+            raise DatabaseError(foreign_owner_message(where, meta.get(OWNER_PATH, "?")))
+
+
+def _checkpoint_files(train_dir: Path) -> dict[int, Path]:
+    """``{iteration: path}`` of the ``checkpoint_<iteration>.pt`` files in ``train_dir`` (without importing torch)."""
+    return {int(m.group(1)): p for p in Path(train_dir).glob("checkpoint_*.pt")
+            if (m := re.match(r"^checkpoint_(\d+)\.pt$", p.name))}
+
+
+def check_scheduler(address: str) -> None:
+    """SchedulerError unless a dask scheduler listens at ``address`` (tcp:// or tls://; others are left to dask).
+
+    Like ``distributed.Client``, it keeps trying for ``ppp_dist.cluster.CONNECT_TIMEOUT_S``, so a scheduler
+    that is still starting is found; each try opens and closes one TCP connection.
+    """
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from ppp_dist import cluster
+
+    text = address.strip() if "://" in address else f"tcp://{address.strip()}"
+    try:
+        parts = urlsplit(text)
+        host, port, scheme = parts.hostname, parts.port, parts.scheme
+    except ValueError:
+        host, port, scheme = None, None, "tcp"
+    if scheme not in ("tcp", "tls"):
+        return
+    if not host:
+        raise SchedulerError(f"{address!r} is not a scheduler address; give --scheduler tcp://HOST:PORT, e.g. "
+                             "tcp://127.0.0.1:8786")
+    timeout = float(cluster.CONNECT_TIMEOUT_S)
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while True:
+        try:
+            socket.create_connection((host, port or 8786), timeout=max(0.1, deadline - time.monotonic())).close()
+            return
+        except OSError as err:
+            if time.monotonic() + delay >= deadline:
+                reason = err.strerror or str(err) or type(err).__name__
+                raise SchedulerError(f"cannot reach the dask scheduler at {address} ({reason}, for {timeout:g} s); "
+                                     "start it (dask scheduler) or fix --scheduler / [cluster] scheduler_address"
+                                     ) from err
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
