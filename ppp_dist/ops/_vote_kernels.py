@@ -250,15 +250,16 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
     A pair (u, w) of the patch's window is a "same" vote when both values are > th (adds the pair's
     consensus) and a "different" vote when one is > th and the other < diff_hi (subtracts it); the
     vote kinds of _vote, without its magnitudes (the score does not use them). Pairs in window order;
-    a "low" entry is only paired with the "high" entries after it (low-low pairs cast no vote)."""
+    a "low" entry is only paired with the "high" entries after it (low-low pairs cast no vote). Pairs
+    without votes add 0 (their consensus is 0) and are not counted: no branch in the inner loops."""
     for i in prange(len(cands)):
         vi = cands[i]
         p0 = vm_ptr[vi]
         m = vm_ptr[vi + 1] - p0
         vote = np.empty(m, dtype=np.int64)  # listed entries with a value > th or < diff_hi, in order
-        high = np.empty(m, dtype=np.int64)  # those > th
-        is_high = np.empty(m, dtype=np.bool_)
-        next_high = np.empty(m, dtype=np.int64)  # per vote entry: first index into high after it
+        sign = np.empty(m, dtype=np.float64)  # +1 for those > th, -1 for the others
+        high_base = np.empty(m, dtype=np.int64)  # col_base of the entries > th, in order
+        next_high = np.empty(m, dtype=np.int64)  # per vote entry: first index into high_base after it
         col_base = np.empty(m, dtype=np.int64)
         nv = 0
         nh = 0
@@ -267,15 +268,15 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
             v = vrows[vi, e]
             if v > th:
                 vote[nv] = k
-                is_high[nv] = True
+                sign[nv] = 1.0
                 col_base[nv] = base[e]
-                nv += 1
-                high[nh] = nv - 1
+                high_base[nh] = base[e]
                 nh += 1
-                next_high[nv - 1] = nh  # the entry itself is high: the next high one comes after it
+                next_high[nv] = nh  # the entry itself is high: the next high one comes after it
+                nv += 1
             elif v < diff_hi:
                 vote[nv] = k
-                is_high[nv] = False
+                sign[nv] = -1.0
                 col_base[nv] = base[e]
                 next_high[nv] = nh
                 nv += 1
@@ -284,23 +285,16 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
         for a in range(nv):
             u = vm_mem[p0 + vote[a]]
             bu = col_base[a] - centre
-            if is_high[a]:
+            if sign[a] > 0.0:
                 for b in range(a + 1, nv):
                     col = lut[col_base[b] - bu]
-                    if cnt[u, col] == 0:
-                        continue
-                    if is_high[b]:
-                        acc += cons[u, col]
-                    else:
-                        acc -= cons[u, col]
-                    n += 1
+                    acc += sign[b] * cons[u, col]
+                    n += cnt[u, col] != 0
             else:
                 for q in range(next_high[a], nh):
-                    col = lut[col_base[high[q]] - bu]
-                    if cnt[u, col] == 0:
-                        continue
+                    col = lut[high_base[q] - bu]
                     acc -= cons[u, col]
-                    n += 1
+                    n += cnt[u, col] != 0
         out[i] = acc / n if n > 0 else 0.0
 
 
