@@ -86,6 +86,57 @@ def member_voter_lists(vm_ptr, vm_mem, n_members):
     return ptr, voter, index
 
 
+@njit(cache=True, inline="always")
+def _in_support(vi, k, c, vrows, vm_pos, vm_mem, th, agree, coords, h2, lut, lstr, cons, cnt):
+    """Is listed entry k of voter vi (centred on member c, -1 if none) in its support: value > th and,
+    with ``agree``, the member is the centre or its consensus with the centre is known and positive."""
+    if not vrows[vi, vm_pos[k]] > th:
+        return False
+    if not agree:
+        return True
+    u = vm_mem[k]
+    if u == c:
+        return True
+    if c < 0:
+        return False
+    first = c
+    d0 = coords[u, 0] - coords[c, 0]
+    d1 = coords[u, 1] - coords[c, 1]
+    d2 = coords[u, 2] - coords[c, 2]
+    if u < c:
+        first = u
+        d0 = -d0
+        d1 = -d1
+        d2 = -d2
+    col = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
+    return cnt[first, col] != 0 and cons[first, col] > 0.0
+
+
+@njit(parallel=True, cache=True)
+def support_lists(voters, centres, vrows, vm_ptr, vm_pos, vm_mem, th, agree, coords, h2, lut, lstr, cons, cnt):
+    """CSR (ptr, member indices in window order) of the supports of ``voters`` (``_in_support``);
+    members are numbered in C order, so the smaller index is the first of a pair."""
+    n = len(voters)
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for i in prange(n):
+        vi = voters[i]
+        k_n = 0
+        for k in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            if _in_support(vi, k, centres[i], vrows, vm_pos, vm_mem, th, agree, coords, h2, lut, lstr, cons, cnt):
+                k_n += 1
+        counts[i + 1] = k_n
+    ptr = np.cumsum(counts)
+    mem = np.empty(ptr[n], dtype=np.int64)
+    for i in prange(n):
+        vi = voters[i]
+        q = ptr[i]
+        for k in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            if _in_support(vi, k, centres[i], vrows, vm_pos, vm_mem, th, agree, coords, h2, lut, lstr, cons, cnt):
+                mem[q] = vm_mem[k]
+                q += 1
+    return ptr, mem
+
+
 @njit(cache=True)
 def rows_with_voters(rows, mv_ptr, mv_voter, vkind, flag):
     """The members of ``rows`` (same order) with at least one voting (vkind > 0) flagged voter."""

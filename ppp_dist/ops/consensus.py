@@ -219,13 +219,12 @@ def compute_scores(field: PatchField, consensus: Consensus) -> np.ndarray:
 
 def supports(field: PatchField, voter_index: np.ndarray, threshold: float):
     """CSR (ptr, member indices) of each patch's support: member voxels with patch value > threshold."""
-    starts = field.vm_ptr[voter_index]
-    lens = field.vm_ptr[voter_index + 1] - starts
-    owner = np.repeat(np.arange(len(voter_index)), lens)
-    k = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens) + np.arange(int(lens.sum()))
-    keep = field.vrows[voter_index[owner], field.vm_pos[k]] > threshold
-    ptr = np.concatenate(([0], np.cumsum(np.bincount(owner[keep], minlength=len(voter_index)))))
-    return ptr.astype(np.int64), field.vm_mem[k[keep]].astype(np.int64)
+    voter_index = np.asarray(voter_index, dtype=np.int64)
+    dummy_i = np.zeros((1, 3), dtype=np.int64)
+    return _k.support_lists(voter_index, np.full(len(voter_index), -1, dtype=np.int64), field.vrows, field.vm_ptr,
+                            field.vm_pos, field.vm_mem, float(threshold), False, dummy_i, dummy_i[0],
+                            np.zeros(1, dtype=np.int64), dummy_i[0], np.zeros((1, 1), dtype=np.float32),
+                            np.zeros((1, 1), dtype=np.int16))
 
 
 def lookup_args(field: PatchField, consensus: Consensus):

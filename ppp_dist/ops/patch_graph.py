@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppp_dist.ops import _graph_kernels as _g
+from ppp_dist.ops import _vote_kernels as _k
 from ppp_dist.ops._geometry import check_threshold
-from ppp_dist.ops.consensus import Consensus, PatchField, lookup_args, supports
+from ppp_dist.ops.consensus import Consensus, PatchField, lookup_args
 
 
 @dataclass(frozen=True)
@@ -103,23 +104,12 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
 
 def agreeing_supports(field: PatchField, consensus: Consensus, voter_index: np.ndarray, threshold: float):
     """CSR supports for the edge weights: member voxels u with patch(u) > threshold whose consensus with
-    the patch centre is positive (the centre itself always). Drops the stray voxels a noisy patch
+    the patch centre is positive (and the centre itself, if its value is > threshold). Drops the stray voxels a noisy patch
     claims against the consensus of all others; an oracle patch keeps its whole support."""
-    ptr, mem = supports(field, voter_index, threshold)
-    owner = np.repeat(np.arange(len(voter_index)), np.diff(ptr))
-    centre = field.mem_pad[field.voter_pflat[voter_index]].astype(np.int64)[owner]
-    keep = mem == centre
-    other = ~keep & (centre >= 0)
-    a, b = centre[other], mem[other]
-    first, second = np.minimum(a, b), np.maximum(a, b)
-    d = field.member_coords[second] - field.member_coords[first]
-    h2 = 2 * (np.asarray(field.patch_shape, dtype=np.int64) // 2)
-    ls = field.pairs.lut_shape
-    cols = field.pairs.lut[(d + h2) @ np.array([ls[1] * ls[2], ls[2], 1], dtype=np.int64)]
-    agree = (consensus.counts[first, cols] != 0) & (consensus.values[first, cols] > 0)
-    keep[np.flatnonzero(other)[agree]] = True
-    ptr = np.concatenate(([0], np.cumsum(np.bincount(owner[keep], minlength=len(voter_index))))).astype(np.int64)
-    return ptr, mem[keep]
+    voter_index = np.asarray(voter_index, dtype=np.int64)
+    centres = field.mem_pad[field.voter_pflat[voter_index]].astype(np.int64)
+    return _k.support_lists(voter_index, centres, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem,
+                            float(threshold), True, *lookup_args(field, consensus))
 
 
 def _box_counts(mask: np.ndarray, centres: np.ndarray, r: np.ndarray) -> np.ndarray:
