@@ -26,6 +26,7 @@ DifferentRule = Literal["less_than_threshold", "inverse_threshold", "half_thresh
 Selection = Literal["local", "greedy"]
 Partition = Literal["connected_components", "mutex_watershed"]
 OverlapVotes = Literal["fallback", "ignore"]
+Agglomeration = Literal["auto", "flat", "hierarchical"]
 Criterion = Literal["iou", "cldice"]
 Assignment = Literal["auto", "hungarian", "greedy"]
 ClusterKind = Literal["local", "scheduler", "cuda", "slurm", "lsf", "pbs"]
@@ -282,6 +283,10 @@ class VoteConfig:
     refine_consensus: bool = True  # second consensus pass without the patch entries the first contradicts
     overlap_votes: OverlapVotes = "fallback"  # patches centred on overlaps vote where no other patch does, or never
     block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
+    # union-find over the graph DB: flat = the driver streams every edge; hierarchical = a tree of dask tasks
+    # over slabs of 64 blocks on the workers, the driver merges their tables; auto = hierarchical above
+    # 20 million edges. Graphs with attractive fallback (tier-2) edges always run the two-tier union-find
+    agglomeration: Agglomeration = "auto"
 
     def problems(self) -> list[str]:
         problems = _probability("vote", cover_threshold=self.cover_threshold,

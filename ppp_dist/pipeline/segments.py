@@ -33,6 +33,7 @@ from ppp_dist.pipeline.settings import AssemblySettings
 logger = logging.getLogger(__name__)
 
 STAGE = "instances"
+HIERARCHICAL_MIN_EDGES = 20_000_000  # [vote] agglomeration = "auto": above this, the tree of tasks on the workers
 
 
 def _ranks(segments: np.ndarray) -> np.ndarray:
@@ -164,12 +165,13 @@ def _mutex_watershed(store: GraphStore, threshold: float, batch_size: int) -> tu
 
 
 def agglomerate_instances(store: GraphStore, settings: AssemblySettings, *, store_factory: Callable[[], GraphStore]
-                          | None = None, client: Any = None, hierarchical: bool = False,
+                          | None = None, client: Any = None, agglomeration: str = "flat",
                           batch_size: int = 1_000_000) -> dict[str, Any]:
     """Fragments + edges of the vote stage -> LUT fragment -> final instance id (1..n); see the module doc.
 
-    With ``hierarchical`` (and no tier-2 edge above the threshold) phase 1 runs as
-    ``ppp_dist.agglomerate.agglomerate_hierarchical`` on ``client``.
+    ``agglomeration`` ([vote] agglomeration): with "hierarchical", or "auto" and more than
+    ``HIERARCHICAL_MIN_EDGES`` edges (and no tier-2 edge above the threshold), phase 1 runs as
+    ``ppp_dist.agglomerate.agglomerate_hierarchical`` on ``client``; the result is the same.
     """
     from ppp_dist import agglomerate as agg
 
@@ -180,6 +182,10 @@ def agglomerate_instances(store: GraphStore, settings: AssemblySettings, *, stor
         method = "mutex_watershed (in memory)"
         ids, segments, extra = _mutex_watershed(store, threshold, batch_size)
     elif _tier2_attractive(store, threshold) == 0:
+        if agglomeration not in ("auto", "flat", "hierarchical"):
+            raise ValueError(f"agglomeration must be auto, flat or hierarchical; got {agglomeration!r}")
+        hierarchical = agglomeration == "hierarchical" or (
+            agglomeration == "auto" and store.db.execute("SELECT count(*) FROM edges")[0][0] > HIERARCHICAL_MIN_EDGES)
         if hierarchical and store_factory is not None:
             method = "union-find (hierarchical)"
             agg.agglomerate_hierarchical(store, store_factory, edge_threshold=threshold, client=client,

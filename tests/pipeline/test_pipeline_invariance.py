@@ -111,12 +111,20 @@ def test_tier2_edges_and_mutex_watershed(datasets, clients, tmp_path):
     np.testing.assert_array_equal(out, _reference(group, settings))
 
 
-def test_hierarchical_agglomeration(datasets, clients, tmp_path):
-    """Without overlaps there are no tier-2 edges: ppp_dist.agglomerate (here its dask tree) does phase 1."""
+@pytest.mark.parametrize("mode, min_edges, method", [
+    ("hierarchical", None, "union-find (hierarchical)"), ("flat", 0, "union-find"),
+    ("auto", 0, "union-find (hierarchical)"), ("auto", None, "union-find")])
+def test_hierarchical_agglomeration(mode, min_edges, method, datasets, clients, tmp_path, monkeypatch):
+    """Without overlaps there are no tier-2 edges: ppp_dist.agglomerate (flat, or its dask tree) does phase
+    1, as [vote] agglomeration says ("auto": the tree above HIERARCHICAL_MIN_EDGES edges); same bytes."""
+    from ppp_dist.pipeline import segments
+
+    if min_edges is not None:
+        monkeypatch.setattr(segments, "HIERARCHICAL_MIN_EDGES", min_edges)
     group = datasets("nuclei2d")
-    cfg = _config(tmp_path, (1, 11, 11), (1, 24, 48))
-    res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group, hierarchical=True)
-    assert res["stages"]["agglomerate"]["method"] == "union-find (hierarchical)"
+    cfg = _config(tmp_path, (1, 11, 11), (1, 24, 48), agglomeration=mode)
+    res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
+    assert res["stages"]["agglomerate"]["method"] == method
     out = np.asarray(open_array(res["output"])[...])
     np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
 
