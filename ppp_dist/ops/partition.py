@@ -48,15 +48,18 @@ def partition(n_nodes: int, pairs: np.ndarray, weights: np.ndarray, counts: np.n
     attractive = weights > threshold
     prio = np.abs(weights - threshold)
     if method == "connected_components":
-        # group: 0 = tier-1 attractive, 1 = tier-1 repulsive, 2 = tier-2 attractive; tier-2 repulsive unused
+        # group: 0 = tier-1 attractive, 1 = tier-1 repulsive, 2 = tier-2 attractive; tier-2 repulsive unused.
+        # Only group 2 needs an order: the unions of group 0 and the mutexes of group 1 give the same
+        # clusters (roots = smallest node) and the same mutex answers in any order
         group = np.where(tiers == 1, np.where(attractive, 0, 1), np.where(attractive, 2, 3))
         group[tiers == 0] = 3
-        key = np.where(group == 2, -prio, 0.0)
+        t2 = np.flatnonzero(group == 2)
+        order = np.concatenate([np.flatnonzero(group == 0), np.flatnonzero(group == 1),
+                                t2[np.lexsort((pairs[t2, 1], pairs[t2, 0], -prio[t2]))]])
     else:
         group = np.where(tiers == 0, 3, tiers)
-        key = -prio
-    idx = np.flatnonzero(group < 3)
-    order = idx[np.lexsort((pairs[idx, 1], pairs[idx, 0], key[idx], group[idx]))]
+        idx = np.flatnonzero(group < 3)
+        order = idx[np.lexsort((pairs[idx, 1], pairs[idx, 0], -prio[idx], group[idx]))]
     roots = _g.mutex_watershed(int(n_nodes), pairs, attractive, order.astype(np.int64))
     return relabel_roots(roots)
 
