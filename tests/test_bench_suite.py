@@ -65,17 +65,17 @@ def test_smoke_writes_markdown_and_plots(suite_run):
 def test_model_formula():
     sys.path.insert(0, str(SCRIPTS))
     try:
-        import bench_suite
+        import bench_model
     finally:
         sys.path.remove(str(SCRIPTS))
-    assert bench_suite.halo_factor(64, 22) == pytest.approx((108 / 64) ** 3)
+    assert bench_model.halo_factor(64, 22) == pytest.approx((108 / 64) ** 3)
     kw = dict(vote_read_rate=1e6, paint_read_rate=1e7, vote_halo=22, paint_halo=2, block=64, edges_per_voxel=1e-3,
               fragments_per_voxel=1e-4, agglomerate_s_per_edge=1e-6, db_write_rows_per_s=1e5)
-    one, ten = (bench_suite.extrapolate_time(1e12, n, **kw) for n in (1, 10))
+    one, ten = (bench_model.extrapolate_time(1e12, n, **kw) for n in (1, 10))
     assert one["vote_compute_h"] == pytest.approx(1e12 * (108 / 64) ** 3 / 1e6 / 3600)
     assert ten["vote_compute_h"] == pytest.approx(one["vote_compute_h"] / 10)
     assert one["db_write_h"] == ten["db_write_h"] == pytest.approx(1e12 * 1.1e-3 / 1e5 / 3600)
     assert one["agglomerate_h"] == ten["agglomerate_h"] == pytest.approx(1e12 * 1e-3 * 1e-6 / 3600)
-    slow_db = bench_suite.extrapolate_time(1e12, 100, **{**kw, "db_write_rows_per_s": 10.0})
+    slow_db = bench_model.extrapolate_time(1e12, 100, **{**kw, "db_write_rows_per_s": 10.0})
     assert slow_db["vote_h"] == slow_db["db_write_h"]  # one DB server bounds the vote stage
     assert one["total_h"] == pytest.approx(one["vote_h"] + one["agglomerate_h"] + one["paint_h"])
