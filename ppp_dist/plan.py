@@ -9,15 +9,7 @@ import numpy as np
 from ppp_dist import geometry
 from ppp_dist.config import PipelineConfig
 from ppp_dist.network_shapes import unet_output_shape
-
-
-def vote_halo(patch_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Halo (voxels per side) the vote stage reads around a block core: 11 h, h = ps // 2.
-
-    The refined consensus needs 4 h of input around the rows it computes, and the owned edges need rows
-    within 7 h of the core (selection within 4 h, scores within 6 h); docs/assembly.md derives each step.
-    """
-    return tuple(11 * (p // 2) for p in patch_shape)
+from ppp_dist.pipeline.settings import AssemblySettings, vote_halo
 
 
 def positive_offsets(patch_shape: tuple[int, ...]) -> int:
@@ -28,7 +20,7 @@ def positive_offsets(patch_shape: tuple[int, ...]) -> int:
     return (n - 1) // 2
 
 
-def vote_memory_bytes(block_shape: tuple[int, ...], patch_shape: tuple[int, ...],
+def vote_memory_bytes(block_shape: tuple[int, ...], patch_shape: tuple[int, ...], halo: tuple[int, ...],
                       foreground_fraction: float, patch_bytes: int = 1,
                       volume_shape: tuple[int, ...] | None = None) -> int:
     """Upper estimate of one vote block's peak memory.
@@ -36,7 +28,6 @@ def vote_memory_bytes(block_shape: tuple[int, ...], patch_shape: tuple[int, ...]
     patches as stored (P x V x patch_bytes) + float32 copy (4 P V) + consensus sum and count over
     foreground voxels only (8 x n_pos x fg x V), V = voxels of the block with its halo.
     """
-    halo = vote_halo(patch_shape)
     read = [b + 2 * h for b, h in zip(block_shape, halo)]
     if volume_shape is not None:  # reads are clipped at the volume border
         read = [min(r, s) for r, s in zip(read, volume_shape)]
@@ -58,6 +49,16 @@ class StagePlan:
     note: str
 
 
+def read_factor(spatial_shape: tuple[int, ...], block_shape: tuple[int, ...], halo: tuple[int, ...]) -> float:
+    """Voxels the blocks read (read boxes clipped to the volume) per voxel of the volume; the read box is a
+    product of per-axis intervals, so the sum over blocks is a product of per-axis sums."""
+    factor = 1.0
+    for size, b, h in zip(spatial_shape, block_shape, halo):
+        starts = range(0, size, b)
+        factor *= sum(min(size, s + b + h) - max(0, s - h) for s in starts) / size
+    return factor
+
+
 def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[StagePlan]:
     """Plan predict and vote/paint for a volume of ``spatial_shape`` (Z, Y, X) voxels."""
     model, vote = config.model, config.vote
@@ -75,15 +76,16 @@ def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[
     in_bytes = int(np.prod(predict_in)) * config.data.num_channels * 4
     out_bytes = int(np.prod(predict_out)) * (out_channels + model.max_num_inst + 1) * 4
     block_shape = tuple(min(b, s) for b, s in zip(vote.block_shape, spatial_shape))
-    halo = vote_halo(model.patch_shape)
+    halo = vote_halo(AssemblySettings.from_config(config))
     vote_blocks = len(geometry.tile(spatial_shape, block_shape, halo))
     return [
         StagePlan("predict", predict_blocks, predict_out, context, in_bytes + out_bytes,
                   f"network input {predict_in} -> output {predict_out}, {out_channels} "
                   f"{'patch' if model.head == 'patches' else 'code'} channels + numinst"),
         StagePlan("vote", vote_blocks, block_shape, halo,
-                  vote_memory_bytes(block_shape, model.patch_shape, 0.25, volume_shape=spatial_shape),
-                  "consensus, scores, selection, patch graph; memory assumes 25% foreground"),
+                  vote_memory_bytes(block_shape, model.patch_shape, halo, 0.25, volume_shape=spatial_shape),
+                  f"reads {read_factor(spatial_shape, block_shape, halo):.2f} voxels per voxel; consensus, scores, "
+                  "selection, patch graph; memory assumes 25% foreground"),
         StagePlan("paint", vote_blocks, block_shape, tuple(p // 2 for p in model.patch_shape),
                   int(np.prod([b + p for b, p in zip(block_shape, model.patch_shape)]))
                   * (int(np.prod(model.patch_shape)) + 8),

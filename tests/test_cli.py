@@ -110,6 +110,16 @@ def test_plan_prints_blocks_and_writes_nothing(capsys, raw_zarr):
     vote_line = next(line for line in out.splitlines() if line.startswith("vote"))
     assert vote_line.split()[1] == str(2 * 3 * 3)  # ceil(40/32) * ceil(70/32) * ceil(90/32)
     assert "(33, 33, 33)" in vote_line  # halo 11 h, h = 3
+    # voxels read per voxel: the blocks' read boxes (clipped to the volume) summed, over the volume
+    from ppp_dist import geometry
+    from ppp_dist.plan import read_factor
+
+    blocks = geometry.tile((40, 70, 90), (32, 32, 32), (33, 33, 33))
+    exact = sum(b.read_box.size for b in blocks) / (40 * 70 * 90)
+    assert read_factor((40, 70, 90), (32, 32, 32), (33, 33, 33)) == pytest.approx(exact, rel=1e-12)
+    assert f"reads {exact:.2f} voxels per voxel" in vote_line
+    # 512 = 4 blocks of 128 per axis, halo 22: read lengths 150, 172, 172, 150
+    assert read_factor((512,) * 3, (128,) * 3, (22,) * 3) == pytest.approx((644 / 512) ** 3)
     assert "nothing was written" in out
     assert sorted(p.name for p in raw_zarr.rglob("*")) == before
 
