@@ -105,6 +105,3 @@ def section_model(results: dict[str, Any], io_gbps: float | None) -> dict[str, A
     blocks = {b: {"vote": halo_factor(b, params["vote_halo"]), "paint": halo_factor(b, params["paint_halo"])}
               for b in (64, 128, 256)}
     return {"voxels": TB_VOXELS, "parameters": params, "io": io, "rows": rows, "halo_factors": blocks}
-
-
-# --- rendering --------------------------------------------------------------------------------------------------

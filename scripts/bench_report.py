@@ -300,6 +300,3 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         made.append("bytes_per_voxel.png")
     return made
-
-
-# --- PostgreSQL -------------------------------------------------------------------------------------------------

@@ -420,7 +420,7 @@ def optional_agglomeration(method: str, plan: dict[str, Any], results: dict[str,
     sec["table"] = bench_agglomerate.table(rows)
 
 
-# --- f. model ---------------------------------------------------------------------------------------------------
+# --- PostgreSQL -------------------------------------------------------------------------------------------------
 
 def start_postgres() -> tuple[str, str | None]:
     """Run ``scripts/start_postgres.sh``; return (DSN, version to stop afterwards or None if it was running)."""
