@@ -385,7 +385,7 @@ def test_local_run_trains_validates_infers_and_resumes(tmp_path, backend):
         # the same command again: nothing is redone
         again = _run(command, env, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert "train: 6 iterations (0 now" in again.stdout
+        assert "train: done already, 6 iterations (max_iterations 6)" in again.stdout
         assert "validate: " in again.stdout and "skipped (--force redoes it)" in again.stdout
         assert "infer n5: " in again.stdout and "is newer than the checkpoint; skipped" in again.stdout
         status = _run([str(Path(sys.executable).with_name("ppp-dist")), "status", str(sub)], env)
