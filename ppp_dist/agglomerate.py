@@ -123,13 +123,13 @@ def agglomerate(store: GraphStore, *, edge_threshold: float, batch_size: int = 1
 
 
 def _leaf_table(store_factory: Callable[[], GraphStore], first: int, stop: int, threshold: float,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+                batch_size: int, tier: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Merge table of the edges written by blocks ``first <= block < stop`` (runs on a worker)."""
     from ppp_dist.runner import worker_store
 
     store = worker_store(store_factory)
     us, vs = [], []
-    for batch in store.iter_edges(batch_size, min_weight=threshold, blocks=(first, stop)):
+    for batch in store.iter_edges(batch_size, min_weight=threshold, blocks=(first, stop), tier=tier):
         us.append(batch.u)
         vs.append(batch.v)
     if not us:
@@ -146,7 +146,7 @@ def _merge(children: list[tuple[np.ndarray, np.ndarray, int]]) -> tuple[np.ndarr
 
 def agglomerate_hierarchical(store: GraphStore, store_factory: Callable[[], GraphStore], *, edge_threshold: float,
                              blocks_per_leaf: int = 64, fan_in: int = 8, batch_size: int = 1_000_000,
-                             client: Any = None) -> AgglomerateSummary:
+                             client: Any = None, tier: int | None = None) -> AgglomerateSummary:
     """Like :func:`agglomerate`, reduced as a tree of dask tasks (leaves = ranges of block ids).
 
     Parameters
@@ -160,6 +160,9 @@ def agglomerate_hierarchical(store: GraphStore, store_factory: Callable[[], Grap
         Leaf size in blocks and the number of children per merge task.
     client : distributed.Client, optional
         Runs the tasks on its cluster; ``None`` runs them in this process (synchronous scheduler).
+    tier : 1 or 2, optional
+        Merge only over tier-1 (or tier-2) edges: phase 1 of the two-tier partition
+        (``ppp_dist.pipeline.segments``).
     """
     import dask
 
@@ -172,7 +175,7 @@ def agglomerate_hierarchical(store: GraphStore, store_factory: Callable[[], Grap
     if lo is not None:
         for first in range(int(lo), int(hi) + 1, blocks_per_leaf):
             leaves.append(dask.delayed(_leaf_table, pure=False)(store_factory, first, first + blocks_per_leaf,
-                                                                threshold, batch_size))
+                                                                threshold, batch_size, tier))
     tasks, level = len(leaves), leaves
     while len(level) > 1:
         level = [dask.delayed(_merge, pure=False)(level[k:k + fan_in]) for k in range(0, len(level), fan_in)]

@@ -283,10 +283,9 @@ class VoteConfig:
     refine_consensus: bool = True  # second consensus pass without the patch entries the first contradicts
     overlap_votes: OverlapVotes = "fallback"  # patches centred on overlaps vote where no other patch does, or never
     block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
-    # union-find over the graph DB: flat = the driver streams every edge; hierarchical = a tree of dask tasks
-    # over slabs of 64 blocks on the workers, the driver merges their tables; auto = hierarchical above
-    # 20 million edges. Graphs with attractive fallback (tier-2) edges always run the two-tier union-find
-    agglomeration: Agglomeration = "auto"
+    # flat: the driver streams every edge into one union-find; hierarchical: a tree of dask tasks over slabs of
+    # 64 blocks on the workers (with overlaps: over the tier-1 edges, then the tier-2 phase on the driver)
+    agglomeration: Agglomeration = "auto"  # union-find over the graph DB: flat, hierarchical, auto (> 20 M edges)
 
     def problems(self) -> list[str]:
         problems = _probability("vote", cover_threshold=self.cover_threshold,

@@ -491,7 +491,7 @@ class GraphStore:
                 return
 
     def iter_edges(self, batch_size: int = _DEFAULT_BATCH, min_weight: float | None = None, *,
-                   blocks: tuple[int, int] | None = None) -> Iterator[EdgeBatch]:
+                   blocks: tuple[int, int] | None = None, tier: int | None = None) -> Iterator[EdgeBatch]:
         """Stream edges in batches of at most ``batch_size`` rows.
 
         Parameters
@@ -500,11 +500,17 @@ class GraphStore:
             Only edges with ``weight > min_weight`` (a positive comparison: nothing NaN-like ever passes).
         blocks : (first, stop), optional
             Only edges written by blocks ``first <= block < stop`` (leaves of the hierarchical reduction).
+        tier : 1 or 2, optional
+            Only tier-1 edges (``count > 0``: primary consensus) or tier-2 edges (``count < 0``: fallback).
         """
         where, params = [], []
         if min_weight is not None:
             where.append("weight > ?")
             params.append(float(min_weight))
+        if tier is not None:
+            if tier not in (1, 2):
+                raise ValueError(f"tier must be 1 or 2, got {tier!r}")
+            where.append("count > 0" if tier == 1 else "count < 0")
         if blocks is not None:
             where.append("block >= ? AND block < ?")
             params += [int(blocks[0]), int(blocks[1])]

@@ -138,6 +138,30 @@ def _two_tier(store: GraphStore, threshold: float, batch_size: int) -> tuple[np.
     return ids, segments, {"tier2_edges_above_threshold": 0 if t2 is None else len(t2)}
 
 
+def _two_tier_hierarchical(store: GraphStore, store_factory: Callable[[], GraphStore], client: Any,
+                           threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``_two_tier`` with phase 1 (tier-1 union-find) as the hierarchical tree of dask tasks; the driver
+    then streams only the tier-2 edges above the threshold (and, in phase 2, the mutexes)."""
+    from ppp_dist import agglomerate as agg
+
+    agg.agglomerate_hierarchical(store, store_factory, edge_threshold=threshold, client=client,
+                                 batch_size=batch_size, tier=1)
+    ids, segments = store.read_lut()
+    parts = []
+    for batch in store.iter_edges(batch_size, min_weight=threshold, tier=2):
+        part = np.zeros(len(batch.u), dtype=[("u", "<i8"), ("v", "<i8"), ("weight", "<f8")])
+        part["u"], part["v"], part["weight"] = batch.u, batch.v, batch.weight
+        parts.append(part)
+    t2 = np.concatenate(parts) if parts else None
+    if t2 is not None and len(t2):
+        known = np.isin(t2["u"], ids) & np.isin(t2["v"], ids)
+        if not known.all():
+            raise agg._missing_fragment_error(f"an edge names fragment {int(t2['u'][~known][0])}, which is not",
+                                              store.where)
+        segments = _tier2_phase(store, ids, segments, t2, threshold, batch_size)
+    return ids, segments, {"tier2_edges_above_threshold": 0 if t2 is None else len(t2)}
+
+
 def _mutex_watershed(store: GraphStore, threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
     from ppp_dist.ops.partition import partition
 
@@ -170,8 +194,9 @@ def agglomerate_instances(store: GraphStore, settings: AssemblySettings, *, stor
     """Fragments + edges of the vote stage -> LUT fragment -> final instance id (1..n); see the module doc.
 
     ``agglomeration`` ([vote] agglomeration): with "hierarchical", or "auto" and more than
-    ``HIERARCHICAL_MIN_EDGES`` edges (and no tier-2 edge above the threshold), phase 1 runs as
-    ``ppp_dist.agglomerate.agglomerate_hierarchical`` on ``client``; the result is the same.
+    ``HIERARCHICAL_MIN_EDGES`` edges, the union-find (phase 1 over the tier-1 edges when there are tier-2
+    edges above the threshold) runs as ``ppp_dist.agglomerate.agglomerate_hierarchical`` on ``client``;
+    the result is the same.
     """
     from ppp_dist import agglomerate as agg
 
@@ -181,22 +206,26 @@ def agglomerate_instances(store: GraphStore, settings: AssemblySettings, *, stor
     if settings.partition == "mutex_watershed":
         method = "mutex_watershed (in memory)"
         ids, segments, extra = _mutex_watershed(store, threshold, batch_size)
-    elif _tier2_attractive(store, threshold) == 0:
+    else:
         if agglomeration not in ("auto", "flat", "hierarchical"):
             raise ValueError(f"agglomeration must be auto, flat or hierarchical; got {agglomeration!r}")
-        hierarchical = agglomeration == "hierarchical" or (
-            agglomeration == "auto" and store.db.execute("SELECT count(*) FROM edges")[0][0] > HIERARCHICAL_MIN_EDGES)
-        if hierarchical and store_factory is not None:
-            method = "union-find (hierarchical)"
-            agg.agglomerate_hierarchical(store, store_factory, edge_threshold=threshold, client=client,
-                                         batch_size=batch_size)
+        hierarchical = store_factory is not None and (agglomeration == "hierarchical" or (
+            agglomeration == "auto" and store.num_edges() > HIERARCHICAL_MIN_EDGES))
+        if _tier2_attractive(store, threshold) == 0:
+            if hierarchical:
+                method = "union-find (hierarchical)"
+                agg.agglomerate_hierarchical(store, store_factory, edge_threshold=threshold, client=client,
+                                             batch_size=batch_size)
+            else:
+                method = "union-find"
+                agg.agglomerate(store, edge_threshold=threshold, batch_size=batch_size)
+            ids, segments = store.read_lut()
+        elif hierarchical:
+            method = "two-tier union-find (hierarchical)"
+            ids, segments, extra = _two_tier_hierarchical(store, store_factory, client, threshold, batch_size)
         else:
-            method = "union-find"
-            agg.agglomerate(store, edge_threshold=threshold, batch_size=batch_size)
-        ids, segments = store.read_lut()
-    else:
-        method = "two-tier union-find"
-        ids, segments, extra = _two_tier(store, threshold, batch_size)
+            method = "two-tier union-find"
+            ids, segments, extra = _two_tier(store, threshold, batch_size)
     final = _ranks(segments) if len(segments) else segments
     if len(ids):
         store.write_lut(ids, final)

@@ -133,6 +133,21 @@ def test_streaming_reads_batches_threshold_and_block_range(store):
         list(store.iter_edges(0))
 
 
+def test_streaming_by_tier(store):
+    """tier=1 streams the primary-consensus edges (count > 0), tier=2 the fallback ones (count < 0)."""
+    frags, edges = _block_graph(0, n=9)
+    edges["count"][::3] *= -1
+    store.write_block("vote", 0, frags, edges)
+    for tier, sign in ((1, 1), (2, -1)):
+        got = [b for b in store.iter_edges(4, tier=tier)]
+        counts = np.concatenate([b.count for b in got])
+        assert len(counts) == int((np.sign(edges["count"]) == sign).sum()) and (np.sign(counts) == sign).all()
+        above = np.concatenate([b.weight for b in store.iter_edges(4, min_weight=0.5, tier=tier)])
+        assert len(above) == int(((np.sign(edges["count"]) == sign) & (edges["weight"] > 0.5)).sum())
+    with pytest.raises(ValueError, match="tier must be 1 or 2"):
+        list(store.iter_edges(4, tier=3))
+
+
 def test_ledger_failed_done_reset_and_summary(store):
     store.write_block("vote", 1, *_block_graph(1), counts={"voxels": 10}, seconds=2.0)
     store.mark_done("vote", 2, {"voxels": 5}, seconds=1.0)

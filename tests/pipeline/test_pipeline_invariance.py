@@ -129,6 +129,18 @@ def test_hierarchical_agglomeration(mode, min_edges, method, datasets, clients, 
     np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
 
 
+def test_two_tier_hierarchical_agglomeration(datasets, clients, tmp_path):
+    """Overlaps make tier-2 edges: phase 1 over the tier-1 edges as the dask tree, then phase 2 on the driver."""
+    group = datasets("worms2d")
+    ps = DATASETS["worms2d"][2]
+    cfg = _config(tmp_path, ps, (1, 24, 40), agglomeration="hierarchical")
+    res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
+    agg = res["stages"]["agglomerate"]
+    assert agg["method"] == "two-tier union-find (hierarchical)"
+    out = np.asarray(open_array(res["output"])[...])
+    np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
+
+
 def test_soft_noisy_prediction_and_small_instance_removal(datasets, clients, tmp_path):
     """Soft, noisy patches (not the oracle) and min_instance_size > 0 (the relabel stage) stay exact."""
     from _pipeline_helpers import write_prediction
