@@ -49,7 +49,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
                  prediction: str | None = None, labels: str | None = None, output: str | None = None,
                  checkpoint: str | Path | None = None, block_shape: tuple[int, int, int] | None = None,
                  resume: bool = True, progress: bool = False, threads: int | None = None,
-                 hierarchical: bool | None = None, fused: bool | None = None) -> dict[str, Any]:
+                 fused: bool | None = None) -> dict[str, Any]:
     """Run the blockwise pipeline on ``client`` (``None``: in-process) and return per-stage summaries.
 
     Parameters
@@ -187,8 +187,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
         changed = _params_changed(work, "agglomerate", agg_params)
         if upstream_work or changed or not store.done_blocks("instances") or not resume:
             t0 = time.perf_counter()
-            mode = config.vote.agglomeration if hierarchical is None else ("hierarchical" if hierarchical else "flat")
-            agg = agglomerate_instances(store, settings, store_factory=factory, client=client, agglomeration=mode)
+            agg = agglomerate_instances(store, settings, store_factory=factory, client=client,
+                                        agglomeration=config.vote.agglomeration)
             stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 0, "failed": 0,
                                      "seconds": round(time.perf_counter() - t0, 3), "voxels": nvox, "ok": True,
                                      "method": agg["method"], "instances": agg["instances"],

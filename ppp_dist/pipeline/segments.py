@@ -106,60 +106,59 @@ def _tier2_attractive(store: GraphStore, threshold: float) -> int:
     return int(store.db.execute("SELECT count(*) FROM edges WHERE count < 0 AND weight > ?", (float(threshold),))[0][0])
 
 
+_T2_DTYPE = [("u", "<i8"), ("v", "<i8"), ("weight", "<f8")]
+
+
+def _t2_part(u: np.ndarray, v: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    part = np.zeros(len(u), dtype=_T2_DTYPE)
+    part["u"], part["v"], part["weight"] = u, v, weight
+    return part
+
+
+def _finish_two_tier(store: GraphStore, ids: np.ndarray, segments: np.ndarray, t2_parts: list[np.ndarray],
+                     threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Phase 2 of the two-tier partition on the phase-1 clusters, given the tier-2 edges above the threshold."""
+    from ppp_dist.agglomerate import _missing_fragment_error
+
+    t2 = np.concatenate(t2_parts) if t2_parts else np.zeros(0, dtype=_T2_DTYPE)
+    if len(t2):
+        known = np.isin(t2["u"], ids) & np.isin(t2["v"], ids)
+        if not known.all():
+            raise _missing_fragment_error(f"an edge names fragment {int(t2['u'][~known][0])}, which is not",
+                                          store.where)
+        segments = _tier2_phase(store, ids, segments, t2, threshold, batch_size)
+    return ids, segments, {"tier2_edges_above_threshold": len(t2)}
+
+
 def _two_tier(store: GraphStore, threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Phase 1 (tier-1 union-find) on the driver, collecting the tier-2 edges in the same pass."""
+    from ppp_dist.agglomerate import _missing_fragment_error
     from ppp_dist.ops.union_find import UnionFind
 
-    ids = store.fragment_ids(batch_size)
-    uf = UnionFind(ids)
+    uf = UnionFind(store.fragment_ids(batch_size))
     t2_parts = []
     for batch in store.iter_edges(batch_size, min_weight=threshold):
         tier1 = batch.count > 0
         try:
             uf.union(batch.u[tier1], batch.v[tier1])
         except KeyError as err:
-            from ppp_dist.agglomerate import _missing_fragment_error
-
             raise _missing_fragment_error(err.args[0], store.where) from err
         if not tier1.all():
-            part = np.zeros(int((~tier1).sum()), dtype=[("u", "<i8"), ("v", "<i8"), ("weight", "<f8")])
-            part["u"], part["v"], part["weight"] = batch.u[~tier1], batch.v[~tier1], batch.weight[~tier1]
-            t2_parts.append(part)
-    segments = uf.labels()
-    ids = uf.ids
-    t2 = np.concatenate(t2_parts) if t2_parts else None
-    if t2 is not None and len(t2):
-        known = np.isin(t2["u"], ids) & np.isin(t2["v"], ids)
-        if not known.all():
-            from ppp_dist.agglomerate import _missing_fragment_error
-
-            raise _missing_fragment_error(f"an edge names fragment {int(t2['u'][~known][0])}, which is not",
-                                          store.where)
-        segments = _tier2_phase(store, ids, segments, t2, threshold, batch_size)
-    return ids, segments, {"tier2_edges_above_threshold": 0 if t2 is None else len(t2)}
+            t2_parts.append(_t2_part(batch.u[~tier1], batch.v[~tier1], batch.weight[~tier1]))
+    return _finish_two_tier(store, uf.ids, uf.labels(), t2_parts, threshold, batch_size)
 
 
 def _two_tier_hierarchical(store: GraphStore, store_factory: Callable[[], GraphStore], client: Any,
                            threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``_two_tier`` with phase 1 (tier-1 union-find) as the hierarchical tree of dask tasks; the driver
+    """``_two_tier`` with phase 1 as the hierarchical tree of dask tasks over the tier-1 edges; the driver
     then streams only the tier-2 edges above the threshold (and, in phase 2, the mutexes)."""
     from ppp_dist import agglomerate as agg
 
     agg.agglomerate_hierarchical(store, store_factory, edge_threshold=threshold, client=client,
                                  batch_size=batch_size, tier=1)
     ids, segments = store.read_lut()
-    parts = []
-    for batch in store.iter_edges(batch_size, min_weight=threshold, tier=2):
-        part = np.zeros(len(batch.u), dtype=[("u", "<i8"), ("v", "<i8"), ("weight", "<f8")])
-        part["u"], part["v"], part["weight"] = batch.u, batch.v, batch.weight
-        parts.append(part)
-    t2 = np.concatenate(parts) if parts else None
-    if t2 is not None and len(t2):
-        known = np.isin(t2["u"], ids) & np.isin(t2["v"], ids)
-        if not known.all():
-            raise agg._missing_fragment_error(f"an edge names fragment {int(t2['u'][~known][0])}, which is not",
-                                              store.where)
-        segments = _tier2_phase(store, ids, segments, t2, threshold, batch_size)
-    return ids, segments, {"tier2_edges_above_threshold": 0 if t2 is None else len(t2)}
+    t2_parts = [_t2_part(b.u, b.v, b.weight) for b in store.iter_edges(batch_size, min_weight=threshold, tier=2)]
+    return _finish_two_tier(store, ids, segments, t2_parts, threshold, batch_size)
 
 
 def _mutex_watershed(store: GraphStore, threshold: float, batch_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
