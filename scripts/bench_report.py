@@ -195,7 +195,14 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
+    made: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+
     runs = [r for r in results.get("pipeline", {}).get("runs", []) if not r.get("error")]
     if runs:
         fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
@@ -225,10 +232,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
         fig.suptitle("pipeline (hollow markers: extrapolated)")
-        fig.tight_layout()
-        fig.savefig(out / "pipeline.png", dpi=110)
-        plt.close(fig)
-        made.append("pipeline.png")
+        save(fig, "pipeline.png")
     tl_path = out / "pipeline_timelines.json"
     if tl_path.exists():
         timelines = json.loads(tl_path.read_text())
@@ -241,10 +245,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.set(xlabel="seconds", ylabel="MiB", title=f"memory over time: {name}")
             ax.legend()
             ax.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(out / "pipeline_memory_timeline.png", dpi=110)
-            plt.close(fig)
-            made.append("pipeline_memory_timeline.png")
+            save(fig, "pipeline_memory_timeline.png")
     agg = results.get("agglomeration", {}).get("rows", [])
     if agg:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -261,10 +262,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle("hollow markers: extrapolated")
-        fig.tight_layout()
-        fig.savefig(out / "agglomeration.png", dpi=110)
-        plt.close(fig)
-        made.append("agglomeration.png")
+        save(fig, "agglomeration.png")
     db = results.get("graph_db", {}).get("backends", {})
     if db:
         import numpy as np
@@ -279,10 +277,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set(xlabel="rows/s", title="graph DB")
         ax.legend()
         ax.grid(alpha=0.3, axis="x")
-        fig.tight_layout()
-        fig.savefig(out / "graph_db.png", dpi=110)
-        plt.close(fig)
-        made.append("graph_db.png")
+        save(fig, "graph_db.png")
     bpv = [r for r in results.get("bytes_per_voxel", []) if (r.get("stored") or r.get("nominal"))]
     if bpv:
         fig, ax = plt.subplots(figsize=(10, 0.3 * len(bpv) + 1.5))
@@ -295,8 +290,5 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         ax.set(xscale="log", xlabel="bytes per voxel (blue: stored, gray: nominal)")
         ax.invert_yaxis()
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "bytes_per_voxel.png", dpi=110)
-        plt.close(fig)
-        made.append("bytes_per_voxel.png")
+        save(fig, "bytes_per_voxel.png")
     return made
