@@ -184,20 +184,61 @@ def candidate_pairs(sel_pflat, sel_pad, box_off):
     return pairs
 
 
+@njit(cache=True)
+def first_support(sup_ptr, sup_mem, n_members):
+    """Per member: the first (smallest) selected patch whose support holds it, -1 if none."""
+    out = np.full(n_members, -1, dtype=np.int64)
+    for j in range(len(sup_ptr) - 1):
+        for q in range(sup_ptr[j], sup_ptr[j + 1]):
+            if out[sup_mem[q]] < 0:
+                out[sup_mem[q]] = j
+    return out
+
+
 @njit(parallel=True, cache=True)
-def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr, cov_sel, cov_rel,
-                     sel_coords, r3, h2, lut, lstr, cons, cnt, b_ptr, b_sel, b_val, b_num):
+def support_row_starts(sup_ptr, sup_mem, sel_coords, coords, h, n_rows, box_w):
+    """Per support entry its box index relative to the patch centre (box_w strides, centred) and per
+    support the index of its first entry in each window row z * py + y (``window_row_starts``)."""
+    n = len(sup_ptr) - 1
+    rel = np.empty(len(sup_mem), dtype=np.int64)
+    starts = np.empty((n, n_rows + 1), dtype=np.int64)
+    py = 2 * h[1] + 1
+    for j in prange(n):
+        r = 0
+        for q in range(sup_ptr[j], sup_ptr[j + 1]):
+            w = sup_mem[q]
+            dz = coords[w, 0] - sel_coords[j, 0]
+            dy = coords[w, 1] - sel_coords[j, 1]
+            dx = coords[w, 2] - sel_coords[j, 2]
+            rel[q] = (dz * box_w[1] + dy) * box_w[2] + dx
+            row = (dz + h[0]) * py + dy + h[1]
+            while r <= row:
+                starts[j, r] = q
+                r += 1
+        while r <= n_rows:
+            starts[j, r] = sup_ptr[j + 1]
+            r += 1
+    return rel, starts
+
+
+@njit(parallel=True, cache=True)
+def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst, line_ptr, img_zy, sel_coords,
+                     sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
     split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u that
-    comes after the first patch whose support holds u (the only entries pair_weights reads).
+    comes after the first patch whose support holds u (jfirst[u]; the only entries pair_weights reads).
 
-    nb_off / nb_d: padded flat offsets and vectors of all voxel-pair offsets |d| <= 2h (both halves);
-    b_ptr: CSR capacity per row (selected patches within 3h of u, an upper bound), filled in the
-    order the patches are first met; unused entries keep b_sel = -1."""
-    w3 = 2 * r3 + 1
-    nbox = w3[0] * w3[1] * w3[2]
-    # box index of (j - u) = cov_rel (box index of j - w, precomputed per cover entry) + box index of (w - u)
-    nb_box = ((nb_d[:, 0] + r3[0]) * w3[1] + nb_d[:, 1] + r3[1]) * w3[2] + nb_d[:, 2] + r3[2]
+    Per row u: the consensus of u with every voxel within 2h goes into a scratch box (both halves of
+    the stored pairs; zero where there is none), then each B[u, j] is a gather over the support
+    entries of j in the window rows within 2h of u, in window order (= ascending voxel order, the
+    order every sum is added in). The box ``bw`` = (4h+1, 4h+1, 8h+1) is 4h wide in x, so entries
+    beyond 2h read zeros; ``sup_rel``, ``sup_rows``: ``support_row_starts`` with the same box.
+    ``line_ptr``: the selected patches (ascending linear index) of each image line z * Y + y.
+    b_ptr: CSR capacity per row (selected patches within 3h, an upper bound), filled in ascending j up
+    to b_end (written); unused entries keep b_sel = -1."""
+    nbox = bw[0] * bw[1] * bw[2]
+    centre = ((2 * h[0]) * bw[1] + 2 * h[1]) * bw[2] + 4 * h[2]
+    nb_box = (nb_d[:, 0] * bw[1] + nb_d[:, 1]) * bw[2] + nb_d[:, 2] + centre
     # the pair (u, u + d) is stored in row u for lexicographically positive d, else in row u + d at column -d
     nb_pos = np.empty(len(nb_d), dtype=np.bool_)
     nb_col = np.empty(len(nb_d), dtype=np.int64)
@@ -214,67 +255,105 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, cov_ptr
         nb_col[o] = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
     nrows = len(rows_mem)
     nchunks = (nrows + ROW_CHUNK - 1) // ROW_CHUNK
-    for chunk in prange(nchunks):  # one scratch box per chunk of rows, cleared entry by entry after each row
-        slot = np.full(nbox, -1, dtype=np.int32)
+    for chunk in prange(nchunks):  # one scratch box per chunk of rows
+        bv0 = np.zeros(nbox, dtype=np.float32)
+        bv1 = np.zeros(nbox, dtype=np.float32)
+        bn = np.zeros(nbox, dtype=np.int64)  # 1 primary, 1 << 32 fallback, 0 no consensus: counts both in one sum
         for r in range(chunk * ROW_CHUNK, min(nrows, (chunk + 1) * ROW_CHUNK)):
-            _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_pos, nb_col, nb_box, cov_ptr, cov_sel,
-                             cov_rel, sel_coords, r3, w3, cons, cnt, b_ptr, b_sel, b_val, b_num, slot)
+            u = rows_mem[r]
+            up = mem_pflat[u]
+            for o in range(len(nb_off)):  # every box cell within 2h is written: no clearing needed
+                w = mem_pad[up + nb_off[o]]
+                bi = nb_box[o]
+                v = np.float32(0.0)
+                c = 0
+                if w >= 0:
+                    first = u if nb_pos[o] else w
+                    c = cnt[first, nb_col[o]]
+                    v = cons[first, nb_col[o]]
+                if c > 0:
+                    bv0[bi] = v
+                    bv1[bi] = 0.0
+                    bn[bi] = 1
+                elif c < 0:
+                    bv0[bi] = 0.0
+                    bv1[bi] = v
+                    bn[bi] = 1 << 32
+                else:
+                    bv0[bi] = 0.0
+                    bv1[bi] = 0.0
+                    bn[bi] = 0
+            b_end[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
+                                        bw, centre, bv0, bv1, bn, b_ptr, b_sel, b_val, b_num)
 
 
 @njit(cache=True)
-def _voxel_patch_row(r, rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_pos, nb_col, nb_box, cov_ptr, cov_sel,
-                     cov_rel, sel_coords, r3, w3, cons, cnt, b_ptr, b_sel, b_val, b_num, slot):
-    """One row of voxel_patch_sums; ``slot`` is an empty scratch box and is left empty."""
-    u = rows_mem[r]
-    up = mem_pflat[u]
-    jmin = cov_sel[cov_ptr[u]]  # the first selected patch whose support holds u
-    k0 = b_ptr[r]
-    k = k0
+def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h, bw, centre, bv0, bv1, bn,
+                     b_ptr, b_sel, b_val, b_num):
+    """The entries B[u, j], j > jmin, of row r, from the scratch box of u (filled by voxel_patch_sums).
+    Returns the end of the row's filled entries."""
     u0 = coords[u, 0]
     u1 = coords[u, 1]
     u2 = coords[u, 2]
-    for o in range(len(nb_off)):
-        w = mem_pad[up + nb_off[o]]
-        if w < 0:
-            continue
-        q1 = cov_ptr[w + 1]
-        # only j > jmin are ever read (pair_weights sums B[u, j] for j > i, u in S_i, i >= jmin);
-        # the cover lists are ascending: skip w if its last patch comes before, else start after jmin
-        if q1 == cov_ptr[w] or cov_sel[q1 - 1] <= jmin:
-            continue
-        first = u if nb_pos[o] else w
-        col = nb_col[o]
-        c = cnt[first, col]
-        if c == 0:
-            continue
-        val = cons[first, col]
-        t = 0 if c > 0 else 1
-        q0 = cov_ptr[w]
-        while q0 < q1:
-            mid = (q0 + q1) // 2
-            if cov_sel[mid] <= jmin:
-                q0 = mid + 1
-            else:
-                q1 = mid
-        bo = nb_box[o]
-        for q in range(q0, cov_ptr[w + 1]):
-            bi = cov_rel[q] + bo
-            s = slot[bi]
-            if s < 0:  # first time j is met from u: next free entry (deterministic order)
-                s = k - k0
-                slot[bi] = s
-                b_sel[k] = cov_sel[q]
-                k += 1
-            b_val[k0 + s, t] += val
-            b_num[k0 + s, t] += 1
-    for q in range(k0, k):  # leave the scratch box empty for the next row
-        j = b_sel[q]
-        slot[((sel_coords[j, 0] - u0 + r3[0]) * w3[1] + sel_coords[j, 1] - u1 + r3[1]) * w3[2]
-             + sel_coords[j, 2] - u2 + r3[2]] = -1
+    py = 2 * h[1] + 1
+    k = b_ptr[r]
+    for z in range(max(0, u0 - 3 * h[0]), min(img_zy[0], u0 + 3 * h[0] + 1)):
+        rz = z - u0
+        dz0 = max(-h[0], -2 * h[0] - rz)
+        dz1 = min(h[0], 2 * h[0] - rz)
+        for y in range(max(0, u1 - 3 * h[1]), min(img_zy[1], u1 + 3 * h[1] + 1)):
+            line = z * img_zy[1] + y
+            if line_ptr[line + 1] - 1 <= jmin:  # no patch after jmin on this line
+                continue
+            ry = y - u1
+            dy0 = max(-h[1], -2 * h[1] - ry) + h[1]
+            dy1 = min(h[1], 2 * h[1] - ry) + h[1]
+            for j in range(max(line_ptr[line], jmin + 1), line_ptr[line + 1]):
+                rx = sel_coords[j, 2] - u2
+                if rx < -3 * h[2]:
+                    continue
+                if rx > 3 * h[2]:
+                    break
+                base = centre + (rz * bw[1] + ry) * bw[2] + rx
+                a0 = 0.0
+                a2 = 0.0  # second partial sum of the primary values (odd entries): half the add latency chain
+                a1 = 0.0
+                n = 0
+                for dz in range(dz0, dz1 + 1):
+                    row = (dz + h[0]) * py
+                    q0 = sup_rows[j, row + dy0]
+                    q1 = sup_rows[j, row + dy1 + 1]
+                    q = q0
+                    while q + 1 < q1:
+                        bi = base + sup_rel[q]
+                        bj = base + sup_rel[q + 1]
+                        a0 += bv0[bi]
+                        a2 += bv0[bj]
+                        n += bn[bi] + bn[bj]
+                        q += 2
+                    if q < q1:
+                        bi = base + sup_rel[q]
+                        a0 += bv0[bi]
+                        n += bn[bi]
+                if n >> 32 != 0:  # fallback pairs (rare): their own sum
+                    for dz in range(dz0, dz1 + 1):
+                        row = (dz + h[0]) * py
+                        for q in range(sup_rows[j, row + dy0], sup_rows[j, row + dy1 + 1]):
+                            a1 += bv1[base + sup_rel[q]]
+                a0 += a2
+                if n != 0:
+                    b_sel[k] = j
+                    b_val[k, 0] = a0
+                    b_val[k, 1] = a1
+                    b_num[k, 0] = n & 0xFFFFFFFF
+                    b_num[k, 1] = n >> 32
+                    k += 1
+    return k
 
 
 @njit(parallel=True, cache=True)
-def pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights, npairs, tier):
+def pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_end, b_sel, b_val, b_num, weights, npairs,
+                 tier):
     """Edge (i, j): mean of the consensus over all member pairs (u in support i, w in support j, u != w)
     with votes: W = sum over u in S_i of B[u, j]. Tier 1 if any pair has primary consensus, else tier
     2 (fallback consensus only). One iteration per source node i (its pairs are contiguous)."""
@@ -282,13 +361,13 @@ def pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val,
     for chunk in prange((nodes + ROW_CHUNK - 1) // ROW_CHUNK):  # one scratch map j -> edge per chunk of nodes
         slot = np.full(nodes, -1, dtype=np.int32)
         for i in range(chunk * ROW_CHUNK, min(nodes, (chunk + 1) * ROW_CHUNK)):
-            _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights,
-                               npairs, tier, slot)
+            _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_end, b_sel, b_val, b_num,
+                               weights, npairs, tier, slot)
 
 
 @njit(cache=True)
-def _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_sel, b_val, b_num, weights, npairs,
-                       tier, slot):
+def _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_end, b_sel, b_val, b_num, weights,
+                       npairs, tier, slot):
     """The edges of source node i; ``slot`` (node -> edge of i, -1) is all -1 and is left so."""
     p0 = pair_ptr[i]
     p1 = pair_ptr[i + 1]
@@ -298,12 +377,21 @@ def _pair_weights_node(i, pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_se
         slot[pairs[p, 1]] = p - p0
     acc = np.zeros((p1 - p0, 2))
     num = np.zeros((p1 - p0, 2), dtype=np.int64)
+    jmax = pairs[p1 - 1, 1]  # the pairs of i are in ascending j, and so is every row of B
     for a in range(sup_ptr[i], sup_ptr[i + 1]):
         r = row_of[sup_mem[a]]
-        for k in range(b_ptr[r], b_ptr[r + 1]):
+        lo = b_ptr[r]
+        hi = b_end[r]
+        while lo < hi:  # first entry with j > i
+            mid = (lo + hi) // 2
+            if b_sel[mid] <= i:
+                lo = mid + 1
+            else:
+                hi = mid
+        for k in range(lo, b_end[r]):
             j = b_sel[k]
-            if j <= i:  # (also the unused entries, -1)
-                continue
+            if j > jmax:
+                break
             s = slot[j]
             if s < 0:
                 continue

@@ -60,33 +60,30 @@ class VoxelPatchSums:
     """B[u, j]: consensus sums/counts [primary, fallback] between member u and the support of selected j."""
 
     row_of: np.ndarray  # (N_m,) int64 row of each member, -1 if it is in no support
-    ptr: np.ndarray  # CSR over rows
-    sel: np.ndarray  # (nnz,) int64 selected index j
+    ptr: np.ndarray  # CSR capacity over rows
+    end: np.ndarray  # (rows,) end of each row's entries (ascending j), ptr[r] <= end[r] <= ptr[r + 1]
+    sel: np.ndarray  # (nnz,) int64 selected index j, -1 in unused capacity
     val: np.ndarray  # (nnz, 2) float64
     num: np.ndarray  # (nnz, 2) int32
 
     def nbytes(self) -> int:
-        return int(self.row_of.nbytes + self.ptr.nbytes + self.sel.nbytes + self.val.nbytes + self.num.nbytes)
+        return int(self.row_of.nbytes + self.ptr.nbytes + self.end.nbytes + self.sel.nbytes + self.val.nbytes + self.num.nbytes)
 
 
 def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.ndarray, sel_pad: np.ndarray,
                      sup_ptr: np.ndarray, sup_mem: np.ndarray) -> VoxelPatchSums:
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
     _, h2, lut, lstr, _, _ = lookup_args(field, consensus)
-    # cover lists: member w -> selected j with w in S_j (ascending j)
-    owner = np.repeat(np.arange(len(sup_ptr) - 1), np.diff(sup_ptr))
-    order = np.argsort(sup_mem, kind="stable")
-    cov_sel = owner[order].astype(np.int64)
-    cov_ptr = np.concatenate(([0], np.cumsum(np.bincount(sup_mem, minlength=field.n_members)))).astype(np.int64)
-    cov_mem = np.sort(sup_mem, kind="stable")
-    r3 = 3 * h
-    w3 = 2 * r3 + 1
-    rel = sel_coords[cov_sel] - field.member_coords[cov_mem] + r3  # j - w within h, shifted into the 3h box
-    cov_rel = (((rel[:, 0] * w3[1] + rel[:, 1]) * w3[2] + rel[:, 2]) - ((r3[0] * w3[1] + r3[1]) * w3[2] + r3[2])
-               ).astype(np.int64)
-    rows_mem = np.flatnonzero(np.diff(cov_ptr) > 0).astype(np.int64)
+    jfirst = _g.first_support(sup_ptr, sup_mem, field.n_members)
+    rows_mem = np.flatnonzero(jfirst >= 0).astype(np.int64)
     row_of = np.full(field.n_members, -1, dtype=np.int64)
     row_of[rows_mem] = np.arange(len(rows_mem))
+    bw = np.array([4 * h[0] + 1, 4 * h[1] + 1, 8 * h[2] + 1], dtype=np.int64)
+    pz, py, _ = field.patch_shape
+    sup_rel, sup_rows = _g.support_row_starts(sup_ptr, sup_mem, sel_coords, field.member_coords, h, pz * py, bw)
+    zyx = field.numinst.shape
+    lines = sel_coords[:, 0] * zyx[1] + sel_coords[:, 1]
+    line_ptr = np.searchsorted(lines, np.arange(zyx[0] * zyx[1] + 1)).astype(np.int64)
     nb_d = _box(2 * h)
     nb_d = nb_d[(nb_d != 0).any(axis=1)]
     # capacity per row: selected patches within 3h (box sums of an integral volume)
@@ -96,10 +93,11 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     sel = np.full(int(ptr[-1]), -1, dtype=np.int64)
     val = np.zeros((int(ptr[-1]), 2), dtype=np.float64)
     num = np.zeros((int(ptr[-1]), 2), dtype=np.int32)
+    end = np.empty(len(rows_mem), dtype=np.int64)
     _g.voxel_patch_sums(rows_mem, field.member_pflat, field.member_coords, field.mem_pad, nb_d @ field.grid.strides,
-                        nb_d, cov_ptr, cov_sel, cov_rel, sel_coords, r3, h2, lut, lstr,
-                        consensus.values, consensus.counts, ptr, sel, val, num)
-    return VoxelPatchSums(row_of, ptr, sel, val, num)
+                        nb_d, jfirst, line_ptr, np.array(zyx[:2], dtype=np.int64), sel_coords, sup_rel, sup_rows, h,
+                        bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num)
+    return VoxelPatchSums(row_of, ptr, end, sel, val, num)
 
 
 def agreeing_supports(field: PatchField, consensus: Consensus, voter_index: np.ndarray, threshold: float):
@@ -154,7 +152,7 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     if len(pairs):
         b = voxel_patch_sums(field, consensus, coords, sel_pad, sup_ptr, sup_mem)
         pair_ptr = np.searchsorted(pairs[:, 0], np.arange(len(vi) + 1)).astype(np.int64)
-        _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.sel, b.val, b.num, weights, counts,
+        _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.end, b.sel, b.val, b.num, weights, counts,
                         tiers)
     order = np.lexsort((pairs[:, 1], pairs[:, 0])) if len(pairs) else np.zeros(0, dtype=np.int64)
     return PatchGraph(selected, coords, node_ids(coords, origin, global_shape if global_shape is not None
