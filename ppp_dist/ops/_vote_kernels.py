@@ -332,20 +332,38 @@ def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, di
                 next_high[nv] = nh
                 nv += 1
         acc = 0.0
+        acc2 = 0.0  # two partial sums (even / odd pairs of a row): half the add latency chain
         n = 0
         for a in range(nv):
             u = vm_mem[p0 + vote[a]]
             bu = col_base[a] - centre
             if sign[a] > 0.0:
-                for b in range(a + 1, nv):
+                b = a + 1
+                while b + 1 < nv:
+                    col = lut[col_base[b] - bu]
+                    col2 = lut[col_base[b + 1] - bu]
+                    acc += sign[b] * cons[u, col]
+                    acc2 += sign[b + 1] * cons[u, col2]
+                    n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
+                    b += 2
+                if b < nv:
                     col = lut[col_base[b] - bu]
                     acc += sign[b] * cons[u, col]
                     n += cnt[u, col] != 0
             else:
-                for q in range(next_high[a], nh):
+                q = next_high[a]
+                while q + 1 < nh:
+                    col = lut[high_base[q] - bu]
+                    col2 = lut[high_base[q + 1] - bu]
+                    acc -= cons[u, col]
+                    acc2 -= cons[u, col2]
+                    n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
+                    q += 2
+                if q < nh:
                     col = lut[high_base[q] - bu]
                     acc -= cons[u, col]
                     n += cnt[u, col] != 0
+        acc += acc2
         out[i] = acc / n if n > 0 else 0.0
 
 
