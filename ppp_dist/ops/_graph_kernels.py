@@ -222,6 +222,23 @@ def support_row_starts(sup_ptr, sup_mem, sel_coords, coords, h, n_rows, box_w):
 
 
 @njit(parallel=True, cache=True)
+def voxel_patch_capacity(rows_mem, coords, jfirst, line_ptr, img_zy, sel_coords, h):
+    """Per row of voxel_patch_sums: the selected patches j > jfirst[u] within 3h of u (an upper bound
+    of its entries: those with at least one consensus pair)."""
+    out = np.empty(len(rows_mem), dtype=np.int64)
+    e_i = np.zeros(1, dtype=np.int64)
+    e_f = np.zeros(1, dtype=np.float32)
+    e_2f = np.zeros((1, 2), dtype=np.float64)
+    e_2i = np.zeros((1, 2), dtype=np.int32)
+    e_rows = np.zeros((1, 1), dtype=np.int64)
+    for r in prange(len(rows_mem)):
+        u = rows_mem[r]
+        out[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, e_i, e_rows, h, h, 0, e_f,
+                                  e_f, e_i, e_i, e_i, e_2f, e_2i, True)
+    return out
+
+
+@njit(parallel=True, cache=True)
 def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst, line_ptr, img_zy, sel_coords,
                      sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
@@ -234,8 +251,8 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
     order every sum is added in). The box ``bw`` = (4h+1, 4h+1, 8h+1) is 4h wide in x, so entries
     beyond 2h read zeros; ``sup_rel``, ``sup_rows``: ``support_row_starts`` with the same box.
     ``line_ptr``: the selected patches (ascending linear index) of each image line z * Y + y.
-    b_ptr: CSR capacity per row (selected patches within 3h, an upper bound), filled in ascending j up
-    to b_end (written); unused entries keep b_sel = -1."""
+    b_ptr: CSR capacity per row (voxel_patch_capacity), filled in ascending j up to b_end (written);
+    the rest of the capacity is not written."""
     nbox = bw[0] * bw[1] * bw[2]
     centre = ((2 * h[0]) * bw[1] + 2 * h[1]) * bw[2] + 4 * h[2]
     nb_box = (nb_d[:, 0] * bw[1] + nb_d[:, 1]) * bw[2] + nb_d[:, 2] + centre
@@ -284,19 +301,20 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
                     bv1[bi] = 0.0
                     bn[bi] = 0
             b_end[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
-                                        bw, centre, bv0, bv1, bn, b_ptr, b_sel, b_val, b_num)
+                                        bw, centre, bv0, bv1, bn, b_ptr, b_sel, b_val, b_num, False)
 
 
 @njit(cache=True)
 def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h, bw, centre, bv0, bv1, bn,
-                     b_ptr, b_sel, b_val, b_num):
+                     b_ptr, b_sel, b_val, b_num, count_only):
     """The entries B[u, j], j > jmin, of row r, from the scratch box of u (filled by voxel_patch_sums).
-    Returns the end of the row's filled entries."""
+    Returns the end of the row's filled entries; with ``count_only`` (nothing read or written but
+    coords, line_ptr and sel_coords) the number of selected j > jmin within 3h: the row's capacity."""
     u0 = coords[u, 0]
     u1 = coords[u, 1]
     u2 = coords[u, 2]
     py = 2 * h[1] + 1
-    k = b_ptr[r]
+    k = 0 if count_only else b_ptr[r]
     for z in range(max(0, u0 - 3 * h[0]), min(img_zy[0], u0 + 3 * h[0] + 1)):
         rz = z - u0
         dz0 = max(-h[0], -2 * h[0] - rz)
@@ -314,6 +332,9 @@ def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, 
                     continue
                 if rx > 3 * h[2]:
                     break
+                if count_only:
+                    k += 1
+                    continue
                 base = centre + (rz * bw[1] + ry) * bw[2] + rx
                 a0 = 0.0
                 a2 = 0.0  # second partial sum of the primary values (odd entries): half the add latency chain

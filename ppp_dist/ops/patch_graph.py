@@ -62,7 +62,7 @@ class VoxelPatchSums:
     row_of: np.ndarray  # (N_m,) int64 row of each member, -1 if it is in no support
     ptr: np.ndarray  # CSR capacity over rows
     end: np.ndarray  # (rows,) end of each row's entries (ascending j), ptr[r] <= end[r] <= ptr[r + 1]
-    sel: np.ndarray  # (nnz,) int64 selected index j, -1 in unused capacity
+    sel: np.ndarray  # (nnz,) int64 selected index j (entries past ``end`` are undefined)
     val: np.ndarray  # (nnz, 2) float64
     num: np.ndarray  # (nnz, 2) int32
 
@@ -70,8 +70,8 @@ class VoxelPatchSums:
         return int(self.row_of.nbytes + self.ptr.nbytes + self.end.nbytes + self.sel.nbytes + self.val.nbytes + self.num.nbytes)
 
 
-def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.ndarray, sel_pad: np.ndarray,
-                     sup_ptr: np.ndarray, sup_mem: np.ndarray) -> VoxelPatchSums:
+def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.ndarray, sup_ptr: np.ndarray,
+                     sup_mem: np.ndarray) -> VoxelPatchSums:
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
     _, h2, lut, lstr, _, _ = lookup_args(field, consensus)
     jfirst = _g.first_support(sup_ptr, sup_mem, field.n_members)
@@ -86,16 +86,16 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     line_ptr = np.searchsorted(lines, np.arange(zyx[0] * zyx[1] + 1)).astype(np.int64)
     nb_d = _box(2 * h)
     nb_d = nb_d[(nb_d != 0).any(axis=1)]
-    # capacity per row: selected patches within 3h (box sums of an integral volume)
-    cap = _box_counts(sel_pad.reshape(field.grid.padded_shape) >= 0, field.member_coords[rows_mem] +
-                      np.asarray(field.grid.pad), 3 * h)
+    img_zy = np.array(zyx[:2], dtype=np.int64)
+    cap = _g.voxel_patch_capacity(rows_mem, field.member_coords, jfirst, line_ptr, img_zy, sel_coords, h)
     ptr = np.concatenate(([0], np.cumsum(cap))).astype(np.int64)
-    sel = np.full(int(ptr[-1]), -1, dtype=np.int64)
-    val = np.zeros((int(ptr[-1]), 2), dtype=np.float64)
-    num = np.zeros((int(ptr[-1]), 2), dtype=np.int32)
+    # unused capacity is never written nor read (rows end at ``end``): np.empty maps no pages for it
+    sel = np.empty(int(ptr[-1]), dtype=np.int64)
+    val = np.empty((int(ptr[-1]), 2), dtype=np.float64)
+    num = np.empty((int(ptr[-1]), 2), dtype=np.int32)
     end = np.empty(len(rows_mem), dtype=np.int64)
     _g.voxel_patch_sums(rows_mem, field.member_pflat, field.member_coords, field.mem_pad, nb_d @ field.grid.strides,
-                        nb_d, jfirst, line_ptr, np.array(zyx[:2], dtype=np.int64), sel_coords, sup_rel, sup_rows, h,
+                        nb_d, jfirst, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
                         bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num)
     return VoxelPatchSums(row_of, ptr, end, sel, val, num)
 
@@ -108,20 +108,6 @@ def agreeing_supports(field: PatchField, consensus: Consensus, voter_index: np.n
     centres = field.mem_pad[field.voter_pflat[voter_index]].astype(np.int64)
     return _k.support_lists(voter_index, centres, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem,
                             float(threshold), True, *lookup_args(field, consensus))
-
-
-def _box_counts(mask: np.ndarray, centres: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Number of True voxels of mask in the box centre +- r of every centre (boxes inside mask)."""
-    s = np.zeros(tuple(n + 1 for n in mask.shape), dtype=np.int64)
-    s[1:, 1:, 1:] = mask.cumsum(0).cumsum(1).cumsum(2)
-    lo = centres - r
-    hi = centres + r + 1
-    total = np.zeros(len(centres), dtype=np.int64)
-    for corner in range(8):
-        pick = [(hi, lo)[(corner >> a) & 1][:, a] for a in range(3)]
-        sign = -1 if bin(corner).count("1") % 2 else 1
-        total += sign * s[pick[0], pick[1], pick[2]]
-    return total
 
 
 def _box(r: np.ndarray) -> np.ndarray:
@@ -150,7 +136,7 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     counts = np.zeros(len(pairs), dtype=np.int64)
     tiers = np.zeros(len(pairs), dtype=np.uint8)
     if len(pairs):
-        b = voxel_patch_sums(field, consensus, coords, sel_pad, sup_ptr, sup_mem)
+        b = voxel_patch_sums(field, consensus, coords, sup_ptr, sup_mem)
         pair_ptr = np.searchsorted(pairs[:, 0], np.arange(len(vi) + 1)).astype(np.int64)
         _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.end, b.sel, b.val, b.num, weights, counts,
                         tiers)
