@@ -169,18 +169,30 @@ def window_row_starts(vm_ptr, vm_pos, row_len, n_rows):
     return out
 
 
+@njit(parallel=True, cache=True)
+def listed(vm_ptr, vm_pos, vrows, base):
+    """Per entry of the window member lists: its voter's patch value and the LUT-flat position."""
+    vals = np.empty(len(vm_pos), dtype=np.float32)
+    lbase = np.empty(len(vm_pos), dtype=np.int32)
+    for vi in prange(len(vm_ptr) - 1):
+        for k in range(vm_ptr[vi], vm_ptr[vi + 1]):
+            vals[k] = vrows[vi, vm_pos[k]]
+            lbase[k] = base[vm_pos[k]]
+    return vals, lbase
+
+
 @njit(cache=True, inline="always")
-def _vote_range(k0, k1, vi, vrows, vm_pos, wpos, xlo, xhi, filt, lut, base, bu, s, c, t, high, a, th, diff_hi,
+def _vote_range(k0, k1, vals, vm_pos, wpos, xlo, xhi, filt, lut, lbase, bu, s, c, t, high, a, th, diff_hi,
                 mode, same_k, inv_same, diff_k, inv_diff):
-    """Add the votes of patch vi on the pairs (u, w) for its listed members w in vm_pos[k0:k1]
+    """Add the votes of a patch on the pairs (u, w) for its listed members w, entries k0:k1 of the
+    window member lists (``vals``, ``lbase``: their patch values and LUT-flat positions, ``listed``)
     (with ``filt``: only those whose window x lies in [xlo, xhi]). The formulas of _vote, expanded per
     case of the value a at u (same numbers, fewer branches)."""
     if mode == COUNT:
         for k in range(k0, k1):
-            e_w = vm_pos[k]
-            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+            if filt and (wpos[vm_pos[k], 2] < xlo or wpos[vm_pos[k], 2] > xhi):
                 continue
-            b = vrows[vi, e_w]
+            b = vals[k]
             if high:
                 if b > th:
                     val = 1.0
@@ -192,41 +204,39 @@ def _vote_range(k0, k1, vi, vrows, vm_pos, wpos, xlo, xhi, filt, lut, base, bu, 
                 val = -1.0
             else:
                 continue
-            col = lut[base[e_w] - bu]
+            col = lut[lbase[k] - bu]
             s[t, col] += val
             c[t, col] += 1
     elif high:
         a_same = a * inv_same
         a_diff = a * inv_diff
         for k in range(k0, k1):
-            e_w = vm_pos[k]
-            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+            if filt and (wpos[vm_pos[k], 2] < xlo or wpos[vm_pos[k], 2] > xhi):
                 continue
-            b = vrows[vi, e_w]
+            b = vals[k]
             if b > th:
                 val = a_same * b - same_k
             elif b < diff_hi:
                 val = diff_k - a_diff * (1.0 - b)
             else:
                 continue
-            col = lut[base[e_w] - bu]
+            col = lut[lbase[k] - bu]
             s[t, col] += val
             c[t, col] += 1
     else:
         a_diff = (1.0 - a) * inv_diff
         for k in range(k0, k1):
-            e_w = vm_pos[k]
-            if filt and (wpos[e_w, 2] < xlo or wpos[e_w, 2] > xhi):
+            if filt and (wpos[vm_pos[k], 2] < xlo or wpos[vm_pos[k], 2] > xhi):
                 continue
-            b = vrows[vi, e_w]
+            b = vals[k]
             if b > th:
-                col = lut[base[e_w] - bu]
+                col = lut[lbase[k] - bu]
                 s[t, col] += diff_k - a_diff * b
                 c[t, col] += 1
 
 
 @njit(parallel=True, cache=True)
-def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vrows, vkind, vm_ptr, vm_pos, lut, base, centre,
+def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vals, vkind, vm_ptr, vm_pos, lut, lbase, centre,
                    th, diff_hi, diff_l, mode, cons, cnt, wpos, near, row_starts):
     """Mean vote for every (member u in rows, positive offset d with |d_i| <= near_i) pair.
 
@@ -238,6 +248,8 @@ def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vrows, vkind, vm_ptr, vm_po
     rows within reach (``row_starts`` of ``window_row_starts``; unused with near = 2h, may be empty);
     the other columns stay zero-count. Every column gets its votes in the same order either way.
     ``mv_*``: the voters of each member in ascending window position (``member_voter_lists``).
+    ``vals``, ``lbase``: the patch value and the LUT-flat window position of every entry of the window
+    member lists (``listed``; contiguous per voter, read in order instead of gathered).
     """
     npos = len(wpos)
     ncol = cons.shape[1]
@@ -257,27 +269,27 @@ def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vrows, vkind, vm_ptr, vm_po
             if vkind[vi] == 0:
                 continue
             k_u = mv_index[q]
-            e_u = vm_pos[k_u]
-            a = vrows[vi, e_u]
+            a = vals[k_u]
             high = a > th
             if not (high or a < diff_hi):
                 continue
             t = vkind[vi] - 1
-            bu = base[e_u] - centre
+            bu = lbase[k_u] - centre
             lo = k_u + 1  # the voter's members after u (its list is ascending)
             if not limited:
-                _vote_range(lo, vm_ptr[vi + 1], vi, vrows, vm_pos, wpos, 0, 0, False, lut, base, bu, s, c, t, high,
-                            a, th, diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
+                _vote_range(lo, vm_ptr[vi + 1], vals, vm_pos, wpos, 0, 0, False, lut, lbase, bu, s, c, t, high, a,
+                            th, diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
                 continue
+            e_u = vm_pos[k_u]
             zu = wpos[e_u, 0]
             yu = wpos[e_u, 1]
             xu = wpos[e_u, 2]
             y1 = min(yu + near[1], py - 1)
             for z in range(zu, min(zu + near[0], pz - 1) + 1):
                 y0 = max(0, yu - near[1]) if z > zu else yu  # rows y0..y1 of plane z are one stretch
-                _vote_range(max(row_starts[vi, z * py + y0], lo), row_starts[vi, z * py + y1 + 1], vi, vrows,
-                            vm_pos, wpos, xu - near[2], xu + near[2], True, lut, base, bu, s, c, t, high, a, th,
-                            diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
+                _vote_range(max(row_starts[vi, z * py + y0], lo), row_starts[vi, z * py + y1 + 1], vals, vm_pos,
+                            wpos, xu - near[2], xu + near[2], True, lut, lbase, bu, s, c, t, high, a, th, diff_hi,
+                            mode, same_k, inv_same, diff_k, inv_diff)
         for col in range(ncol):  # every cell written (unconditional stores are much faster here)
             c0 = c[0, col]
             c1 = c[1, col]

@@ -151,23 +151,24 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     values = np.zeros((field.n_members, field.pairs.n), dtype=np.float32)
     counts = np.zeros((field.n_members, field.pairs.n), dtype=np.int16)
     args = _k.member_voter_lists(field.vm_ptr, field.vm_mem, field.n_members)
-    tail = (vkind, field.vm_ptr, field.vm_pos, field.pairs.lut, field.pairs.base, field.pairs.centre, th, diff_hi,
+    vals, lbase = _k.listed(field.vm_ptr, field.vm_pos, field.vrows, field.pairs.base)
+    tail = (vkind, field.vm_ptr, field.vm_pos, field.pairs.lut, lbase, field.pairs.centre, th, diff_hi,
             diff_l, mode, values, counts, window_positions(field.patch_shape))
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
     no_rows = np.zeros((0, 1), dtype=np.int32)
     if not refine:
-        _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h, no_rows)
+        _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows)
         return Consensus(values, counts, th, rule, different_rule)
     # pass 1 on every row that a checked entry reads: pairs (centre, u) with the centre within h of an
     # owned member and u within h of the centre, stored in the row of the first of the two (within 2h).
     # The owned rows get every column (pass 2 keeps them where no voter changed); the ring around them
     # only the offsets within h that the refinement reads (43% of the columns for 7^3 patches)
     ring = np.setdiff1d(_rows_within(field, rows, 2), rows, assume_unique=True)
-    _k.consensus_rows(rows, *args, field.vrows, *tail, 2 * h, no_rows)
+    _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows)
     if len(ring):
         pz, py, px = field.patch_shape
         row_starts = _k.window_row_starts(field.vm_ptr, field.vm_pos, px, pz * py)
-        _k.consensus_rows(ring, *args, field.vrows, *tail, h, row_starts)
+        _k.consensus_rows(ring, *args, vals, *tail, h, row_starts)
         del row_starts
     refined, dirty = _agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
     values[ring] = 0.0
@@ -175,7 +176,10 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     # pass 2 recomputes only the rows with a voter that lost an entry: every other row would get the
     # same votes in the same order, i.e. the same bytes (oracle patches lose none)
     redo = _k.rows_with_voters(rows, args[0], args[1], vkind, dirty)
-    _k.consensus_rows(redo, *args, refined, *tail, 2 * h, no_rows)
+    if len(redo):
+        del vals
+        vals, _ = _k.listed(field.vm_ptr, field.vm_pos, refined, field.pairs.base)
+        _k.consensus_rows(redo, *args, vals, *tail, 2 * h, no_rows)
     return Consensus(values, counts, th, rule, different_rule)
 
 

@@ -79,11 +79,12 @@ def test_oracle_scores_are_one_and_memory_formula():
     n_pos = ((4 * 5 + 1) ** 2 - 1) // 2
     assert cons.values.shape == (field.n_members, n_pos)
     assert cons.nbytes() == 6 * field.n_members * n_pos  # documented formula
-    # besides the consensus: the voters of each member (12 bytes per window-list entry) and, for the
-    # refinement, one copy of the patch rows and the window row starts (4 (pz py + 1) bytes per voter)
+    # besides the consensus: the voters of each member (12 bytes per window-list entry), the value and
+    # window position of each entry (8 bytes) and, for the refinement, one copy of the patch rows and
+    # the window row starts (4 (pz py + 1) bytes per voter)
     entries = len(field.vm_pos)
     row_starts = 4 * len(field.voter_coords) * (ps[0] * ps[1] + 1)
-    assert peak <= cons.nbytes() + 12 * entries + field.vrows.nbytes + row_starts + 64 * 1024
+    assert peak <= cons.nbytes() + 20 * entries + field.vrows.nbytes + row_starts + 64 * 1024
     # oracle patches: the refinement drops nothing, both passes agree bit for bit
     one = compute_consensus(field, refine=False)
     assert not np.isnan(agreeing_rows_numpy(field, one)).any()
