@@ -233,8 +233,8 @@ def voxel_patch_capacity(rows_mem, coords, jfirst, line_ptr, img_zy, sel_coords,
     e_rows = np.zeros((1, 1), dtype=np.int64)
     for r in prange(len(rows_mem)):
         u = rows_mem[r]
-        out[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, e_i, e_rows, h, h, 0, e_f,
-                                  e_f, e_i, e_i, e_i, e_2f, e_2i, True)
+        out[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, e_i, e_rows, h, h, 0, e_2f,
+                                  e_f, e_i, e_i, e_2f, e_2i, True)
     return out
 
 
@@ -273,9 +273,8 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
     nrows = len(rows_mem)
     nchunks = (nrows + ROW_CHUNK - 1) // ROW_CHUNK
     for chunk in prange(nchunks):  # one scratch box per chunk of rows
-        bv0 = np.zeros(nbox, dtype=np.float32)
-        bv1 = np.zeros(nbox, dtype=np.float32)
-        bn = np.zeros(nbox, dtype=np.int64)  # 1 primary, 1 << 32 fallback, 0 no consensus: counts both in one sum
+        bv = np.zeros((nbox, 2), dtype=np.float64)  # primary value, count code side by side (one cache line)
+        bv1 = np.zeros(nbox, dtype=np.float32)  # fallback value
         for r in range(chunk * ROW_CHUNK, min(nrows, (chunk + 1) * ROW_CHUNK)):
             u = rows_mem[r]
             up = mem_pflat[u]
@@ -288,25 +287,25 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
                     first = u if nb_pos[o] else w
                     c = cnt[first, nb_col[o]]
                     v = cons[first, nb_col[o]]
-                if c > 0:
-                    bv0[bi] = v
+                if c > 0:  # count code: 1 primary, 2^32 fallback, 0 no consensus (both counts in one exact sum)
+                    bv[bi, 0] = v
+                    bv[bi, 1] = 1.0
                     bv1[bi] = 0.0
-                    bn[bi] = 1
                 elif c < 0:
-                    bv0[bi] = 0.0
+                    bv[bi, 0] = 0.0
+                    bv[bi, 1] = 4294967296.0
                     bv1[bi] = v
-                    bn[bi] = 1 << 32
                 else:
-                    bv0[bi] = 0.0
+                    bv[bi, 0] = 0.0
+                    bv[bi, 1] = 0.0
                     bv1[bi] = 0.0
-                    bn[bi] = 0
             b_end[r] = _voxel_patch_row(r, u, coords, jfirst[u], line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
-                                        bw, centre, bv0, bv1, bn, b_ptr, b_sel, b_val, b_num, False)
+                                        bw, centre, bv, bv1, b_ptr, b_sel, b_val, b_num, False)
 
 
 @njit(cache=True)
-def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h, bw, centre, bv0, bv1, bn,
-                     b_ptr, b_sel, b_val, b_num, count_only):
+def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h, bw, centre, bv, bv1, b_ptr,
+                     b_sel, b_val, b_num, count_only):
     """The entries B[u, j], j > jmin, of row r, from the scratch box of u (filled by voxel_patch_sums).
     Returns the end of the row's filled entries; with ``count_only`` (nothing read or written but
     coords, line_ptr and sel_coords) the number of selected j > jmin within 3h: the row's capacity."""
@@ -339,7 +338,7 @@ def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, 
                 a0 = 0.0
                 a2 = 0.0  # second partial sum of the primary values (odd entries): half the add latency chain
                 a1 = 0.0
-                n = 0
+                n = 0.0
                 for dz in range(dz0, dz1 + 1):
                     row = (dz + h[0]) * py
                     q0 = sup_rows[j, row + dy0]
@@ -348,26 +347,28 @@ def _voxel_patch_row(r, u, coords, jmin, line_ptr, img_zy, sel_coords, sup_rel, 
                     while q + 1 < q1:
                         bi = base + sup_rel[q]
                         bj = base + sup_rel[q + 1]
-                        a0 += bv0[bi]
-                        a2 += bv0[bj]
-                        n += bn[bi] + bn[bj]
+                        a0 += bv[bi, 0]
+                        a2 += bv[bj, 0]
+                        n += bv[bi, 1] + bv[bj, 1]
                         q += 2
                     if q < q1:
                         bi = base + sup_rel[q]
-                        a0 += bv0[bi]
-                        n += bn[bi]
-                if n >> 32 != 0:  # fallback pairs (rare): their own sum
+                        a0 += bv[bi, 0]
+                        n += bv[bi, 1]
+                nf = int(n) >> 32
+                np_ = int(n) & 0xFFFFFFFF
+                if nf != 0:  # fallback pairs (rare): their own sum
                     for dz in range(dz0, dz1 + 1):
                         row = (dz + h[0]) * py
                         for q in range(sup_rows[j, row + dy0], sup_rows[j, row + dy1 + 1]):
                             a1 += bv1[base + sup_rel[q]]
                 a0 += a2
-                if n != 0:
+                if n != 0.0:
                     b_sel[k] = j
                     b_val[k, 0] = a0
                     b_val[k, 1] = a1
-                    b_num[k, 0] = n & 0xFFFFFFFF
-                    b_num[k, 1] = n >> 32
+                    b_num[k, 0] = np_
+                    b_num[k, 1] = nf
                     k += 1
     return k
 
