@@ -1,6 +1,7 @@
 """Private numba kernels: patch selection, patch-pair weights, partitions and painting.
 
-Parallel kernels are gathers (one output element per iteration, fixed inner order); sequential
+Parallel kernels are gathers (each output element computed by one thread in a fixed inner order;
+the heavy ones take chunks of rows in the order of ``_schedule``); sequential
 kernels (greedy cover, union-find, mutex watershed) process items in an explicit sorted order.
 """
 
@@ -157,33 +158,6 @@ def greedy_cover(order, cand_pflat, cand_vi, vrows, woff, mem_pad, cover_th, n_m
     return keep
 
 
-ROW_CHUNK = 64  # rows per scratch allocation in voxel_patch_sums (any value gives the same result)
-
-
-@njit(cache=True)
-def spread(n, group, threads):
-    """A permutation of range(n) that keeps runs of ``group`` consecutive items together and orders
-    the runs so that every contiguous part of the permutation is spread over the whole range (golden
-    ratio sequence). prange hands each thread one contiguous part of its iterations; visiting chunks
-    of rows in this order balances the threads where the cost per row drifts across the volume (B sums
-    on the nuclei: 0.58 s for the first half of the rows, 0.31 s for the second), while runs keep most
-    of the cache locality of neighbouring rows. With one thread: the identity. Only the order of
-    independent iterations changes, never a result."""
-    if threads == 1:
-        return np.arange(n)
-    runs = (n + group - 1) // group
-    key = np.empty(runs, dtype=np.float64)
-    for i in range(runs):
-        key[i] = (i * 0.6180339887498949) % 1.0
-    out = np.empty(n, dtype=np.int64)
-    k = 0
-    for g in np.argsort(key, kind="mergesort"):
-        for i in range(g * group, min(n, (g + 1) * group)):
-            out[k] = i
-            k += 1
-    return out
-
-
 @njit(parallel=True, cache=True)
 def candidate_pairs(sel_pflat, sel_pad, box_off):
     """All pairs (i, j), j = the selected patch at sel_pflat[i] + box_off[k] (positive offsets only)."""
@@ -264,7 +238,7 @@ def voxel_patch_capacity(rows_mem, coords, jfirst, line_ptr, img_zy, sel_coords,
 
 @njit(parallel=True, cache=True)
 def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst, line_ptr, img_zy, sel_coords,
-                     sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num, order):
+                     sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num, chunk_rows, order):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
     split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u that
     comes after the first patch whose support holds u (jfirst[u]; the only entries pair_weights reads).
@@ -276,8 +250,8 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
     beyond 2h read zeros; ``sup_rel``, ``sup_rows``: ``support_row_starts`` with the same box.
     ``line_ptr``: the selected patches (ascending linear index) of each image line z * Y + y.
     b_ptr: CSR capacity per row (voxel_patch_capacity), filled in ascending j up to b_end (written);
-    the rest of the capacity is not written. ``order``: the chunks of ROW_CHUNK rows in the order the
-    threads take them (``spread``)."""
+    the rest of the capacity is not written. ``order``: the chunks of ``chunk_rows`` rows (one scratch
+    box each) in the order the threads take them (``_schedule``)."""
     nbox = bw[0] * bw[1] * bw[2]
     centre = ((2 * h[0]) * bw[1] + 2 * h[1]) * bw[2] + 4 * h[2]
     nb_box = (nb_d[:, 0] * bw[1] + nb_d[:, 1]) * bw[2] + nb_d[:, 2] + centre
@@ -296,12 +270,12 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
         nb_pos[o] = pos
         nb_col[o] = lut[(d0 + h2[0]) * lstr[0] + (d1 + h2[1]) * lstr[1] + (d2 + h2[2]) * lstr[2]]
     nrows = len(rows_mem)
-    nchunks = (nrows + ROW_CHUNK - 1) // ROW_CHUNK
-    for it in prange(nchunks):  # one scratch box per chunk of rows (in ``order``, see spread)
+    nchunks = (nrows + chunk_rows - 1) // chunk_rows
+    for it in prange(nchunks):
         chunk = order[it]
         bv = np.zeros((nbox, 2), dtype=np.float64)  # primary value, count code side by side (one cache line)
         bv1 = np.zeros(nbox, dtype=np.float32)  # fallback value
-        for r in range(chunk * ROW_CHUNK, min(nrows, (chunk + 1) * ROW_CHUNK)):
+        for r in range(chunk * chunk_rows, min(nrows, (chunk + 1) * chunk_rows)):
             u = rows_mem[r]
             up = mem_pflat[u]
             for o in range(len(nb_off)):  # every box cell within 2h is written: no clearing needed
@@ -405,10 +379,11 @@ def pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, row_of, b_ptr, b_end, b_sel,
     """Edge (i, j): mean of the consensus over all member pairs (u in support i, w in support j, u != w)
     with votes: W = sum over u in S_i of B[u, j]. Tier 1 if any pair has primary consensus, else tier
     2 (fallback consensus only). One iteration per source node i (its pairs are contiguous); ``order``:
-    the chunks of ``chunk_nodes`` nodes (one scratch map each) in the order the threads take them."""
+    the chunks of ``chunk_nodes`` nodes (one scratch map each) in the order the threads take them
+    (``_schedule``)."""
     nodes = len(pair_ptr) - 1
     nchunks = (nodes + chunk_nodes - 1) // chunk_nodes
-    for it in prange(nchunks):  # one scratch map j -> edge per chunk of nodes (in ``order``, see spread)
+    for it in prange(nchunks):
         chunk = order[it]
         slot = np.full(nodes, -1, dtype=np.int32)
         for i in range(chunk * chunk_nodes, min(nodes, (chunk + 1) * chunk_nodes)):

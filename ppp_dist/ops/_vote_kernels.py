@@ -1,7 +1,8 @@
 """Private numba kernels: window member lists, consensus of patch votes, patch scores.
 
-Every kernel is a gather: one ``prange`` iteration computes one output row in a fixed order, so the
-result does not depend on the number of threads (no atomics, no shared accumulators).
+Every kernel is a gather: each output row is computed by one thread in a fixed order (the heavy
+kernels take chunks of rows in the order of ``_schedule``), so the result does not depend on the
+number of threads (no atomics, no shared accumulators).
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def _vote_range(k0, k1, vals, vm_pos, wpos, xlo, xhi, filt, lut, lbase, bu, s, c
 
 @njit(parallel=True, cache=True)
 def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vals, vkind, vm_ptr, vm_pos, lut, lbase, centre,
-                   th, diff_hi, diff_l, mode, cons, cnt, wpos, near, row_starts):
+                   th, diff_hi, diff_l, mode, cons, cnt, wpos, near, row_starts, chunk_rows, order):
     """Mean vote for every (member u in rows, positive offset d with |d_i| <= near_i) pair.
 
     Votes of patches centred on non-overlap voxels (vkind 1) take precedence; votes of patches
@@ -249,7 +250,8 @@ def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vals, vkind, vm_ptr, vm_pos
     the other columns stay zero-count. Every column gets its votes in the same order either way.
     ``mv_*``: the voters of each member in ascending window position (``member_voter_lists``).
     ``vals``, ``lbase``: the patch value and the LUT-flat window position of every entry of the window
-    member lists (``listed``; contiguous per voter, read in order instead of gathered).
+    member lists (``listed``; contiguous per voter, read in order instead of gathered). ``order``: the
+    chunks of ``chunk_rows`` rows in the order the threads take them (``_schedule``).
     """
     npos = len(wpos)
     ncol = cons.shape[1]
@@ -260,123 +262,130 @@ def consensus_rows(rows, mv_ptr, mv_voter, mv_index, vals, vkind, vm_ptr, vm_pos
     inv_same = 1.0 / (1.0 - th * th)
     diff_k = diff_l / (1.0 - diff_l)
     inv_diff = 1.0 / (1.0 - diff_l)
-    for r in prange(len(rows)):
-        u = rows[r]
-        s = np.zeros((2, ncol), dtype=np.float64)  # row 0 primary, row 1 fallback
-        c = np.zeros((2, ncol), dtype=np.int32)
-        for q in range(mv_ptr[u], mv_ptr[u + 1]):
-            vi = mv_voter[q]
-            if vkind[vi] == 0:
-                continue
-            k_u = mv_index[q]
-            a = vals[k_u]
-            high = a > th
-            if not (high or a < diff_hi):
-                continue
-            t = vkind[vi] - 1
-            bu = lbase[k_u] - centre
-            lo = k_u + 1  # the voter's members after u (its list is ascending)
-            if not limited:
-                _vote_range(lo, vm_ptr[vi + 1], vals, vm_pos, wpos, 0, 0, False, lut, lbase, bu, s, c, t, high, a,
-                            th, diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
-                continue
-            e_u = vm_pos[k_u]
-            zu = wpos[e_u, 0]
-            yu = wpos[e_u, 1]
-            xu = wpos[e_u, 2]
-            y1 = min(yu + near[1], py - 1)
-            for z in range(zu, min(zu + near[0], pz - 1) + 1):
-                y0 = max(0, yu - near[1]) if z > zu else yu  # rows y0..y1 of plane z are one stretch
-                _vote_range(max(row_starts[vi, z * py + y0], lo), row_starts[vi, z * py + y1 + 1], vals, vm_pos,
-                            wpos, xu - near[2], xu + near[2], True, lut, lbase, bu, s, c, t, high, a, th, diff_hi,
-                            mode, same_k, inv_same, diff_k, inv_diff)
-        for col in range(ncol):  # every cell written (unconditional stores are much faster here)
-            c0 = c[0, col]
-            c1 = c[1, col]
-            v = 0.0
-            n = 0
-            if c0 > 0:
-                v = s[0, col] / c0
-                n = min(c0, 32767)
-            elif c1 > 0:
-                v = s[1, col] / c1
-                n = -min(c1, 32767)
-            cons[u, col] = v
-            cnt[u, col] = n
+    nrows = len(rows)
+    for it in prange((nrows + chunk_rows - 1) // chunk_rows):
+        chunk = order[it]
+        for r in range(chunk * chunk_rows, min(nrows, (chunk + 1) * chunk_rows)):
+            u = rows[r]
+            s = np.zeros((2, ncol), dtype=np.float64)  # row 0 primary, row 1 fallback
+            c = np.zeros((2, ncol), dtype=np.int32)
+            for q in range(mv_ptr[u], mv_ptr[u + 1]):
+                vi = mv_voter[q]
+                if vkind[vi] == 0:
+                    continue
+                k_u = mv_index[q]
+                a = vals[k_u]
+                high = a > th
+                if not (high or a < diff_hi):
+                    continue
+                t = vkind[vi] - 1
+                bu = lbase[k_u] - centre
+                lo = k_u + 1  # the voter's members after u (its list is ascending)
+                if not limited:
+                    _vote_range(lo, vm_ptr[vi + 1], vals, vm_pos, wpos, 0, 0, False, lut, lbase, bu, s, c, t, high, a,
+                                th, diff_hi, mode, same_k, inv_same, diff_k, inv_diff)
+                    continue
+                e_u = vm_pos[k_u]
+                zu = wpos[e_u, 0]
+                yu = wpos[e_u, 1]
+                xu = wpos[e_u, 2]
+                y1 = min(yu + near[1], py - 1)
+                for z in range(zu, min(zu + near[0], pz - 1) + 1):
+                    y0 = max(0, yu - near[1]) if z > zu else yu  # rows y0..y1 of plane z are one stretch
+                    _vote_range(max(row_starts[vi, z * py + y0], lo), row_starts[vi, z * py + y1 + 1], vals, vm_pos,
+                                wpos, xu - near[2], xu + near[2], True, lut, lbase, bu, s, c, t, high, a, th, diff_hi,
+                                mode, same_k, inv_same, diff_k, inv_diff)
+            for col in range(ncol):  # every cell written (unconditional stores are much faster here)
+                c0 = c[0, col]
+                c1 = c[1, col]
+                v = 0.0
+                n = 0
+                if c0 > 0:
+                    v = s[0, col] / c0
+                    n = min(c0, 32767)
+                elif c1 > 0:
+                    v = s[1, col] / c1
+                    n = -min(c1, 32767)
+                cons[u, col] = v
+                cnt[u, col] = n
 
 
 @njit(parallel=True, cache=True)
 def patch_scores(cands, vrows, vm_ptr, vm_pos, vm_mem, lut, base, centre, th, diff_hi, diff_l, mode,
-                 cons, cnt, out):
+                 cons, cnt, out, chunk_rows, order):
     """Mean agreement of each candidate patch with the consensus on the pairs it votes on.
 
     A pair (u, w) of the patch's window is a "same" vote when both values are > th (adds the pair's
     consensus) and a "different" vote when one is > th and the other < diff_hi (subtracts it); the
     vote kinds of _vote, without its magnitudes (the score does not use them). Pairs in window order;
     a "low" entry is only paired with the "high" entries after it (low-low pairs cast no vote). Pairs
-    without votes add 0 (their consensus is 0) and are not counted: no branch in the inner loops."""
-    for i in prange(len(cands)):
-        vi = cands[i]
-        p0 = vm_ptr[vi]
-        m = vm_ptr[vi + 1] - p0
-        vote = np.empty(m, dtype=np.int64)  # listed entries with a value > th or < diff_hi, in order
-        sign = np.empty(m, dtype=np.float64)  # +1 for those > th, -1 for the others
-        high_base = np.empty(m, dtype=np.int64)  # col_base of the entries > th, in order
-        next_high = np.empty(m, dtype=np.int64)  # per vote entry: first index into high_base after it
-        col_base = np.empty(m, dtype=np.int64)
-        nv = 0
-        nh = 0
-        for k in range(m):
-            e = vm_pos[p0 + k]
-            v = vrows[vi, e]
-            if v > th:
-                vote[nv] = k
-                sign[nv] = 1.0
-                col_base[nv] = base[e]
-                high_base[nh] = base[e]
-                nh += 1
-                next_high[nv] = nh  # the entry itself is high: the next high one comes after it
-                nv += 1
-            elif v < diff_hi:
-                vote[nv] = k
-                sign[nv] = -1.0
-                col_base[nv] = base[e]
-                next_high[nv] = nh
-                nv += 1
-        acc = 0.0
-        acc2 = 0.0  # two partial sums (even / odd pairs of a row): half the add latency chain
-        n = 0
-        for a in range(nv):
-            u = vm_mem[p0 + vote[a]]
-            bu = col_base[a] - centre
-            if sign[a] > 0.0:
-                b = a + 1
-                while b + 1 < nv:
-                    col = lut[col_base[b] - bu]
-                    col2 = lut[col_base[b + 1] - bu]
-                    acc += sign[b] * cons[u, col]
-                    acc2 += sign[b + 1] * cons[u, col2]
-                    n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
-                    b += 2
-                if b < nv:
-                    col = lut[col_base[b] - bu]
-                    acc += sign[b] * cons[u, col]
-                    n += cnt[u, col] != 0
-            else:
-                q = next_high[a]
-                while q + 1 < nh:
-                    col = lut[high_base[q] - bu]
-                    col2 = lut[high_base[q + 1] - bu]
-                    acc -= cons[u, col]
-                    acc2 -= cons[u, col2]
-                    n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
-                    q += 2
-                if q < nh:
-                    col = lut[high_base[q] - bu]
-                    acc -= cons[u, col]
-                    n += cnt[u, col] != 0
-        acc += acc2
-        out[i] = acc / n if n > 0 else 0.0
+    without votes add 0 (their consensus is 0) and are not counted: no branch in the inner loops.
+    ``order``: the chunks of ``chunk_rows`` candidates in the order the threads take them (``_schedule``)."""
+    ncand = len(cands)
+    for it in prange((ncand + chunk_rows - 1) // chunk_rows):
+        chunk = order[it]
+        for i in range(chunk * chunk_rows, min(ncand, (chunk + 1) * chunk_rows)):
+            vi = cands[i]
+            p0 = vm_ptr[vi]
+            m = vm_ptr[vi + 1] - p0
+            vote = np.empty(m, dtype=np.int64)  # listed entries with a value > th or < diff_hi, in order
+            sign = np.empty(m, dtype=np.float64)  # +1 for those > th, -1 for the others
+            high_base = np.empty(m, dtype=np.int64)  # col_base of the entries > th, in order
+            next_high = np.empty(m, dtype=np.int64)  # per vote entry: first index into high_base after it
+            col_base = np.empty(m, dtype=np.int64)
+            nv = 0
+            nh = 0
+            for k in range(m):
+                e = vm_pos[p0 + k]
+                v = vrows[vi, e]
+                if v > th:
+                    vote[nv] = k
+                    sign[nv] = 1.0
+                    col_base[nv] = base[e]
+                    high_base[nh] = base[e]
+                    nh += 1
+                    next_high[nv] = nh  # the entry itself is high: the next high one comes after it
+                    nv += 1
+                elif v < diff_hi:
+                    vote[nv] = k
+                    sign[nv] = -1.0
+                    col_base[nv] = base[e]
+                    next_high[nv] = nh
+                    nv += 1
+            acc = 0.0
+            acc2 = 0.0  # two partial sums (even / odd pairs of a row): half the add latency chain
+            n = 0
+            for a in range(nv):
+                u = vm_mem[p0 + vote[a]]
+                bu = col_base[a] - centre
+                if sign[a] > 0.0:
+                    b = a + 1
+                    while b + 1 < nv:
+                        col = lut[col_base[b] - bu]
+                        col2 = lut[col_base[b + 1] - bu]
+                        acc += sign[b] * cons[u, col]
+                        acc2 += sign[b + 1] * cons[u, col2]
+                        n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
+                        b += 2
+                    if b < nv:
+                        col = lut[col_base[b] - bu]
+                        acc += sign[b] * cons[u, col]
+                        n += cnt[u, col] != 0
+                else:
+                    q = next_high[a]
+                    while q + 1 < nh:
+                        col = lut[high_base[q] - bu]
+                        col2 = lut[high_base[q + 1] - bu]
+                        acc -= cons[u, col]
+                        acc2 -= cons[u, col2]
+                        n += (cnt[u, col] != 0) + (cnt[u, col2] != 0)
+                        q += 2
+                    if q < nh:
+                        col = lut[high_base[q] - bu]
+                        acc -= cons[u, col]
+                        n += cnt[u, col] != 0
+            acc += acc2
+            out[i] = acc / n if n > 0 else 0.0
 
 
 @njit(parallel=True, cache=True)

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ppp_dist.ops import _graph_kernels as _g
 from ppp_dist.ops import _vote_kernels as _k
 from ppp_dist.ops._geometry import check_threshold
+from ppp_dist.ops._schedule import chunk_order, chunk_size
 from ppp_dist.ops.consensus import Consensus, PatchField, lookup_args
 
 
@@ -95,10 +95,11 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     val = np.empty((int(ptr[-1]), 2), dtype=np.float64)
     num = np.empty((int(ptr[-1]), 2), dtype=np.int32)
     end = np.empty(len(rows_mem), dtype=np.int64)
+    chunk = chunk_size(len(rows_mem))
     _g.voxel_patch_sums(rows_mem, field.member_pflat, field.member_coords, field.mem_pad, nb_d @ field.grid.strides,
                         nb_d, jfirst, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
-                        bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num,
-                        _chunk_order(len(rows_mem)))
+                        bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num, chunk,
+                        chunk_order(len(rows_mem), chunk))
     return VoxelPatchSums(row_of, ptr, end, sel, val, num)
 
 
@@ -110,19 +111,6 @@ def agreeing_supports(field: PatchField, consensus: Consensus, voter_index: np.n
     centres = field.mem_pad[field.voter_pflat[voter_index]].astype(np.int64)
     return _k.support_lists(voter_index, centres, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem,
                             float(threshold), True, *lookup_args(field, consensus))
-
-
-def _chunk_order(n: int, chunk: int = _g.ROW_CHUNK) -> np.ndarray:
-    """Order in which a kernel visits its chunks of ``chunk`` rows (``spread``): runs of up to 8 chunks,
-    at least 16 runs per thread where there are enough chunks."""
-    threads = numba.get_num_threads()
-    nchunks = -(-n // chunk)
-    return _g.spread(nchunks, max(1, min(8, nchunks // (16 * threads))), threads)
-
-
-def _node_chunk(n: int) -> int:
-    """Nodes per scratch map in pair_weights: 64, fewer for small graphs so every thread gets work."""
-    return max(1, min(_g.ROW_CHUNK, n // (16 * numba.get_num_threads())))
 
 
 def _box(r: np.ndarray) -> np.ndarray:
@@ -152,9 +140,10 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     tiers = np.zeros(len(pairs), dtype=np.uint8)
     if len(pairs):
         b = voxel_patch_sums(field, consensus, coords, sup_ptr, sup_mem)
+        node_chunk = chunk_size(len(vi))
         pair_ptr = np.searchsorted(pairs[:, 0], np.arange(len(vi) + 1)).astype(np.int64)
         _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.end, b.sel, b.val, b.num, weights, counts,
-                        tiers, _node_chunk(len(vi)), _chunk_order(len(vi), _node_chunk(len(vi))))
+                        tiers, node_chunk, chunk_order(len(vi), node_chunk))
     # candidate_pairs lists (i, j) by ascending i, then ascending j (box offsets in C order, selected
     # patches in linear order): sorted already; the check costs a fraction of a sort
     key = pairs[:, 0] * max(1, len(vi)) + pairs[:, 1]
