@@ -7,7 +7,7 @@ Writes ``runs/bench_suite/<UTC time stamp>/`` (``--out`` changes the parent): ``
 ``results.md`` (the markdown tables, also printed), ``*.png`` plots (matplotlib, Agg). Sections, in the order
 they run (the pipeline last, so that its optional large sizes can use whatever the time budget has left):
 
-a. ``assembly``: ``scripts/bench_assembly.py --quick`` (per step seconds and patch shape, numba vs NumPy).
+a. ``assembly``: ``scripts/bench_assembly.py --quick --repeat 2`` (per step seconds and patch shape, numba vs NumPy).
 d. ``graph_db``: ``write_block`` / ``iter_edges`` / ``write_lut`` rows/s, SQLite vs PostgreSQL.
 c. ``agglomeration``: our union-find vs networkx vs scipy.sparse.csgraph at 1e6, 1e7, 1e8 edges.
 e. ``bytes``: bytes per voxel of every stored intermediate vs the original's 686 B/voxel (float16 7^3 patches).
@@ -46,7 +46,7 @@ SCRIPTS = Path(__file__).resolve().parent
 # --- plans ------------------------------------------------------------------------------------------------------
 
 FULL: dict[str, Any] = {
-    "assembly": {"args": ["--quick"], "timeout": 420},
+    "assembly": {"args": ["--quick", "--repeat", "2"], "timeout": 420},  # fastest of 2 runs per dataset
     "graph_db": {"blocks": 24, "rows": 10_000, "writers": 4},
     "bytes": {"size": 64, "patch": 5},
     "agglomeration": {"sizes": [1e5, 1e6, 1e7, 1e8], "methods": ["union_find", "scipy", "networkx"],
@@ -83,7 +83,7 @@ FULL: dict[str, Any] = {
 }
 
 SMOKE: dict[str, Any] = {
-    "assembly": {"args": ["--quick", "--only", "tubes", "--numpy-budget", "1"], "timeout": 300},
+    "assembly": {"args": ["--quick", "--only", "tubes", "--numpy-budget", "1", "--repeat", "1"], "timeout": 300},
     "graph_db": {"blocks": 4, "rows": 200, "writers": 2},
     "bytes": {"size": 16, "patch": 5},
     "agglomeration": {"sizes": [1e4, 1e5], "methods": ["union_find", "scipy", "networkx"],
