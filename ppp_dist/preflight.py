@@ -3,7 +3,7 @@
 ``ppp-dist`` commands run it before they create or change an experiment folder (``run_tasks.run_tasks``):
 config, inputs and their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph
 database and the scheduler, so a mistake ends in one sentence with exit code 2 and leaves no experiment
-folder, no partial array and no changed output behind (``tests/test_bad_input_sweep.py``,
+folder, no partial array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``,
 ``docs/errors.md``).
 """
 

@@ -15,7 +15,7 @@ decode/label, the labels for postprocess/evaluate); later tasks read what their 
 Before anything is written, :class:`ppp_dist.preflight.Preflight` checks what the whole chain will need (config, inputs and
 their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph database, the
 scheduler), so a mistake ends in one sentence with exit code 2 and leaves no experiment folder, no partial
-array and no changed output behind (``tests/test_bad_input_sweep.py``, ``docs/errors.md``).
+array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``, ``docs/errors.md``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
   chunk is repaired the same call redoes only them;
 * an unreachable PostgreSQL server or dask scheduler when resuming a finished experiment (``--exp``):
   ``ppp-dist label`` says so in one sentence, exit 2, and touches no file of it (a new experiment,
-  ``--root``, is covered by ``tests/test_bad_input_sweep.py``).
+  ``--root``, is covered by ``tests/bad_input/test_bad_input_sweep.py``).
 
 The runner-level versions of these faults (synthetic blocks) are in ``tests/test_runner.py``.
 """
@@ -370,7 +370,7 @@ def test_label_cli_with_a_failing_block_exits_1_naming_it(oracle, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------
 # 4. unreachable services when resuming a finished experiment: one sentence, exit 2, nothing touched
-# (tests/test_bad_input_sweep.py covers a new experiment, --root: rows *-unreachable)
+# (tests/bad_input/test_bad_input_sweep.py covers a new experiment, --root: rows *-unreachable)
 
 
 def _tree(folder: Path) -> dict[str, tuple[str, int]]:
