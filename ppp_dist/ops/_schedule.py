@@ -45,3 +45,9 @@ def chunk_order(n: int, chunk: int) -> np.ndarray:
     threads = numba.get_num_threads()
     nchunks = -(-n // chunk)
     return spread(nchunks, max(1, min(8, nchunks // (16 * threads))), threads)
+
+
+def schedule(n: int, largest: int = 64) -> tuple[int, np.ndarray]:
+    """(rows per chunk, chunk order) for a kernel over n rows: the two arguments the kernels take."""
+    chunk = chunk_size(n, largest)
+    return chunk, chunk_order(n, chunk)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from ppp_dist.ops import _vote_kernels as _k
-from ppp_dist.ops._schedule import chunk_order, chunk_size
+from ppp_dist.ops._schedule import schedule
 from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, check_numinst,
                                     check_patch_array, check_patch_shape, check_threshold, numinst_from_prob,
                                     pair_offsets, patch_rows, window_positions)
@@ -158,18 +158,18 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
     no_rows = np.zeros((0, 1), dtype=np.int32)
     if not refine:
-        _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows, *_schedule(len(rows)))
+        _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows, *schedule(len(rows)))
         return Consensus(values, counts, th, rule, different_rule)
     # pass 1 on every row that a checked entry reads: pairs (centre, u) with the centre within h of an
     # owned member and u within h of the centre, stored in the row of the first of the two (within 2h).
     # The owned rows get every column (pass 2 keeps them where no voter changed); the ring around them
     # only the offsets within h that the refinement reads (43% of the columns for 7^3 patches)
     ring = np.setdiff1d(_rows_within(field, rows, 2), rows, assume_unique=True)
-    _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows, *_schedule(len(rows)))
+    _k.consensus_rows(rows, *args, vals, *tail, 2 * h, no_rows, *schedule(len(rows)))
     if len(ring):
         pz, py, px = field.patch_shape
         row_starts = _k.window_row_starts(field.vm_ptr, field.vm_pos, px, pz * py)
-        _k.consensus_rows(ring, *args, vals, *tail, h, row_starts, *_schedule(len(ring)))
+        _k.consensus_rows(ring, *args, vals, *tail, h, row_starts, *schedule(len(ring)))
         del row_starts
     refined, dirty = _agreeing_rows(field, Consensus(values, counts, th, rule, different_rule))
     values[ring] = 0.0
@@ -180,7 +180,7 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     if len(redo):
         del vals
         vals, _ = _k.listed(field.vm_ptr, field.vm_pos, refined, field.pairs.base)
-        _k.consensus_rows(redo, *args, vals, *tail, 2 * h, no_rows, *_schedule(len(redo)))
+        _k.consensus_rows(redo, *args, vals, *tail, 2 * h, no_rows, *schedule(len(redo)))
     return Consensus(values, counts, th, rule, different_rule)
 
 
@@ -218,7 +218,7 @@ def compute_scores(field: PatchField, consensus: Consensus) -> np.ndarray:
     out = np.zeros(len(field.candidates), dtype=np.float32)
     _k.patch_scores(field.candidates, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem, field.pairs.lut,
                     field.pairs.base, field.pairs.centre, consensus.threshold, diff_hi, diff_l, mode,
-                    consensus.values, consensus.counts, out, *_schedule(len(field.candidates)))
+                    consensus.values, consensus.counts, out, *schedule(len(field.candidates)))
     return out
 
 
@@ -230,12 +230,6 @@ def supports(field: PatchField, voter_index: np.ndarray, threshold: float):
                             field.vm_pos, field.vm_mem, float(threshold), False, dummy_i, dummy_i[0],
                             np.zeros(1, dtype=np.int64), dummy_i[0], np.zeros((1, 1), dtype=np.float32),
                             np.zeros((1, 1), dtype=np.int16))
-
-
-def _schedule(n: int) -> tuple[int, np.ndarray]:
-    """(rows per chunk, chunk order) for a kernel over n rows (ops/_schedule.py)."""
-    chunk = chunk_size(n)
-    return chunk, chunk_order(n, chunk)
 
 
 def lookup_args(field: PatchField, consensus: Consensus):

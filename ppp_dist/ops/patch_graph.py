@@ -32,7 +32,7 @@ import numpy as np
 from ppp_dist.ops import _graph_kernels as _g
 from ppp_dist.ops import _vote_kernels as _k
 from ppp_dist.ops._geometry import check_threshold
-from ppp_dist.ops._schedule import chunk_order, chunk_size
+from ppp_dist.ops._schedule import schedule
 from ppp_dist.ops.consensus import Consensus, PatchField, lookup_args
 
 
@@ -68,7 +68,7 @@ class VoxelPatchSums:
     num: np.ndarray  # (nnz, 2) int32
 
     def nbytes(self) -> int:
-        return int(self.row_of.nbytes + self.ptr.nbytes + self.end.nbytes + self.sel.nbytes + self.val.nbytes + self.num.nbytes)
+        return int(sum(a.nbytes for a in (self.row_of, self.ptr, self.end, self.sel, self.val, self.num)))
 
 
 def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.ndarray, sup_ptr: np.ndarray,
@@ -95,11 +95,10 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     val = np.empty((int(ptr[-1]), 2), dtype=np.float64)
     num = np.empty((int(ptr[-1]), 2), dtype=np.int32)
     end = np.empty(len(rows_mem), dtype=np.int64)
-    chunk = chunk_size(len(rows_mem))
     _g.voxel_patch_sums(rows_mem, field.member_pflat, field.member_coords, field.mem_pad, nb_d @ field.grid.strides,
                         nb_d, jfirst, line_ptr, img_zy, sel_coords, sup_rel, sup_rows, h,
-                        bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num, chunk,
-                        chunk_order(len(rows_mem), chunk))
+                        bw, h2, lut, lstr, consensus.values, consensus.counts, ptr, end, sel, val, num,
+                        *schedule(len(rows_mem)))
     return VoxelPatchSums(row_of, ptr, end, sel, val, num)
 
 
@@ -140,10 +139,9 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     tiers = np.zeros(len(pairs), dtype=np.uint8)
     if len(pairs):
         b = voxel_patch_sums(field, consensus, coords, sup_ptr, sup_mem)
-        node_chunk = chunk_size(len(vi))
         pair_ptr = np.searchsorted(pairs[:, 0], np.arange(len(vi) + 1)).astype(np.int64)
         _g.pair_weights(pair_ptr, pairs, sup_ptr, sup_mem, b.row_of, b.ptr, b.end, b.sel, b.val, b.num, weights, counts,
-                        tiers, node_chunk, chunk_order(len(vi), node_chunk))
+                        tiers, *schedule(len(vi)))
     # candidate_pairs lists (i, j) by ascending i, then ascending j (box offsets in C order, selected
     # patches in linear order): sorted already; the check costs a fraction of a sort
     key = pairs[:, 0] * max(1, len(vi)) + pairs[:, 1]

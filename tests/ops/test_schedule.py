@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from ppp_dist.ops._schedule import chunk_order, chunk_size, spread
+from ppp_dist.ops._schedule import chunk_order, chunk_size, schedule, spread
 
 
 @pytest.mark.parametrize("n, group", [(1, 1), (7, 1), (100, 1), (100, 8), (341, 8), (5, 8)])
@@ -31,3 +31,5 @@ def test_chunk_size_leaves_every_thread_work():
     assert chunk_size(small) == max(1, small // (16 * threads))
     order = chunk_order(1000, chunk_size(1000))
     assert sorted(order.tolist()) == list(range(-(-1000 // chunk_size(1000))))
+    chunk, order = schedule(1000)
+    assert chunk == chunk_size(1000) and order.tolist() == chunk_order(1000, chunk).tolist()
