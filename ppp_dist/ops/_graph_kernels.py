@@ -194,32 +194,6 @@ def first_support(sup_ptr, sup_mem, n_members):
 
 
 @njit(parallel=True, cache=True)
-def support_row_starts(sup_ptr, sup_mem, sel_coords, coords, h, n_rows, box_w):
-    """Per support entry its box index relative to the patch centre (box_w strides, centred) and per
-    support the index of its first entry in each window row z * py + y (``window_row_starts``)."""
-    n = len(sup_ptr) - 1
-    rel = np.empty(len(sup_mem), dtype=np.int64)
-    starts = np.empty((n, n_rows + 1), dtype=np.int64)
-    py = 2 * h[1] + 1
-    for j in prange(n):
-        r = 0
-        for q in range(sup_ptr[j], sup_ptr[j + 1]):
-            w = sup_mem[q]
-            dz = coords[w, 0] - sel_coords[j, 0]
-            dy = coords[w, 1] - sel_coords[j, 1]
-            dx = coords[w, 2] - sel_coords[j, 2]
-            rel[q] = (dz * box_w[1] + dy) * box_w[2] + dx
-            row = (dz + h[0]) * py + dy + h[1]
-            while r <= row:
-                starts[j, r] = q
-                r += 1
-        while r <= n_rows:
-            starts[j, r] = sup_ptr[j + 1]
-            r += 1
-    return rel, starts
-
-
-@njit(parallel=True, cache=True)
 def voxel_patch_capacity(rows_mem, coords, jfirst, line_ptr, img_zy, sel_coords, h):
     """Per row of voxel_patch_sums: the selected patches j > jfirst[u] within 3h of u (an upper bound
     of its entries: those with at least one consensus pair)."""
@@ -247,7 +221,8 @@ def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst,
     the stored pairs; zero where there is none), then each B[u, j] is a gather over the support
     entries of j in the window rows within 2h of u, in window order (= ascending voxel order, the
     order every sum is added in). The box ``bw`` = (4h+1, 4h+1, 8h+1) is 4h wide in x, so entries
-    beyond 2h read zeros; ``sup_rel``, ``sup_rows``: ``support_row_starts`` with the same box.
+    beyond 2h read zeros; ``sup_rel``: box index of each support entry relative to its patch centre;
+    ``sup_rows``: ``window_row_starts`` of the supports.
     ``line_ptr``: the selected patches (ascending linear index) of each image line z * Y + y.
     b_ptr: CSR capacity per row (voxel_patch_capacity), filled in ascending j up to b_end (written);
     the rest of the capacity is not written. ``order``: the chunks of ``chunk_rows`` rows (one scratch

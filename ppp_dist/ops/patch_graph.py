@@ -80,8 +80,13 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
     row_of = np.full(field.n_members, -1, dtype=np.int64)
     row_of[rows_mem] = np.arange(len(rows_mem))
     bw = np.array([4 * h[0] + 1, 4 * h[1] + 1, 8 * h[2] + 1], dtype=np.int64)
-    pz, py, _ = field.patch_shape
-    sup_rel, sup_rows = _g.support_row_starts(sup_ptr, sup_mem, sel_coords, field.member_coords, h, pz * py, bw)
+    pz, py, px = field.patch_shape
+    # each support entry relative to its patch centre: box index (sup_rel) and window position (for the row starts)
+    d = field.member_coords[sup_mem] - np.repeat(sel_coords, np.diff(sup_ptr), axis=0)
+    sup_rel = (d[:, 0] * bw[1] + d[:, 1]) * bw[2] + d[:, 2]
+    sup_pos = ((d[:, 0] + h[0]) * py + d[:, 1] + h[1]) * px + d[:, 2] + h[2]
+    sup_rows = _k.window_row_starts(sup_ptr, sup_pos, px, pz * py)
+    del d, sup_pos
     zyx = field.numinst.shape
     lines = sel_coords[:, 0] * zyx[1] + sel_coords[:, 1]
     line_ptr = np.searchsorted(lines, np.arange(zyx[0] * zyx[1] + 1)).astype(np.int64)
