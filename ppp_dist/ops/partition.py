@@ -64,6 +64,47 @@ def partition(n_nodes: int, pairs: np.ndarray, weights: np.ndarray, counts: np.n
     return relabel_roots(roots)
 
 
+def merge_tier2(nodes: np.ndarray, mutex_a: np.ndarray, mutex_b: np.ndarray, t2_a: np.ndarray, t2_b: np.ndarray,
+                t2_weights: np.ndarray, t2_u: np.ndarray, t2_v: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:
+    """Phase 2 of the two-tier connected components on the clusters of phase 1 (exactly the kernel's).
+
+    Parameters
+    ----------
+    nodes : (N,) int64
+        Cluster ids (the smallest patch id of each phase-1 cluster), ascending.
+    mutex_a, mutex_b : (M,) int64
+        Clusters that a tier-1 edge with weight <= threshold separates (any order, duplicates allowed).
+    t2_a, t2_b : (T,) int64
+        Clusters that a tier-2 edge with weight > threshold joins.
+    t2_weights, t2_u, t2_v : (T,)
+        That edge's weight and patch ids: the merge order is (-|w - threshold|, u, v), as ``partition``'s.
+
+    Returns
+    -------
+    (N,) int64: the smallest cluster id of each node's merged cluster.
+    """
+    nodes = np.asarray(nodes, dtype=np.int64)
+    if len(nodes) > 1 and not (nodes[1:] > nodes[:-1]).all():
+        raise ValueError("nodes must be strictly ascending")
+
+    def dense(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.int64)
+        pos = np.searchsorted(nodes, x)
+        if len(x) and ((pos >= len(nodes)) | (nodes[np.minimum(pos, len(nodes) - 1)] != x)).any():
+            raise ValueError("a mutex or tier-2 edge names a cluster that is not among nodes")
+        return pos.astype(np.int64)
+
+    mutex = np.stack([dense(mutex_a), dense(mutex_b)], axis=1).reshape(-1, 2)
+    t2 = np.stack([dense(t2_a), dense(t2_b)], axis=1).reshape(-1, 2)
+    prio = np.abs(np.asarray(t2_weights, dtype=np.float64) - float(threshold))
+    t2_order = np.lexsort((np.asarray(t2_v, np.int64), np.asarray(t2_u, np.int64), -prio))
+    pairs = np.concatenate([mutex, t2]).astype(np.int64)
+    attractive = np.concatenate([np.zeros(len(mutex), bool), np.ones(len(t2), bool)])
+    order = np.concatenate([np.arange(len(mutex)), len(mutex) + t2_order]).astype(np.int64)
+    roots = _g.mutex_watershed(len(nodes), pairs, attractive, order)
+    return nodes[roots]
+
+
 def relabel_roots(roots: np.ndarray) -> np.ndarray:
     """Map representatives to 1..n in ascending order of representative."""
     _, inverse = np.unique(roots, return_inverse=True)
