@@ -56,11 +56,15 @@ def postgres_dsn() -> str:
 
 @pytest.fixture
 def torch_one_thread():
-    """One torch thread: on 2 shared cores more threads oversubscribe and run tiny convolutions 10-50x slower."""
+    """One torch thread: on 2 shared cores more threads oversubscribe and run tiny convolutions 10-50x slower.
+
+    ``PPP_DIST_TEST_TORCH_THREADS=2`` runs the learning tests with 2 threads instead (they must pass with
+    either: another thread count takes another floating-point trajectory).
+    """
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("PPP_DIST_TEST_TORCH_THREADS", "1")))
     yield
     torch.set_num_threads(before)
 
