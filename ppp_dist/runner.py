@@ -63,11 +63,22 @@ class BlockOutput:
         owns (the block of min(u, v)), each once.
     counts : dict
         Small JSON-able numbers for the ledger (voxels, patches, ...).
+    clusters, patch_map, links : structured arrays, optional
+        The contracted graph (``ppp_dist.ops.contract``; see :meth:`GraphStore.write_block`).
     """
 
     fragments: Any = None
     edges: Any = None
     counts: dict = field(default_factory=dict)
+    clusters: Any = None
+    patch_map: Any = None
+    links: Any = None
+
+    def tables(self) -> dict[str, Any]:
+        """The tables given, by name."""
+        return {name: table for name, table in (("fragments", self.fragments), ("edges", self.edges),
+                                                ("clusters", self.clusters), ("patch_map", self.patch_map),
+                                                ("links", self.links)) if table is not None}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -203,9 +214,10 @@ def run_block(stage: str, block: BlockSpec, process_block: Callable[[BlockSpec],
         seconds = time.perf_counter() - started
         store = worker_store(store_factory)
         if isinstance(out, BlockOutput):
-            store.write_block(stage, block.block_id, out.fragments, out.edges, out.counts, seconds=seconds,
-                              worker=worker, attempts=attempt)
-            counts = {"fragments": _length(out.fragments), "edges": _length(out.edges), **out.counts}
+            store.write_block(stage, block.block_id, out.fragments, out.edges, out.counts, clusters=out.clusters,
+                              patch_map=out.patch_map, links=out.links, seconds=seconds, worker=worker,
+                              attempts=attempt)
+            counts = {**{name: _length(t) for name, t in out.tables().items()}, **out.counts}
         else:
             counts = dict(out or {})
             store.mark_done(stage, block.block_id, counts, seconds=seconds, worker=worker, attempts=attempt)

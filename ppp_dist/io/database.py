@@ -5,7 +5,7 @@ written as ``?`` by callers and translated here), one transaction per ``transact
 holds the connection, the schema and its version, and the ``runs`` table (which config and version wrote the
 database); :mod:`ppp_dist.io.graph_store` reads and writes the graph tables on top of it.
 
-Schema (version 2; a version-1 database gains the graph tables when opened)::
+Schema (version 3; a version-1 or -2 database gains the missing tables when opened)::
 
     meta       (key TEXT PK, value TEXT)                        schema_version, ...
     runs       (run_id TEXT PK, config_hash, version, created)
@@ -13,6 +13,13 @@ Schema (version 2; a version-1 database gains the graph tables when opened)::
     edges      (u BIGINT, v BIGINT, weight DOUBLE, count BIGINT, block BIGINT,
                 PK (u, v), CHECK (u < v))                                           index on block
     lut        (fragment BIGINT PK, segment BIGINT)
+    clusters   (id BIGINT PK, block BIGINT, size BIGINT)                            index on block
+    patch_map  (patch BIGINT PK, cluster BIGINT, block BIGINT)                      index on block
+    links      (a, b, u, v BIGINT, weight DOUBLE, kind INT, block BIGINT, PK (u, v), CHECK (u < v))
+    segments   (cluster BIGINT PK, segment BIGINT)        phase 1 of the stitch (clusters that merged)
+    tier2_groups (segment BIGINT PK, grp BIGINT)          phase 2: independent groups of tier-2 edges
+    tier2_roots  (segment BIGINT PK, root BIGINT)         phase 2: segments that merged
+    instances  (cluster BIGINT PK, block BIGINT, instance BIGINT)                   index on block
     blocks     (stage TEXT, block BIGINT, status TEXT, worker TEXT, seconds DOUBLE, attempts INT,
                 counts TEXT (JSON), error TEXT, updated TEXT, PK (stage, block))    the ledger
 
@@ -42,7 +49,7 @@ from ppp_dist.errors import DatabaseError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DSN_ENV = "PPP_DIST_DB_DSN"
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long one SQLite statement waits for another writer's lock
 RETRY_SECONDS = 600.0  # how long a transaction is repeated on lock/serialization errors before giving up
@@ -65,8 +72,21 @@ _SCHEMA = (
     "worker TEXT NOT NULL DEFAULT '', seconds DOUBLE PRECISION NOT NULL DEFAULT 0, attempts INT NOT NULL "
     "DEFAULT 0, counts TEXT NOT NULL DEFAULT '{}', error TEXT NOT NULL DEFAULT '', updated TEXT NOT NULL, "
     "PRIMARY KEY (stage, block))",
+    # the contracted graph of the two-tier partition (ppp_dist.ops.contract) and the agglomeration's tables
+    "CREATE TABLE IF NOT EXISTS clusters (id BIGINT PRIMARY KEY, block BIGINT NOT NULL, size BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS clusters_block ON clusters (block)",
+    "CREATE TABLE IF NOT EXISTS patch_map (patch BIGINT PRIMARY KEY, cluster BIGINT NOT NULL, block BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS patch_map_block ON patch_map (block)",
+    "CREATE TABLE IF NOT EXISTS links (a BIGINT NOT NULL, b BIGINT NOT NULL, u BIGINT NOT NULL, v BIGINT NOT NULL, "
+    "weight DOUBLE PRECISION NOT NULL, kind INT NOT NULL, block BIGINT NOT NULL, PRIMARY KEY (u, v), CHECK (u < v))",
+    "CREATE INDEX IF NOT EXISTS links_block ON links (block)",
+    "CREATE TABLE IF NOT EXISTS segments (cluster BIGINT PRIMARY KEY, segment BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tier2_groups (segment BIGINT PRIMARY KEY, grp BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tier2_roots (segment BIGINT PRIMARY KEY, root BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS instances (cluster BIGINT PRIMARY KEY, block BIGINT NOT NULL, instance BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS instances_block ON instances (block)",
 )
-_MIGRATABLE = {1}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
+_MIGRATABLE = {1, 2}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
 _COLUMNS = {  # the columns of each table of _SCHEMA: a table of these names with other columns is foreign
     "meta": {"key", "value"},
     "runs": {"run_id", "config_hash", "version", "created"},
@@ -74,6 +94,13 @@ _COLUMNS = {  # the columns of each table of _SCHEMA: a table of these names wit
     "edges": {"u", "v", "weight", "count", "block"},
     "lut": {"fragment", "segment"},
     "blocks": {"stage", "block", "status", "worker", "seconds", "attempts", "counts", "error", "updated"},
+    "clusters": {"id", "block", "size"},
+    "patch_map": {"patch", "cluster", "block"},
+    "links": {"a", "b", "u", "v", "weight", "kind", "block"},
+    "segments": {"cluster", "segment"},
+    "tier2_groups": {"segment", "grp"},
+    "tier2_roots": {"segment", "root"},
+    "instances": {"cluster", "block", "instance"},
 }
 OWNER_ID, OWNER_PATH = "experiment_id", "experiment_path"  # meta keys: the experiment the database belongs to
 

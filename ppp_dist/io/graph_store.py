@@ -1,20 +1,21 @@
-"""The fragment graph and the block ledger in the run database (SQLite or PostgreSQL), one interface.
+"""The graph and the block ledger in the run database (SQLite or PostgreSQL): every SQL statement of ppp_dist.
 
-Blocks write their fragments and the edges they own with :meth:`GraphStore.write_block`: fragments, edges
-and the block's ledger row go in ONE transaction that first deletes whatever the block wrote before, so a
-block that is retried, re-run with other parameters or run twice by dask leaves exactly one copy of its
-rows and never "fragments without their edges". Reads stream in batches of NumPy arrays
-(:meth:`GraphStore.iter_edges`, :meth:`GraphStore.iter_fragments`) so that no global graph object is
-ever built in Python.
+:class:`GraphStore` holds the SQL both backends share; :mod:`~ppp_dist.io.sqlite_store` and
+:mod:`~ppp_dist.io.postgres_store` add only what differs (bulk inserts, streaming reads). Nothing outside
+``ppp_dist.io`` writes SQL (a rule test checks it): stages call the named methods below.
 
-Ids are signed 64-bit in SQL: fragment ids must lie in ``[1, 2**63)`` (0 is background), and uint64 input
-beyond that range is refused with a message rather than wrapped. Edge weights must not be NaN (a NaN
-compares false and would silently decide merges); each edge is stored once with ``u < v`` (inputs with
-``u > v`` are swapped) and belongs to the block that wrote it.
+Two graphs live here:
 
-Bulk paths: SQLite ``executemany`` inside one ``BEGIN IMMEDIATE`` transaction, retried with backoff on
-"database is locked"; PostgreSQL binary ``COPY`` (built with NumPy, no per-row Python) and server-side
-cursors for reads.
+* the **contracted graph** of the pipeline's two-tier partition (``ppp_dist.ops.contract``): per vote block
+  its ``clusters``, the boundary ``patch_map`` and the ``links``; the agglomeration adds ``segments`` (phase 1),
+  ``tier2_groups`` / ``tier2_roots`` (phase 2) and the final ``instances`` (cluster -> instance id);
+* the **fragment graph** (``fragments``, ``edges``, ``lut``): the full patch graph that the mutex watershed
+  needs, and the generic single-linkage agglomeration of :mod:`ppp_dist.agglomerate`.
+
+Blocks write with :meth:`GraphStore.write_block`: the block's rows of every graph table and its ledger row go
+in ONE transaction that first deletes whatever the block wrote before, so a block that is retried, re-run with
+other parameters or run twice by dask leaves exactly one copy of its rows. Reads stream in batches of NumPy
+arrays, so no global graph object is ever built in Python.
 
 Examples
 --------
@@ -31,42 +32,48 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import logging
-import struct
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import BlockError, DatabaseError
 from ppp_dist.io.database import Database, open_database
+from ppp_dist.io.graph_rows import (CLUSTER_DTYPE, EDGE_DTYPE, FRAGMENT_DTYPE, LINK_DTYPE, MAP_DTYPE, EdgeBatch,
+                                    _as_ids, json_counts, make_clusters, make_edges, make_fragments, make_map,
+                                    normalise_table)
+from ppp_dist.ops.contract import ATTRACT, MUTEX, TIER2
 
 logger = logging.getLogger(__name__)
 
-FRAGMENT_DTYPE = np.dtype([("id", "<i8"), ("z", "<i4"), ("y", "<i4"), ("x", "<i4"), ("size", "<i8")])
-"""One row per fragment: global id, anchor voxel (z, y, x) in volume coordinates, size in voxels."""
-EDGE_DTYPE = np.dtype([("u", "<i8"), ("v", "<i8"), ("weight", "<f8"), ("count", "<i8")])
-"""One row per edge: endpoint ids, weight (merge evidence, higher = more likely the same object), count
-(how many patch pairs or contacts support it)."""
-
 STATUS_DONE, STATUS_FAILED, STATUS_PENDING = "done", "failed", "pending"
-_INT64_MAX = np.iinfo(np.int64).max
 _DEFAULT_BATCH = 100_000
 
+# every table a block writes, with its columns in insert order: (name, kind for the bulk insert)
+_BLOCK_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "fragments": (("id", "i8"), ("z", "i4"), ("y", "i4"), ("x", "i4"), ("size", "i8")),
+    "edges": (("u", "i8"), ("v", "i8"), ("weight", "f8"), ("count", "i8")),
+    "clusters": (("id", "i8"), ("size", "i8")),
+    "patch_map": (("patch", "i8"), ("cluster", "i8")),
+    "links": (("a", "i8"), ("b", "i8"), ("u", "i8"), ("v", "i8"), ("weight", "f8"), ("kind", "i4")),
+}
+_AGGLOMERATION_TABLES = ("lut", "segments", "tier2_groups", "tier2_roots", "instances")
+GRAPH_TABLES = tuple(_BLOCK_TABLES) + _AGGLOMERATION_TABLES
 
-class EdgeBatch(NamedTuple):
-    """A batch of edges as arrays: ``u``, ``v`` int64 (``u < v``), ``weight`` float64, ``count`` int64."""
-
-    u: np.ndarray
-    v: np.ndarray
-    weight: np.ndarray
-    count: np.ndarray
+# A link's other end: its cluster when the block owned v, else the cluster of v in the map of v's block
+# (0 when that block never wrote it). ``l`` is the links table, ``m`` the patch_map joined on v.
+_RESOLVED = ("SELECT l.a AS a, CASE WHEN l.b = 0 THEN COALESCE(m.cluster, 0) ELSE l.b END AS b, l.u AS u, "
+             "l.v AS v, l.weight AS weight FROM links l LEFT JOIN patch_map m ON l.b = 0 AND m.patch = l.v "
+             "WHERE l.kind = ?")
+# ... and both ends as phase-1 segments (clusters that phase 1 did not merge are their own segment)
+_SEGMENTED = ("SELECT COALESCE(sa.segment, r.a) AS sa, CASE WHEN r.b = 0 THEN 0 ELSE COALESCE(sb.segment, r.b) "
+              "END AS sb, r.u AS u, r.v AS v, r.weight AS weight FROM (" + _RESOLVED + ") r "
+              "LEFT JOIN segments sa ON sa.cluster = r.a LEFT JOIN segments sb ON sb.cluster = r.b")
 
 
 @dataclass(frozen=True)
@@ -84,209 +91,50 @@ class LedgerRow:
     updated: str
 
 
+@dataclass(frozen=True)
+class Tier2Batch:
+    """The phase-2 input of some groups: tier-2 links and mutexes, both ends as phase-1 segments."""
+
+    a: np.ndarray  # (T,) segment of the link's first end
+    b: np.ndarray  # (T,) segment of the other end
+    u: np.ndarray  # (T,) patch ids of the edge (the merge order's tie-break)
+    v: np.ndarray
+    weight: np.ndarray  # (T,) float64
+    mutex_a: np.ndarray  # (M,) segments a mutex separates
+    mutex_b: np.ndarray
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _as_ids(values: Any, what: str, block_id: int | None) -> np.ndarray:
-    """``values`` as int64, refusing floats, uint64 beyond 2**63 - 1, and ids < 1."""
-    arr = np.asarray(values)
-    if arr.size == 0:
-        return np.zeros(0, np.int64)
-    arr = arr.ravel()
-    if arr.dtype.kind not in "ui":
-        raise _data_error(block_id, f"{what} must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and int(arr.max()) > _INT64_MAX:
-        raise _data_error(block_id, f"{what} {int(arr.max())} does not fit a signed 64-bit SQL id (max 2**63 - 1); "
-                                    "use ids below 2**63 (e.g. fewer bits for the block part of the id)")
-    arr = arr.astype(np.int64, copy=False)
-    if int(arr.min()) < 1:
-        raise _data_error(block_id, f"{what} {int(arr.min())} is not a fragment id; ids must be >= 1 "
-                                    "(0 is background)")
-    return arr
-
-
-def _data_error(block_id: int | None, reason: str) -> Exception:
-    return BlockError(block_id, reason) if block_id is not None else ValueError(reason)
-
-
-def make_fragments(ids: Any, positions: Any = None, sizes: Any = None) -> np.ndarray:
-    """Build a fragment table (structured array of :data:`FRAGMENT_DTYPE`).
-
-    Parameters
-    ----------
-    ids : (N,) integer array
-        Global fragment ids in ``[1, 2**63)``.
-    positions : (N, 3) integer array, optional
-        Anchor voxel ``(z, y, x)`` of each fragment (2D data: z = 0); default zeros.
-    sizes : (N,) integer array, optional
-        Voxels (or patches) per fragment; default zeros.
-    """
-    ids_arr = _as_ids(ids, "fragment id", None)
-    out = np.zeros(len(ids_arr), FRAGMENT_DTYPE)
-    out["id"] = ids_arr
-    if positions is not None:
-        pos = np.asarray(positions, dtype=np.int64).reshape(len(ids_arr), -1)
-        if pos.shape[1] != 3:
-            raise ValueError(f"positions must have shape (N, 3) (z, y, x), got {pos.shape}")
-        out["z"], out["y"], out["x"] = pos[:, 0], pos[:, 1], pos[:, 2]
-    if sizes is not None:
-        out["size"] = np.asarray(sizes, dtype=np.int64).reshape(len(ids_arr))
-    return out
-
-
-def make_edges(u: Any, v: Any, weight: Any, count: Any = None) -> np.ndarray:
-    """Build an edge table (structured array of :data:`EDGE_DTYPE`); ``count`` defaults to 1."""
-    u_arr, v_arr = np.asarray(u).ravel(), np.asarray(v).ravel()
-    w_arr = np.asarray(weight, dtype=np.float64).ravel()
-    if not len(u_arr) == len(v_arr) == len(w_arr):
-        raise ValueError(f"u, v and weight differ in length: {len(u_arr)}, {len(v_arr)}, {len(w_arr)}")
-    out = np.zeros(len(u_arr), EDGE_DTYPE)
-    out["u"], out["v"] = _as_ids(u_arr, "edge endpoint", None), _as_ids(v_arr, "edge endpoint", None)
-    out["weight"] = w_arr
-    out["count"] = 1 if count is None else np.asarray(count, dtype=np.int64).ravel()
-    return out
-
-
-def _field(table: Any, name: str, n: int, default: Any, alt: str | None = None) -> np.ndarray:
-    if isinstance(table, np.ndarray) and table.dtype.names:
-        if name in table.dtype.names:
-            return np.asarray(table[name])
-        if alt is not None and alt in table.dtype.names:
-            return np.asarray(table[alt])
-    elif isinstance(table, Mapping):
-        if name in table:
-            return np.asarray(table[name])
-        if alt is not None and alt in table:
-            return np.asarray(table[alt])
-    if default is None:
-        raise ValueError(f"the table has no field {name!r}")
-    return np.full(n, default)
-
-
-def _normalise_fragments(fragments: Any, block_id: int) -> np.ndarray:
-    """A validated :data:`FRAGMENT_DTYPE` array from a structured array or a mapping of columns."""
-    if fragments is None:
-        return np.zeros(0, FRAGMENT_DTYPE)
-    if not ((isinstance(fragments, np.ndarray) and fragments.dtype.names) or isinstance(fragments, Mapping)):
-        raise BlockError(block_id, "fragments must be a structured array (see make_fragments) or a mapping "
-                                   f"of columns, got {type(fragments).__name__}")
-    ids = _field(fragments, "id", 0, None)
-    out = np.zeros(len(ids), FRAGMENT_DTYPE)
-    out["id"] = _as_ids(ids, "fragment id", block_id)
-    if isinstance(fragments, Mapping) and "position" in fragments:
-        pos = np.asarray(fragments["position"], dtype=np.int64).reshape(len(out), 3)
-        out["z"], out["y"], out["x"] = pos[:, 0], pos[:, 1], pos[:, 2]
-    else:
-        for axis in ("z", "y", "x"):
-            out[axis] = _field(fragments, axis, len(out), 0)
-    out["size"] = _field(fragments, "size", len(out), 0)
-    if len(out) > 1:
-        ordered = np.sort(out["id"])
-        dup = ordered[1:][ordered[1:] == ordered[:-1]]
-        if dup.size:
-            raise BlockError(block_id, f"fragment id {int(dup[0])} appears twice in the block's fragments")
-    return out
-
-
-def _normalise_edges(edges: Any, block_id: int) -> np.ndarray:
-    """A validated :data:`EDGE_DTYPE` array with ``u < v``: no NaN weights, no self-loops, no duplicates."""
-    if edges is None:
-        return np.zeros(0, EDGE_DTYPE)
-    if not ((isinstance(edges, np.ndarray) and edges.dtype.names) or isinstance(edges, Mapping)):
-        raise BlockError(block_id, "edges must be a structured array (see make_edges) or a mapping of columns, "
-                                   f"got {type(edges).__name__}")
-    u = _as_ids(_field(edges, "u", 0, None), "edge endpoint u", block_id)
-    v = _as_ids(_field(edges, "v", 0, None), "edge endpoint v", block_id)
-    w = np.asarray(_field(edges, "weight", len(u), None, alt="score"), dtype=np.float64).ravel()
-    if not len(u) == len(v) == len(w):
-        raise BlockError(block_id, f"edge columns differ in length: u {len(u)}, v {len(v)}, weight {len(w)}")
-    nan = np.isnan(w)
-    if nan.any():
-        k = int(np.argmax(nan))
-        raise BlockError(block_id, f"{int(nan.sum())} edge weights are NaN (first: edge {int(u[k])}-{int(v[k])}); "
-                                   "NaN scores would decide merges silently — fix the scores upstream (NaN "
-                                   "predictions?) or drop those edges")
-    out = np.zeros(len(u), EDGE_DTYPE)
-    out["u"], out["v"] = np.minimum(u, v), np.maximum(u, v)
-    out["weight"] = w
-    out["count"] = _field(edges, "count", len(u), 1)
-    loops = out["u"] == out["v"]
-    if loops.any():
-        raise BlockError(block_id, f"edge {int(out['u'][np.argmax(loops)])}-{int(out['u'][np.argmax(loops)])} "
-                                   "joins a fragment to itself; drop self-loops before writing")
-    if len(out) > 1:
-        order = np.lexsort((out["v"], out["u"]))
-        su, sv = out["u"][order], out["v"][order]
-        dup = (su[1:] == su[:-1]) & (sv[1:] == sv[:-1])
-        if dup.any():
-            k = int(np.argmax(dup))
-            raise BlockError(block_id, f"edge {int(su[k])}-{int(sv[k])} appears twice in the block's edges "
-                                       "(as (u, v) or (v, u)); sum their counts into one row")
-    return out
-
-
-def _json_counts(counts: Mapping[str, Any] | None) -> str:
-    def convert(value: Any) -> Any:
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        raise TypeError(f"counts value {value!r} of type {type(value).__name__} is not JSON")
-    return json.dumps(dict(counts or {}), default=convert, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# PostgreSQL binary COPY: every row is int16 field count, then per field int32 length + big-endian value.
-
-_PG_TYPES = {"i8": ">i8", "i4": ">i4", "f8": ">f8"}
-_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-_PG_TRAILER = struct.pack(">h", -1)
-
-
-def _pg_copy(cur: Any, table: str, columns: Sequence[tuple[str, str, np.ndarray]]) -> None:
-    """COPY the equally long ``columns`` [(name, "i8"|"i4"|"f8", values)] into ``table`` in binary format."""
-    n = len(columns[0][2])
-    if n == 0:
-        return
-    fields: list[tuple[str, str]] = [("nfields", ">i2")]
-    for k, (_, kind, _) in enumerate(columns):
-        fields += [(f"len{k}", ">i4"), (f"val{k}", _PG_TYPES[kind])]
-    rows = np.empty(n, dtype=np.dtype(fields))
-    rows["nfields"] = len(columns)
-    for k, (_, kind, values) in enumerate(columns):
-        rows[f"len{k}"] = int(kind[1])
-        rows[f"val{k}"] = values
-    buf = io.BytesIO(_PG_HEADER + rows.tobytes() + _PG_TRAILER)
-    names = ", ".join(name for name, _, _ in columns)
-    cur.raw.copy_expert(f"COPY {table} ({names}) FROM STDIN WITH (FORMAT binary)", buf)
-
-
-def _insert(db: Database, cur: Any, table: str, columns: Sequence[tuple[str, str, np.ndarray]]) -> None:
-    """Bulk insert of column arrays: binary COPY on PostgreSQL, executemany on SQLite.
-
-    ``table`` and the column names come from this module's fixed lists, never from callers.
-    """
-    if len(columns[0][2]) == 0:
-        return
-    if db.backend == "postgres":
-        _pg_copy(cur, table, columns)
-        return
-    names = ", ".join(name for name, _, _ in columns)
-    marks = ", ".join("?" for _ in columns)
-    cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})",
-                    zip(*(values.tolist() for _, _, values in columns)))
+def _unresolved(v: int, where: str) -> DatabaseError:
+    return DatabaseError(f"a link names patch {v}, which no block's map holds, in {where}: the vote block that "
+                         "owns it was never written (failed or unfinished blocks of the vote stage?); finish that "
+                         "stage, then agglomerate")
 
 
 class GraphStore:
-    """Fragments, edges, the LUT and the block ledger of one run database.
+    """Graph tables and the block ledger of one run database: the SQL both backends share.
 
     Make one with :func:`open_graph_store` (or a :class:`StoreFactory` on workers). A store holds one
-    connection and is not thread-safe: one per process (worker) — see :func:`ppp_dist.runner.worker_store`.
+    connection and is not thread-safe: one per process (worker), see :func:`ppp_dist.runner.worker_store`.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    # -- what the backends provide ---------------------------------------------------------------------------
+
+    def _insert(self, cur: Any, table: str, columns: Sequence[tuple[str, str, np.ndarray]]) -> None:
+        """Bulk insert of equally long column arrays [(name, "i8"|"i4"|"f8", values)]."""
+        raise NotImplementedError
+
+    def _stream(self, select: str, params: tuple, batch_size: int, dtype: np.dtype, key: str) -> Iterator[np.ndarray]:
+        """Rows of ``select`` (a query whose first column is the unique integer ``key``) in batches."""
+        raise NotImplementedError
+
+    # -- the connection --------------------------------------------------------------------------------------
 
     @property
     def backend(self) -> str:
@@ -305,27 +153,35 @@ class GraphStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- writing blocks ----------------------------------------------------------------------------------
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        return int(self.db.execute(sql, params)[0][0] or 0)
+
+    def _write(self, what: str, statements: Sequence[tuple[str, tuple]], inserts: Sequence[tuple[str, Any]] = ()
+               ) -> None:
+        """``statements`` then the bulk ``inserts`` [(table, columns)] in one retried transaction."""
+        def work() -> None:
+            with self.db.transaction() as cur:
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                for table, columns in inserts:
+                    self._insert(cur, table, columns)
+        self.db.retrying(work, what)
+
+    # -- writing blocks ----------------------------------------------------------------------------------------
 
     def write_block(self, stage: str, block_id: int, fragments: Any = None, edges: Any = None,
-                    counts: Mapping[str, Any] | None = None, *, seconds: float = 0.0, worker: str = "",
-                    attempts: int = 1) -> None:
-        """Replace the block's fragments and edges and mark it done in the ledger, in one transaction.
+                    counts: Mapping[str, Any] | None = None, *, clusters: np.ndarray | None = None,
+                    patch_map: np.ndarray | None = None, links: np.ndarray | None = None, seconds: float = 0.0,
+                    worker: str = "", attempts: int = 1) -> None:
+        """Replace the block's rows of every graph table and mark it done in the ledger, in one transaction.
 
         Parameters
         ----------
-        stage : str
-            Ledger stage name (e.g. ``"vote"``).
-        block_id : int
-            The block writing; every fragment and edge row is tagged with it and deleted on a re-write.
-        fragments : structured array or mapping, optional
-            Fields ``id`` (required), ``z``, ``y``, ``x`` (or ``position`` (N, 3)), ``size``; see
-            :func:`make_fragments`. Ids in ``[1, 2**63)``, unique.
-        edges : structured array or mapping, optional
-            Fields ``u``, ``v``, ``weight`` (required, no NaN), ``count`` (default 1); see
-            :func:`make_edges`. Each unordered pair at most once; stored with ``u < v``.
-        counts : dict, optional
-            Small JSON-able numbers for the ledger (``fragments`` and ``edges`` are added).
+        stage, block_id : the ledger row; every row written is tagged with the block and deleted on a re-write.
+        fragments, edges : the fragment graph (see :func:`make_fragments`, :func:`make_edges`).
+        clusters, patch_map, links : the contracted graph (:func:`make_clusters`, :func:`make_map`,
+            ``ppp_dist.ops.contract.LINK_DTYPE``).
+        counts : small JSON-able numbers for the ledger (the row count of each table written is added).
 
         Raises
         ------
@@ -335,23 +191,20 @@ class GraphStore:
             The database stayed locked longer than the retry budget.
         """
         block_id = int(block_id)
-        frags = _normalise_fragments(fragments, block_id)
-        edge_rows = _normalise_edges(edges, block_id)
-        all_counts = {"fragments": len(frags), "edges": len(edge_rows), **dict(counts or {})}
-        counts_json = _json_counts(all_counts)
-        block_col_f = np.full(len(frags), block_id, np.int64)
-        block_col_e = np.full(len(edge_rows), block_id, np.int64)
+        given = {"fragments": fragments, "edges": edges, "clusters": clusters, "patch_map": patch_map, "links": links}
+        rows = {name: normalise_table(name, value, block_id) for name, value in given.items() if value is not None}
+        all_counts = {**{name: len(r) for name, r in rows.items()}, **dict(counts or {})}
+        if "fragments" not in all_counts and "edges" not in all_counts and not rows:
+            all_counts = {"fragments": 0, "edges": 0, **all_counts}
+        counts_json = json_counts(all_counts)
 
         def work() -> None:
             with self.db.transaction() as cur:
-                cur.execute("DELETE FROM edges WHERE block = ?", (block_id,))
-                cur.execute("DELETE FROM fragments WHERE block = ?", (block_id,))
-                _insert(self.db, cur, "fragments", [
-                    ("id", "i8", frags["id"]), ("block", "i8", block_col_f), ("z", "i4", frags["z"]),
-                    ("y", "i4", frags["y"]), ("x", "i4", frags["x"]), ("size", "i8", frags["size"])])
-                _insert(self.db, cur, "edges", [
-                    ("u", "i8", edge_rows["u"]), ("v", "i8", edge_rows["v"]), ("weight", "f8", edge_rows["weight"]),
-                    ("count", "i8", edge_rows["count"]), ("block", "i8", block_col_e)])
+                for table in _BLOCK_TABLES:
+                    cur.execute(f"DELETE FROM {table} WHERE block = ?", (block_id,))
+                for table, r in rows.items():
+                    cols = [(name, kind, r[name]) for name, kind in _BLOCK_TABLES[table]]
+                    self._insert(cur, table, cols + [("block", "i8", np.full(len(r), block_id, np.int64))])
                 self._upsert_ledger(cur, stage, block_id, STATUS_DONE, worker, seconds, attempts, counts_json, "")
         try:
             self.db.retrying(work, f"writing block {block_id} of stage {stage}")
@@ -373,12 +226,20 @@ class GraphStore:
             "counts = excluded.counts, error = excluded.error, updated = excluded.updated" + guard,
             (stage, int(block_id), status, worker, float(seconds), int(attempts), counts_json, error, _now()))
 
-    # -- the ledger --------------------------------------------------------------------------------------
+    def clear_graph(self) -> None:
+        """Delete every graph row (both graphs and all agglomeration results): a new vote stage starts."""
+        self._write("clearing the graph", [(f"DELETE FROM {t}", ()) for t in GRAPH_TABLES])
+
+    def clear_agglomeration(self) -> None:
+        """Delete the results of an earlier agglomeration (LUT, segments, tier-2 tables, instances)."""
+        self._write("clearing the agglomeration", [(f"DELETE FROM {t}", ()) for t in _AGGLOMERATION_TABLES])
+
+    # -- the ledger --------------------------------------------------------------------------------------------
 
     def mark_done(self, stage: str, block_id: int, counts: Mapping[str, Any] | None = None, *,
                   seconds: float = 0.0, worker: str = "", attempts: int = 1) -> None:
         """Ledger row ``done`` for a block of a stage that writes no graph rows (predict, paint, ...)."""
-        counts_json = _json_counts(counts)
+        counts_json = json_counts(counts)
 
         def work() -> None:
             with self.db.transaction() as cur:
@@ -437,58 +298,28 @@ class GraphStore:
     def stages(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT stage FROM blocks ORDER BY stage")]
 
-    # -- reading the graph ---------------------------------------------------------------------------------
+    # -- sizes ---------------------------------------------------------------------------------------------------
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows of every graph table (for benchmarks and ``status``)."""
+        return {t: self._count(f"SELECT count(*) FROM {t}") for t in GRAPH_TABLES}
+
+    def block_range(self, table: str = "edges") -> tuple[int, int] | None:
+        """Smallest and largest block id with rows in ``table`` (edges or links), or None when it is empty."""
+        if table not in ("edges", "links"):
+            raise ValueError(f"table must be edges or links, got {table!r}")
+        lo, hi = self.db.execute(f"SELECT min(block), max(block) FROM {table}")[0]
+        return None if lo is None else (int(lo), int(hi))
+
+    # -- the fragment graph ------------------------------------------------------------------------------------
 
     def num_fragments(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM fragments")[0][0])
+        return self._count("SELECT count(*) FROM fragments")
 
     def num_edges(self, min_weight: float | None = None) -> int:
         if min_weight is None:
-            return int(self.db.execute("SELECT count(*) FROM edges")[0][0])
-        return int(self.db.execute("SELECT count(*) FROM edges WHERE weight > ?", (float(min_weight),))[0][0])
-
-    def _stream(self, columns: str, table: str, where: str, params: tuple, batch_size: int,
-                dtype: np.dtype) -> Iterator[np.ndarray]:
-        """Rows of ``table`` in batches as structured arrays, without holding the table in memory.
-
-        PostgreSQL: a server-side (named) cursor in one read transaction. SQLite: keyset pagination on
-        rowid (each page is a short read transaction, so writers and WAL checkpoints are never blocked
-        for long); run this when the stage that writes the table has finished.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if self.backend == "postgres":
-            conn = self.db.connection
-            cur = conn.cursor(name=f"ppp_{table}_{uuid.uuid4().hex[:8]}")
-            cur.itersize = batch_size
-            try:
-                cur.execute(self.db._sql(f"SELECT {columns} FROM {table}" + (f" WHERE {where}" if where else "")),
-                            params)
-                while True:
-                    rows = cur.fetchmany(batch_size)
-                    if not rows:
-                        break
-                    yield np.array(rows, dtype=dtype)
-            finally:
-                cur.close()
-                conn.commit()
-            return
-        last = -(2 ** 63)
-        key_dtype = np.dtype([("rowid", "<i8")] + [(n, dtype.fields[n][0]) for n in dtype.names])
-        sql = (f"SELECT rowid, {columns} FROM {table} WHERE rowid > ?" + (f" AND {where}" if where else "")
-               + " ORDER BY rowid LIMIT ?")
-        while True:
-            rows = self.db.execute(sql, (last, *params, batch_size))
-            if not rows:
-                return
-            arr = np.array(rows, dtype=key_dtype)
-            last = int(arr["rowid"][-1])
-            out = np.empty(len(arr), dtype)
-            for name in dtype.names:
-                out[name] = arr[name]
-            yield out
-            if len(rows) < batch_size:
-                return
+            return self._count("SELECT count(*) FROM edges")
+        return self._count("SELECT count(*) FROM edges WHERE weight > ?", (float(min_weight),))
 
     def iter_edges(self, batch_size: int = _DEFAULT_BATCH, min_weight: float | None = None, *,
                    blocks: tuple[int, int] | None = None, tier: int | None = None) -> Iterator[EdgeBatch]:
@@ -514,13 +345,14 @@ class GraphStore:
         if blocks is not None:
             where.append("block >= ? AND block < ?")
             params += [int(blocks[0]), int(blocks[1])]
-        for arr in self._stream("u, v, weight, count", "edges", " AND ".join(where), tuple(params),
-                                batch_size, EDGE_DTYPE):
+        sql = "SELECT rowid, u, v, weight, count FROM edges" + (" WHERE " + " AND ".join(where) if where else "")
+        for arr in self._stream(sql, tuple(params), batch_size, EDGE_DTYPE, "rowid"):
             yield EdgeBatch(arr["u"].copy(), arr["v"].copy(), arr["weight"].copy(), arr["count"].copy())
 
     def iter_fragments(self, batch_size: int = _DEFAULT_BATCH) -> Iterator[np.ndarray]:
         """Stream fragments as :data:`FRAGMENT_DTYPE` arrays of at most ``batch_size`` rows."""
-        yield from self._stream("id, z, y, x, size", "fragments", "", (), batch_size, FRAGMENT_DTYPE)
+        yield from self._stream("SELECT rowid, id, z, y, x, size FROM fragments", (), batch_size, FRAGMENT_DTYPE,
+                                "rowid")
 
     def fragment_ids(self, batch_size: int = _DEFAULT_BATCH) -> np.ndarray:
         """All fragment ids, sorted ascending (int64; 8 bytes per fragment)."""
@@ -529,24 +361,18 @@ class GraphStore:
         ids.sort()
         return ids
 
-    # -- the fragment -> segment look-up table ---------------------------------------------------------------
-
     def write_lut(self, fragments: np.ndarray, segments: np.ndarray) -> None:
         """Replace the whole LUT with ``fragments -> segments`` (int64 arrays) in one transaction."""
         frag = _as_ids(fragments, "LUT fragment id", None)
         seg = _as_ids(segments, "LUT segment id", None)
         if len(frag) != len(seg):
             raise ValueError(f"fragments ({len(frag)}) and segments ({len(seg)}) differ in length")
-
-        def work() -> None:
-            with self.db.transaction() as cur:
-                cur.execute("DELETE FROM lut")
-                _insert(self.db, cur, "lut", [("fragment", "i8", frag), ("segment", "i8", seg)])
-        self.db.retrying(work, "writing the LUT")
+        self._write("writing the LUT", [("DELETE FROM lut", ())],
+                    [("lut", [("fragment", "i8", frag), ("segment", "i8", seg)])])
 
     def iter_lut(self, batch_size: int = _DEFAULT_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         dtype = np.dtype([("fragment", "<i8"), ("segment", "<i8")])
-        for arr in self._stream("fragment, segment", "lut", "", (), batch_size, dtype):
+        for arr in self._stream("SELECT rowid, fragment, segment FROM lut", (), batch_size, dtype, "rowid"):
             yield arr["fragment"].copy(), arr["segment"].copy()
 
     def read_lut(self) -> tuple[np.ndarray, np.ndarray]:
@@ -559,10 +385,137 @@ class GraphStore:
         order = np.argsort(frag, kind="stable")
         return frag[order], seg[order]
 
+    # -- the contracted graph and its agglomeration -------------------------------------------------------------
+
+    def num_clusters(self) -> int:
+        return self._count("SELECT count(*) FROM clusters")
+
+    def num_links(self, kind: int | None = None) -> int:
+        if kind is None:
+            return self._count("SELECT count(*) FROM links")
+        return self._count("SELECT count(*) FROM links WHERE kind = ?", (int(kind),))
+
+    def block_rows(self, block_id: int) -> dict[str, np.ndarray]:
+        """The contracted-graph rows one block wrote: clusters by id, patch_map by patch, links by (u, v)."""
+        out = {}
+        for table, dtype, order in (("clusters", CLUSTER_DTYPE, "id"), ("patch_map", MAP_DTYPE, "patch"),
+                                    ("links", LINK_DTYPE, "u, v")):
+            names = ", ".join(dtype.names)
+            rows = self.db.execute(f"SELECT {names} FROM {table} WHERE block = ? ORDER BY {order}", (int(block_id),))
+            out[table] = np.array([tuple(r) for r in rows], dtype=dtype)
+        return out
+
+    def iter_attract_pairs(self, blocks: tuple[int, int], batch_size: int = _DEFAULT_BATCH
+                           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Cluster pairs of the cross-block attractive links written by blocks ``first <= block < stop``,
+        the foreign end resolved through its block's map (phase 1 of the stitch)."""
+        dtype = np.dtype([("a", "<i8"), ("b", "<i8"), ("v", "<i8")])
+        sql = ("SELECT l.rowid, l.a, COALESCE(m.cluster, 0), l.v FROM links l LEFT JOIN patch_map m ON "
+               "m.patch = l.v WHERE l.kind = ? AND l.block >= ? AND l.block < ?")
+        for arr in self._stream(sql, (ATTRACT, int(blocks[0]), int(blocks[1])), batch_size, dtype, "l.rowid"):
+            missing = arr["b"] == 0
+            if missing.any():
+                raise _unresolved(int(arr["v"][np.argmax(missing)]), self.where)
+            yield arr["a"].copy(), arr["b"].copy()
+
+    def write_segments(self, clusters: np.ndarray, segments: np.ndarray) -> None:
+        """Phase 1's result: replace the ``segments`` table (only clusters whose segment is another cluster)."""
+        keep = np.asarray(clusters) != np.asarray(segments)
+        self._write("writing the segments", [("DELETE FROM segments", ())],
+                    [("segments", [("cluster", "i8", np.asarray(clusters, np.int64)[keep]),
+                                   ("segment", "i8", np.asarray(segments, np.int64)[keep])])])
+
+    def _segmented(self, kind: int) -> np.ndarray:
+        dtype = np.dtype([("sa", "<i8"), ("sb", "<i8"), ("u", "<i8"), ("v", "<i8"), ("weight", "<f8")])
+        rows = np.array(self.db.execute(_SEGMENTED, (int(kind),)), dtype=dtype)
+        if len(rows) and (rows["sb"] == 0).any():
+            raise _unresolved(int(rows["v"][np.argmax(rows["sb"] == 0)]), self.where)
+        return rows
+
+    def tier2_links(self) -> Tier2Batch:
+        """Every tier-2 link, both ends as phase-1 segments (links inside one segment dropped); no mutexes."""
+        t2 = self._segmented(TIER2)
+        t2 = t2[t2["sa"] != t2["sb"]]
+        empty = np.zeros(0, np.int64)
+        return Tier2Batch(t2["sa"], t2["sb"], t2["u"], t2["v"], t2["weight"], empty, empty)
+
+    def write_tier2_groups(self, segments: np.ndarray, groups: np.ndarray) -> None:
+        """Replace the phase-2 groups (segment -> group 0..G-1) and clear the old phase-2 roots."""
+        self._write("writing the tier-2 groups", [("DELETE FROM tier2_groups", ()), ("DELETE FROM tier2_roots", ())],
+                    [("tier2_groups", [("segment", "i8", np.asarray(segments, np.int64)),
+                                       ("grp", "i8", np.asarray(groups, np.int64))])])
+
+    def tier2_batch(self, first: int, stop: int) -> Tier2Batch:
+        """Tier-2 links and mutexes of groups ``first <= grp < stop`` (ends as phase-1 segments)."""
+        dtype = np.dtype([("sa", "<i8"), ("sb", "<i8"), ("u", "<i8"), ("v", "<i8"), ("weight", "<f8")])
+        group_of = ("SELECT t.sa, t.sb, t.u, t.v, t.weight FROM (" + _SEGMENTED + ") t JOIN tier2_groups ga ON "
+                    "ga.segment = t.sa JOIN tier2_groups gb ON gb.segment = t.sb WHERE ga.grp = gb.grp AND "
+                    "ga.grp >= ? AND ga.grp < ? AND t.sa <> t.sb")
+        t2 = np.array(self.db.execute(group_of, (TIER2, int(first), int(stop))), dtype=dtype)
+        mx = np.array(self.db.execute(group_of, (MUTEX, int(first), int(stop))), dtype=dtype)
+        return Tier2Batch(t2["sa"], t2["sb"], t2["u"], t2["v"], t2["weight"], mx["sa"], mx["sb"])
+
+    def write_tier2_roots(self, segments: np.ndarray, roots: np.ndarray) -> None:
+        """Add phase 2's result for some groups (segments whose root is another segment)."""
+        keep = np.asarray(segments) != np.asarray(roots)
+        self._write("writing the tier-2 roots", [],
+                    [("tier2_roots", [("segment", "i8", np.asarray(segments, np.int64)[keep]),
+                                      ("root", "i8", np.asarray(roots, np.int64)[keep])])])
+
+    def build_instances(self) -> int:
+        """Final ids of every cluster: the rank of its instance's smallest cluster id (= smallest patch id),
+        computed by the database; returns the number of instances."""
+        sql = ("INSERT INTO instances (cluster, block, instance) WITH f AS (SELECT c.id AS cluster, c.block AS block, "
+               "COALESCE(t.root, COALESCE(s.segment, c.id)) AS root FROM clusters c LEFT JOIN segments s ON "
+               "s.cluster = c.id LEFT JOIN tier2_roots t ON t.segment = COALESCE(s.segment, c.id)), "
+               "r AS (SELECT root, ROW_NUMBER() OVER (ORDER BY root) AS rank FROM (SELECT DISTINCT root FROM f) d) "
+               "SELECT f.cluster, f.block, r.rank FROM f JOIN r ON r.root = f.root")
+        self._write("numbering the instances", [("DELETE FROM instances", ()), (sql, ())])
+        return self._count("SELECT max(instance) FROM instances")
+
+    def write_instances(self, clusters: np.ndarray, instances: np.ndarray) -> None:
+        """Replace the instances table with ``clusters -> instances`` (the mutex watershed's result)."""
+        c = _as_ids(clusters, "cluster id", None)
+        blocks = np.array(self.db.execute("SELECT id, block FROM clusters ORDER BY id"), dtype=np.int64).reshape(-1, 2)
+        pos = np.searchsorted(blocks[:, 0], c) if len(blocks) else np.zeros(len(c), np.int64)
+        if len(c) and (pos.max() >= len(blocks) or (blocks[pos, 0] != c).any()):
+            raise ValueError("write_instances: a cluster id is not in the clusters table")
+        self._write("writing the instances", [("DELETE FROM instances", ())],
+                    [("instances", [("cluster", "i8", c), ("block", "i8", blocks[pos, 1] if len(c) else c),
+                                    ("instance", "i8", _as_ids(instances, "instance id", None))])])
+
+    def num_instances(self) -> int:
+        return self._count("SELECT max(instance) FROM instances")
+
+    def instances_of_blocks(self, blocks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(clusters, instances)`` of the clusters of vote ``blocks`` (a slice of the table), by cluster."""
+        blocks = [int(b) for b in blocks]
+        if not blocks:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        marks = ", ".join("?" * len(blocks))
+        rows = np.array(self.db.execute(f"SELECT cluster, instance FROM instances WHERE block IN ({marks}) "
+                                        "ORDER BY cluster", blocks), dtype=np.int64).reshape(-1, 2)
+        return rows[:, 0].copy(), rows[:, 1].copy()
+
+    def cluster_ids(self) -> np.ndarray:
+        """All cluster ids, ascending (the mutex watershed's nodes: there every cluster is one patch)."""
+        dtype = np.dtype([("id", "<i8")])
+        parts = [a["id"] for a in self._stream("SELECT rowid, id FROM clusters", (), _DEFAULT_BATCH, dtype, "rowid")]
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        ids.sort()
+        return ids
+
 
 def open_graph_store(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> GraphStore:
-    """Open (and create if needed) the run database as a :class:`GraphStore`; see ``open_database``."""
-    return GraphStore(open_database(config, experiment_dir))
+    """Open (and create if needed) the run database as a :class:`GraphStore` of its backend."""
+    db = open_database(config, experiment_dir)
+    if db.backend == "postgres":
+        from ppp_dist.io.postgres_store import PostgresGraphStore
+
+        return PostgresGraphStore(db)
+    from ppp_dist.io.sqlite_store import SQLiteGraphStore
+
+    return SQLiteGraphStore(db)
 
 
 @dataclass(frozen=True)
@@ -579,5 +532,6 @@ class StoreFactory:
         return open_graph_store(self.config, self.experiment_dir)
 
 
-__all__ = ["EDGE_DTYPE", "FRAGMENT_DTYPE", "EdgeBatch", "GraphStore", "LedgerRow", "StoreFactory",
-           "make_edges", "make_fragments", "open_graph_store", "STATUS_DONE", "STATUS_FAILED"]
+__all__ = ["CLUSTER_DTYPE", "EDGE_DTYPE", "FRAGMENT_DTYPE", "GRAPH_TABLES", "LINK_DTYPE", "MAP_DTYPE", "EdgeBatch",
+           "GraphStore", "LedgerRow", "STATUS_DONE", "STATUS_FAILED", "StoreFactory", "Tier2Batch", "make_clusters",
+           "make_edges", "make_fragments", "make_map", "open_graph_store"]
