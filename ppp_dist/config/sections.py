@@ -251,6 +251,7 @@ class PredictionConfig:
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     patch_dtype: PatchDtype = "uint8"  # stored patches: uint8 (value/255) or float16
     store_patches: bool = True  # false = fused predict -> decode -> vote that stores no patches
+    zero_background: bool = True  # store 0 as the patches of background voxels (never read): empty chunks compress
     decode_foreground_threshold: float = 0.5  # decode codes only where P(foreground) >= this
 
     def problems(self) -> list[str]:
@@ -285,7 +286,8 @@ class VoteConfig:
     block_shape: tuple[int, int, int] = (64, 64, 64)  # vote/paint block (core) size; the halo is added
     # flat: the driver streams every edge into one union-find; hierarchical: a tree of dask tasks over slabs of
     # 64 blocks on the workers (with overlaps: over the tier-1 edges, then the tier-2 phase on the driver)
-    agglomeration: Agglomeration = "auto"  # union-find over the graph DB: flat, hierarchical, auto (> 20 M edges)
+    agglomeration: Agglomeration = "auto"  # the stitch: flat = one task, hierarchical/auto = a tree of tasks
+    mws_max_memory_gib: float = 16.0  # mutex_watershed keeps the whole graph on the driver (~40 B/edge): refuse above
 
     def problems(self) -> list[str]:
         problems = _probability("vote", cover_threshold=self.cover_threshold,
@@ -295,7 +297,7 @@ class VoteConfig:
             problems.append(f"[vote] patch_threshold must lie strictly between 0 and 1, got {self.patch_threshold}")
         if not -1.0 <= self.edge_threshold <= 1.0:
             problems.append(f"[vote] edge_threshold must lie in [-1, 1], got {self.edge_threshold}")
-        problems += _positive("vote", block_shape=self.block_shape)
+        problems += _positive("vote", block_shape=self.block_shape, mws_max_memory_gib=self.mws_max_memory_gib)
         if self.blockwise and self.selection == "greedy":
             problems.append('[vote] selection = "greedy" is sequential and not block invariant; set '
                             "[vote] blockwise = false to use it (whole volume in one process)")

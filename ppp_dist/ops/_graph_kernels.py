@@ -533,3 +533,44 @@ def paint(voxels_pflat, voxels_flat, nlab, woff, sel_pad, sel_vi, sel_label, vro
                 break
             out[k, voxels_flat[i]] = labs[best]
             labs[best] = 0
+
+
+@njit(parallel=True, cache=True)
+def paint_rows(voxels, nlab, dpos, sel_index, box_strides, rows, sel_label, th, use_count, out):
+    """``paint`` for voxels given by coordinates and selected patches given by their rows: voxel i (box
+    coordinates ``voxels[i]``) sums, over window positions e in order, the value ``rows[s, e]`` of the
+    selected patch s centred at ``voxels[i] - dpos[e]`` (``sel_index`` over the box, -1 where none)."""
+    npos = dpos.shape[0]
+    kmax = out.shape[0]
+    for i in prange(voxels.shape[0]):
+        labs = np.zeros(npos, dtype=np.int64)
+        acc = np.zeros(npos, dtype=np.float64)
+        nf = 0
+        for e in range(npos):
+            flat = ((voxels[i, 0] - dpos[e, 0]) * box_strides[0] + (voxels[i, 1] - dpos[e, 1]) * box_strides[1]
+                    + (voxels[i, 2] - dpos[e, 2]))
+            si = sel_index[flat]
+            if si < 0:
+                continue
+            v = rows[si, e]
+            if v <= th:
+                continue
+            lab = sel_label[si]
+            f = 0
+            while f < nf and labs[f] != lab:
+                f += 1
+            if f == nf:
+                labs[nf] = lab
+                nf += 1
+            acc[f] += 1.0 if use_count else v
+        for k in range(min(nlab[i], kmax)):
+            best = -1
+            for f in range(nf):
+                if labs[f] == 0:
+                    continue
+                if best < 0 or acc[f] > acc[best] or (acc[f] == acc[best] and labs[f] < labs[best]):
+                    best = f
+            if best < 0:
+                break
+            out[k, i] = labs[best]
+            labs[best] = 0

@@ -65,6 +65,53 @@ def patch_targets(instances: np.ndarray, patch_shape) -> np.ndarray:
     return out
 
 
+@njit(parallel=True, cache=True)
+def _targets_inner(seg, offsets, begin, value, out):
+    """``out[e, v] = value`` where ``patch_targets(seg)[e, begin + v]`` is 1, for the voxels v of ``out``."""
+    k, nz, ny, nx = seg.shape
+    _, oz, oy, ox = out.shape
+    for zi in prange(oz):
+        z = zi + begin[0]
+        for yi in range(oy):
+            y = yi + begin[1]
+            for xi in range(ox):
+                x = xi + begin[2]
+                background = True
+                for c in range(k):
+                    if seg[c, z, y, x] != 0:
+                        background = False
+                        break
+                if background:  # no channel: every entry of its patch is 0
+                    continue
+                for e in range(len(offsets)):
+                    z2, y2, x2 = z + offsets[e, 0], y + offsets[e, 1], x + offsets[e, 2]
+                    if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
+                        continue
+                    for c in range(k):
+                        s = seg[c, z, y, x]
+                        if s != 0 and s == seg[c, z2, y2, x2]:
+                            out[e, zi, yi, xi] = value
+                            break
+
+
+def patch_targets_box(instances: np.ndarray, patch_shape, begin, shape, value: int = 1) -> np.ndarray:
+    """``patch_targets(instances)[:, box] * value`` for the box at ``begin`` of ``shape``, computing only that
+    box and skipping its background voxels (their patches are all 0): (P, *shape) uint8.
+
+    The labels must cover the box grown by h wherever a neighbour exists (as ``patch_targets`` sees them).
+    """
+    ps = check_patch_shape(patch_shape)
+    seg = _as_channel_stack(instances)
+    offsets = window_positions(ps) - np.asarray(ps, dtype=np.int64) // 2
+    begin = np.asarray(begin, dtype=np.int64)
+    shape = tuple(int(s) for s in shape)
+    if (begin < 0).any() or any(b + s > n for b, s, n in zip(begin, shape, seg.shape[1:])):
+        raise ValueError(f"box at {tuple(begin)} of shape {shape} leaves the labels {seg.shape[1:]}")
+    out = np.zeros((len(offsets),) + shape, dtype=np.uint8)
+    _targets_inner(seg, offsets, begin, np.uint8(value), out)
+    return out
+
+
 def numinst_target(instances: np.ndarray, max_num_inst: int = 2) -> np.ndarray:
     """(Z, Y, X) uint8: number of non-zero channels per voxel, clamped to ``max_num_inst``."""
     if int(max_num_inst) < 1:

@@ -1,13 +1,15 @@
 """Orchestration of the distributed pipeline: predict -> vote -> agglomerate -> paint (-> relabel).
 
-Each blockwise stage is one ``runner.run_stage`` call (ledger, retries, resume); agglomeration runs on
-the driver (``segments.agglomerate_instances``). Resume: a stage skips the blocks its ledger marks done,
+Each blockwise stage is one ``runner.run_stage`` call (ledger, retries, resume); the agglomeration is a
+tree of tasks on the workers that the driver submits (``ppp_dist.agglomerate.agglomerate_instances``).
+Resume: a stage skips the blocks its ledger marks done,
 unless an upstream stage did work in this run (then its old results are stale and it is redone), or the
 stage's parameters (block shape, assembly settings, input paths; ``<work_dir>/params.json``) changed.
 
 Layout inside ``exp_dir``: ``prediction.zarr`` (predict outputs, when ``raw`` is given),
-``instances.zarr/instances`` (the labels, OME-Zarr labels), ``pipeline/`` (work files: paint sizes, removed
-ids, stage parameters), the graph DB per ``[database]``. The work folder and the zarr outputs must be on a
+``instances.zarr/instances`` (the labels, OME-Zarr labels), ``pipeline/`` (work files: what vote leaves for
+paint -- ``vote.zarr`` and ``vote_rows/`` --, paint sizes, removed ids, stage parameters), the graph DB per
+``[database]``. The work folder and the zarr outputs must be on a
 file system every worker sees.
 """
 
@@ -31,9 +33,11 @@ INSTANCES = "instances"
 
 def _summary(s: Any, voxels: int) -> dict[str, Any]:
     ran = s.counts.get("voxels", 0)
+    counts = dict(s.counts)  # summed over the blocks done in this run
+    counts["rows"] = sum(int(counts.get(t, 0)) for t in ("clusters", "patch_map", "links", "edges", "fragments"))
     return {"blocks": s.total, "done": s.done, "skipped": s.skipped, "failed": s.failed, "seconds": round(s.seconds, 3),
             "voxels": voxels, "voxels_per_s": (ran / s.seconds) if s.seconds > 0 and ran else 0.0,
-            "ok": s.ok, "errors": list(s.errors), "format": s.format()}
+            "ok": s.ok, "errors": list(s.errors), "format": s.format(), "counts": counts}
 
 
 def _params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
@@ -76,7 +80,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
     from ppp_dist.pipeline import paint as paint_mod
     from ppp_dist.pipeline import vote as vote_mod
-    from ppp_dist.pipeline.segments import agglomerate_instances
+    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
     from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
     from ppp_dist.runner import run_stage
@@ -100,7 +104,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     upstream_work = False
 
     def stage(name: str, blocks: list, fn: Any, params: dict[str, Any], voxels: int, force: bool = False,
-              **kw: Any) -> Any:
+              before: Any = None, **kw: Any) -> Any:
         nonlocal upstream_work
         changed = _params_changed(work, name, params)
         fresh = changed or upstream_work or force or not resume
@@ -110,6 +114,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
             logger.debug("%s: an upstream stage wrote new data, running every block", name)
         if fresh:
             _forget(name)
+        if before is not None:
+            before(fresh)
         s = run_stage(client, name, blocks, fn, factory, retries=retries, resume=not fresh, progress=progress,
                       log_dir=log_dir, **kw)
         stages[name] = _summary(s, voxels)
@@ -122,9 +128,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
         try:
             store.reset_blocks(name)
             if name == vote_mod.STAGE:
-                for table in ("fragments", "edges", "lut"):
-                    store.db.execute(f"DELETE FROM {table}")
-                for later in ("agglomerate", "instances"):
+                store.clear_graph()
+                for later in ("agglomerate", INSTANCES_STAGE):
                     store.reset_blocks(later)
         finally:
             store.close()
@@ -170,13 +175,15 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     volume = source.volume_shape(settings)
     nvox = math.prod(volume)
     vgrid = vote_mod.vote_grid(volume, block, settings)
-    # what the vote rows depend on (partition, edge_threshold and the paint options only change later stages)
-    later = ("partition", "edge_threshold", "min_instance_size", "accumulate", "overlap_channels")
+    # what the vote rows depend on (the contraction depends on partition and edge_threshold; the paint options
+    # only change later stages)
+    later = ("min_instance_size", "accumulate", "overlap_channels")
     params = {"source": source.describe(), "block": block,
               "settings": {k: v for k, v in asdict(settings).items() if k not in later}}
     res = {"GPU": 1} if isinstance(source, NetworkPrediction) and config.cluster.kind == "cuda" else None
-    s = stage(vote_mod.STAGE, list(vgrid), vote_mod.VoteStage(source, settings, threads), params, nvox,
-              resources=res)
+    artifacts = vote_mod.VoteArtifacts(str(work))
+    s = stage(vote_mod.STAGE, list(vgrid), vote_mod.VoteStage(source, settings, artifacts, threads), params, nvox,
+              before=lambda fresh: artifacts.prepare(tuple(volume), vgrid.block_shape, fresh), resources=res)
     if not s.ok:
         return result(False)
 
@@ -185,20 +192,21 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     try:
         agg_params = {"partition": settings.partition, "edge_threshold": settings.edge_threshold}
         changed = _params_changed(work, "agglomerate", agg_params)
-        if upstream_work or changed or not store.done_blocks("instances") or not resume:
+        if upstream_work or changed or not store.done_blocks(INSTANCES_STAGE) or not resume:
             t0 = time.perf_counter()
             agg = agglomerate_instances(store, settings, store_factory=factory, client=client,
-                                        agglomeration=config.vote.agglomeration)
+                                        agglomeration=config.vote.agglomeration,
+                                        mws_max_memory_gib=config.vote.mws_max_memory_gib)
             stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 0, "failed": 0,
                                      "seconds": round(time.perf_counter() - t0, 3), "voxels": nvox, "ok": True,
                                      "method": agg["method"], "instances": agg["instances"],
-                                     "fragments": agg["fragments"]}
+                                     "clusters": agg["clusters"], "counts": agg}
             stages["agglomerate"]["format"] = (
-                f"agglomerate: {agg['fragments']:,} fragments -> {agg['instances']:,} instances "
+                f"agglomerate: {agg['clusters']:,} clusters -> {agg['instances']:,} instances "
                 f"({agg['method']}) | {stages['agglomerate']['seconds']:.1f} s")
             upstream_work = True
         else:
-            row = [r for r in store.ledger_rows("instances")][0]
+            row = [r for r in store.ledger_rows(INSTANCES_STAGE)][0]
             stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 1, "failed": 0, "seconds": 0.0,
                                      "voxels": nvox, "ok": True, "instances": int(row.counts["instances"]),
                                      "format": "agglomerate: skipped, already done"}
@@ -228,13 +236,11 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
                   attrs={"ppp_dist": {"stage": "paint", "source": source.describe()}})
     out = open_array(output)
     check_chunk_alignment(block, out.chunks[1:], volume, output)
-    common = dict(source=source, output=output, store_factory=factory,
-                  vote_volume=tuple(volume), vote_block_shape=block, settings=settings, work_dir=str(work),
-                  threads=threads)
+    common = dict(output=output, store_factory=factory, vote_volume=tuple(volume), vote_block_shape=block,
+                  settings=settings, work_dir=str(work), threads=threads)
     params = {**params, "settings": asdict(settings), "output": output, "chunks": tuple(out.chunks)}
     # a (re)created output array has lost whatever the ledger says was painted
-    s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse,
-              resources=res)
+    s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse)
     if not s.ok:
         return result(False, output=output)
     removed = paint_mod.removed_instances(work, [b.block_id for b in pgrid], n_instances, settings.min_instance_size)
@@ -243,7 +249,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
 
         np.save(work / "removed_ids.npy", removed)
         s = stage(paint_mod.RELABEL_STAGE, list(pgrid), paint_mod.PaintStage(**common, relabel=True),
-                  {**params, "removed": len(removed)}, nvox, resources=res)
+                  {**params, "removed": len(removed)}, nvox)
         if not s.ok:
             return result(False, output=output)
     final = n_instances - len(removed)

@@ -1,23 +1,31 @@
 """The paint stage: per block, accumulated patch votes -> (K, Z, Y, X) uint32 labels of the core.
 
-A block reads its patches (``pipeline.sources``: stored, or recomputed in the fused mode) on core + h (the selected patches covering a core voxel are centred within
-h), the selected patches centred there with their instance ids from the graph DB (fragments of the vote
-blocks touching that box, joined with the LUT that :func:`~ppp_dist.pipeline.segments.agglomerate_instances`
-wrote), and calls ``ops.paint.paint_instances`` exactly as the whole-volume run does. Nothing is
-recomputed from the consensus.
+Paint reads only what the vote stage left for it (``pipeline.vote.VoteArtifacts``) and a slice of the
+``instances`` table: no prediction, no network, no graph.
 
-Ids. The LUT ids are the whole-volume partition ids (1..n by smallest patch centre). ``ops.assemble`` then
-drops instances that received no voxel (or <= ``min_instance_size`` voxels, counted over all channels) and
-compacts the ids (``ops.postprocess.remove_small_and_relabel``). That needs global sizes, so painting is:
+* the rows of the selected patches centred within h of the core (the block's own ``.npz``: the selected
+  patches that cover a core voxel are centred there);
+* the patch -> cluster map on core + h (a chunk-aligned zarr array) and the cluster -> instance ids of the
+  vote blocks that box touches (``GraphStore.instances_of_blocks``);
+* numinst of the core.
 
-1. stage ``paint``: paint, write the labels (LUT ids), and save the block's (id, voxel count) table to
+``ops.paint.paint_core`` then sums the votes exactly as the whole-volume ``ops.paint.paint_instances`` does
+(the same float32 values in the same order), so the labels are bit for bit those of ``ops.assemble``.
+
+Ids. The instance ids are the whole-volume partition ids (1..n by smallest patch centre). ``ops.assemble``
+then drops instances that received no voxel (or <= ``min_instance_size`` voxels, counted over all
+channels) and compacts the ids (``ops.postprocess.remove_small_and_relabel``). That needs global sizes, so
+painting is:
+
+1. stage ``paint``: paint, write the labels, and save the block's (id, voxel count) table to
    ``<work_dir>/paint_sizes/<block>.npz``;
 2. the driver sums the tables; if an instance must go, it writes the sorted removed ids to
    ``<work_dir>/removed_ids.npy`` and runs stage ``relabel``: each block paints again and writes the
    compacted ids (id - number of removed ids below it; removed -> 0; labels moved to the lowest channels).
    Both stages recompute from their inputs, so a retried or resumed block writes the same bytes.
 
-Blocks must be whole chunks of the output (``geometry.check_chunk_alignment``).
+Paint blocks are the vote blocks (same grid and ids); they must be whole chunks of the output
+(``geometry.check_chunk_alignment``).
 """
 
 from __future__ import annotations
@@ -32,11 +40,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ppp_dist.errors import BlockError
-from ppp_dist.geometry import BlockGrid, BlockSpec, Box
+from ppp_dist.geometry import BlockGrid, BlockSpec
 from ppp_dist.io.graph_store import GraphStore
 from ppp_dist.pipeline.settings import AssemblySettings, paint_halo
-from ppp_dist.pipeline.sources import PatchSource
-from ppp_dist.pipeline.vote import set_threads, vote_blocks_touching
+from ppp_dist.pipeline.vote import CLUSTERS, NUMINST, VoteArtifacts, set_threads, vote_blocks_touching
 
 logger = logging.getLogger(__name__)
 
@@ -44,51 +51,40 @@ STAGE = "paint"
 RELABEL_STAGE = "relabel"
 
 
-def selected_in_box(store: GraphStore, box: Box, vote: BlockGrid) -> tuple[np.ndarray, np.ndarray]:
-    """Centres (N, 3) and instance ids (N,) of the selected patches centred in ``box`` (one query)."""
-    blocks = vote_blocks_touching(box, vote)
-    if not blocks:
-        return np.zeros((0, 3), np.int64), np.zeros(0, np.int64)
-    marks = ", ".join("?" * len(blocks))
-    rows = store.db.execute(f"SELECT f.z, f.y, f.x, l.segment, f.id FROM fragments f JOIN lut l ON l.fragment = f.id "
-                            f"WHERE f.block IN ({marks})", blocks)
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 5)
-    lo, hi = np.asarray(box.begin), np.asarray(box.end)
-    inside = np.all((arr[:, :3] >= lo) & (arr[:, :3] < hi), axis=1)
-    arr = arr[inside]
-    return arr[:, :3], arr[:, 3]
+def _as_rows(values: np.ndarray) -> np.ndarray:
+    """Patch values as ``prepare_field`` converts them: uint8 / 255 or float32."""
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(values, dtype=np.float32)
 
 
-def paint_block(source: PatchSource, block: BlockSpec, centres: np.ndarray, instance_ids: np.ndarray,
-                settings: AssemblySettings) -> np.ndarray:
-    """(K, *core) uint32 labels (LUT ids) of ``block``'s core; ``centres`` are global, in ``block.read_box``."""
-    from ppp_dist.ops.consensus import prepare_field
-    from ppp_dist.ops.paint import paint_instances
+def paint_block(block: BlockSpec, grid: BlockGrid, artifacts: VoteArtifacts, store: GraphStore,
+                settings: AssemblySettings) -> tuple[np.ndarray, int]:
+    """(K, *core) uint32 labels (instance ids) of ``block``'s core, and the number of patches used."""
+    from ppp_dist.io.volumes import open_array, read_box
+    from ppp_dist.ops.paint import paint_core
 
-    read = block.read_box
-    if not len(centres) and not source.has_foreground(read, settings):  # nothing to paint
-        return np.zeros((settings.max_num_inst,) + block.write_box.shape, dtype=np.uint32)
-    p, ni = source.read(read, settings)
-    field = prepare_field(p, ni, settings.patch_shape)
-    del p
-    local = centres - np.asarray(read.begin, dtype=np.int64)
-    cand = field.voter_coords[field.candidates]
-    shape = read.shape
-    cand_lin = np.ravel_multi_index(tuple(cand.T), shape) if len(cand) else np.zeros(0, np.int64)
-    want = np.ravel_multi_index(tuple(local.T), shape) if len(local) else np.zeros(0, np.int64)
-    pos = np.searchsorted(cand_lin, want)
-    ok = (pos < len(cand_lin)) & (cand_lin[np.minimum(pos, max(len(cand_lin) - 1, 0))] == want) if len(cand_lin) \
-        else np.zeros(len(want), bool)
-    if not ok.all():
-        bad = tuple(int(c) for c in centres[np.argmin(ok)])
-        raise BlockError(block.block_id, f"selected patch centred at {bad} is not a candidate (a non-overlap "
-                                         "foreground voxel) of the prediction: the prediction changed since the "
-                                         "vote stage; rerun vote, agglomerate and paint")
-    order = np.argsort(pos, kind="stable")
-    labels = paint_instances(field, pos[order].astype(np.int64), instance_ids[order].astype(np.int64),
-                             patch_threshold=settings.patch_threshold, max_num_inst=settings.max_num_inst,
-                             accumulate=settings.accumulate)
-    return np.ascontiguousarray(labels[(slice(None), *block.write_in_read)])
+    core = block.write_box
+    numinst = read_box(open_array(artifacts.array(NUMINST)), core)
+    centres, values = artifacts.load_rows(block.block_id)
+    if not len(centres) or not numinst.any():
+        return np.zeros((settings.max_num_inst,) + core.shape, dtype=np.uint32), 0
+    box = block.read_box  # core + h, clipped to the volume: where those centres lie
+    cmap = read_box(open_array(artifacts.array(CLUSTERS)), box)
+    clusters = cmap[tuple((centres - np.asarray(box.begin)).T)]
+    if not (clusters > 0).all():
+        bad = tuple(int(c) for c in centres[np.argmin(clusters > 0)])
+        raise BlockError(block.block_id, f"the selected patch centred at {bad} has no cluster in the vote's map: "
+                                         "a vote block was redone after this one; rerun vote, agglomerate and paint")
+    known, instances = store.instances_of_blocks(vote_blocks_touching(box, grid))
+    pos = np.minimum(np.searchsorted(known, clusters), max(len(known) - 1, 0))
+    if not len(known) or not (known[pos] == clusters).all():
+        raise BlockError(block.block_id, "a cluster of this block's patches has no instance id: agglomerate did not "
+                                         "finish after the last vote; rerun agglomerate and paint")
+    labels = paint_core(numinst, centres - np.asarray(core.begin), _as_rows(values), instances[pos],
+                        settings.patch_shape, patch_threshold=settings.patch_threshold,
+                        max_num_inst=settings.max_num_inst, accumulate=settings.accumulate)
+    return labels, len(centres)
 
 
 @lru_cache(maxsize=4)
@@ -122,7 +118,6 @@ def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
 class PaintStage:
     """``process_block`` of the paint (``relabel=False``) and relabel (``relabel=True``) stages."""
 
-    source: PatchSource
     output: str  # "out.zarr/instances" (K, Z, Y, X) uint32, prepared by the driver
     store_factory: Callable[[], GraphStore]
     vote_volume: tuple[int, int, int]
@@ -138,9 +133,8 @@ class PaintStage:
 
         set_threads(self.threads)
         store = worker_store(self.store_factory)
-        vote = BlockGrid(self.vote_volume, self.vote_block_shape)
-        centres, ids = selected_in_box(store, block.read_box, vote)
-        labels = paint_block(self.source, block, centres, ids, self.settings)
+        grid = BlockGrid(self.vote_volume, self.vote_block_shape)
+        labels, patches = paint_block(block, grid, VoteArtifacts(self.work_dir), store, self.settings)
         if self.relabel:
             path = Path(self.work_dir) / "removed_ids.npy"
             labels = compact(labels, _removed_ids(str(path), path.stat().st_mtime_ns))
@@ -151,7 +145,7 @@ class PaintStage:
         out = open_array(self.output, "r+")
         write_box(out, block.write_box, labels[:out.shape[0]])
         return {"voxels": int(np.prod(block.write_box.shape)), "labelled": int(np.count_nonzero(labels[0])),
-                "patches": int(len(ids))}
+                "patches": int(patches)}
 
 
 def paint_grid(volume_shape, block_shape, settings: AssemblySettings) -> BlockGrid:
@@ -173,5 +167,4 @@ def removed_instances(work_dir: Path, block_ids: list[int], n_instances: int, mi
     return np.flatnonzero(~keep).astype(np.int64)
 
 
-__all__ = ["PaintStage", "RELABEL_STAGE", "STAGE", "compact", "paint_block", "paint_grid", "removed_instances",
-           "selected_in_box"]
+__all__ = ["PaintStage", "RELABEL_STAGE", "STAGE", "compact", "paint_block", "paint_grid", "removed_instances"]

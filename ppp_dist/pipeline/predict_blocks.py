@@ -48,6 +48,7 @@ def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -
     """Create (or reuse) the prediction arrays in ``output_group``; return name -> array path."""
     from ppp_dist import __version__
     from ppp_dist.io.volumes import choose_chunks, prepare_array
+    from ppp_dist.learning.background import zeroed_attrs
     from ppp_dist.learning.predict import open_raw, tile_geometry
 
     _, channels, spatial = open_raw(raw, config.data)
@@ -58,8 +59,9 @@ def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -
     for name, (ch, dtype) in output_names(config, channels).items():
         chunks = choose_chunks(spatial, geometry.output_shape, channels=ch, itemsize=np.dtype(dtype).itemsize)
         scale = "value / 255" if dtype == "uint8" else "value"
+        extra = {"ppp_dist": {**attrs["ppp_dist"], **zeroed_attrs(config)}} if name == "patches" else attrs
         prepare_array(f"{output_group}/{name}", shape=(ch,) + spatial, chunks=(ch,) + tuple(chunks), dtype=dtype,
-                      overwrite=config.general.overwrite, axes="czyx", attrs={**attrs, "encoding": scale})
+                      overwrite=config.general.overwrite, axes="czyx", attrs={**extra, "encoding": scale})
         out[name] = f"{output_group}/{name}"
     return out
 
@@ -68,6 +70,7 @@ def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarr
     """Stored-form outputs (name -> (C, *box)) of the network on ``box``, a whole number of output tiles of
     the whole-volume tiling (clipped at the volume end): the tiles, batches and quantisation of
     ``predict_volume``, so the bytes are the same. Used by the predict stage and the fused mode."""
+    from ppp_dist.learning.background import zero_background
     from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
 
     geometry = tile_geometry(config.model)
@@ -80,8 +83,10 @@ def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarr
         values = predict_tile(net, inputs, geometry, amp=amp)
         for i, b in enumerate(boxes):
             keep = (slice(None), *(slice(0, s) for s in b.shape))
-            for name, v in values.items():
-                stored = to_storage(name, v[i][keep], config.prediction.patch_dtype)
+            tile_out = {name: to_storage(name, v[i][keep], config.prediction.patch_dtype) for name, v in values.items()}
+            if config.prediction.zero_background:
+                tile_out = zero_background(tile_out, config.vote.numinst_thresholds)
+            for name, stored in tile_out.items():
                 if name not in result:
                     result[name] = np.zeros((stored.shape[0],) + box.shape, stored.dtype)
                 result[name][(slice(None), *b.relative_to(box))] = stored

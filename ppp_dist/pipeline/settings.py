@@ -10,7 +10,7 @@ patches within 4h, which needs scores within 6h, which need consensus rows withi
 consensus row needs inputs within 4h (refined consensus, the default) or 2h (single pass). Hence
 
 * vote: consensus rows computed for core + 7h (``owned=``), inputs read on core + 11h (9h unrefined);
-* paint: core + h (the selected patches are read from the graph DB, not recomputed).
+* paint: core + h (the selected patches and their rows come from what the vote stage saved).
 """
 
 from __future__ import annotations

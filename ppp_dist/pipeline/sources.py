@@ -6,10 +6,11 @@ result equals the stored-prediction result (and the whole-volume ``ops.assemble`
 
 * :class:`StoredPrediction` — a prediction group written by predict (and decode): ``patches`` + ``numinst``/``fg``.
 * :class:`NetworkPrediction` — fused predict (→ decode for ppp+dec): the network runs on the tiles of the
-  whole-volume tiling that cover the box, exactly as the predict stage would, and nothing is stored. The
-  vote halo is predicted again by every block that reads it: the network cost grows by
-  ``((b + 2 * 11h) / b)^3`` for vote blocks of side b (3.5x for 128^3 blocks and 7^3 patches) plus
-  ``((b + 2h) / b)^3`` for painting; the storage of the patches (P bytes per voxel) goes to zero.
+  whole-volume tiling that cover the box, exactly as the predict stage would, and nothing is stored. Only
+  the vote stage reads a source (paint uses what vote saved), but every vote block predicts its whole read
+  box rounded out to those tiles: the network runs ``plan.network_ratio`` times per voxel (2-27x,
+  depending on block, halo and tile), against 1x for the stored prediction; the storage of the patches
+  (P bytes per voxel, less with zeroed background) goes to zero.
 * :class:`OraclePatches` — patches made from instance labels (what a perfect network predicts), also
   computed per block: the benchmark and test stand-in for a network on volumes whose stored patches
   would not fit (125 x 512^3 bytes = 16.7 GB for 5^3 patches).
@@ -56,10 +57,14 @@ class StoredPrediction:
     numinst: str
 
     def volume_shape(self, settings: Any) -> Shape:
+        from ppp_dist.learning.background import check_zeroed
         from ppp_dist.pipeline.settings import check_prediction
 
-        return check_prediction(_open(self.patches), _open(self.numinst), settings.patch_shape,
-                                self.patches.rsplit("/", 1)[0])
+        where = self.patches.rsplit("/", 1)[0]
+        shape = check_prediction(_open(self.patches), _open(self.numinst), settings.patch_shape, where)
+        if _open(self.numinst).shape[0] == 3:  # a foreground channel (fg) does not use the thresholds
+            check_zeroed(_open(self.patches).attrs, settings.numinst_thresholds, f"{where}/patches")
+        return shape
 
     def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
         from ppp_dist.io.volumes import read_box
@@ -94,19 +99,24 @@ class OraclePatches:
 
     def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
         from ppp_dist.io.volumes import read_box
-        from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
+        from ppp_dist.ops.patches import numinst_target, patch_targets_box
 
         # a patch at v reads labels within h of v; outside the volume is background for both
         grown = box.grow(settings.h).intersect(Box.from_shape(self.volume_shape(settings)))
         labels = read_box(_open(self.labels), grown)
-        inner = (slice(None), *box.relative_to(grown))
-        patches = patch_targets(labels, settings.patch_shape)[inner] * np.uint8(255)
-        if labels.ndim == 4:
-            labels = labels[inner]
-        else:
-            labels = labels[inner[1:]]
-        numinst = (numinst_onehot(numinst_target(labels, settings.max_num_inst)) * 255).astype(np.uint8)
-        return np.ascontiguousarray(patches), to_numinst(numinst, settings, patches.shape[1:])
+        inner = box.relative_to(grown)
+        patches = patch_targets_box(labels, settings.patch_shape, [s.start for s in inner], box.shape, 255)
+        labels = labels[(slice(None), *inner)] if labels.ndim == 4 else labels[inner]
+        count = numinst_target(labels, settings.max_num_inst)
+        # the stored oracle is numinst one-hot x 255 (uint8): numinst_from_prob sees probabilities 0 or 1,
+        # so class 1 where P(1) = 1 > t1, then class 2 where P(>= 2) = 1 > t2 -- computed here without the stack
+        t1, t2 = (float(t) for t in settings.numinst_thresholds)
+        numinst = np.zeros(count.shape, np.uint8)
+        if 1.0 > t1:
+            numinst[count == 1] = 1
+        if 1.0 > t2:
+            numinst[count >= 2] = 2
+        return patches, numinst
 
     def has_foreground(self, box: Box, settings: Any) -> bool:
         from ppp_dist.io.volumes import read_box

@@ -69,3 +69,21 @@ def test_patch_target_errors():
         patch_targets(np.zeros((4, 4), dtype=np.uint8), (3, 3, 3))
     with pytest.raises(ValueError, match="max_num_inst"):
         numinst_target(np.zeros((4, 4, 4), dtype=np.uint8), 0)
+
+
+def test_patch_targets_box_equals_the_whole_targets_cropped():
+    from ppp_dist.data import crossing_worms_2d, crossing_tubes_3d
+    from ppp_dist.ops.patches import patch_targets, patch_targets_box
+
+    for inst, ps in ((crossing_tubes_3d(shape=(20, 22, 24), n_tubes=3, seed=2).instances, (5, 3, 5)),
+                     (crossing_worms_2d(shape=(40, 36), n_worms=3, seed=1).instances, (1, 7, 7))):
+        whole = patch_targets(inst, ps)
+        spatial = inst.shape[-3:]
+        for begin, shape in (((0, 0, 0), spatial), ((0, 3, 5), (1, 17, 9)), ((0, 10, 1), (1, 12, 20))):
+            if spatial[0] > 1:
+                begin, shape = (2,) + begin[1:], (spatial[0] - 4,) + shape[1:]
+            box = tuple(slice(b, b + s) for b, s in zip(begin, shape))
+            got = patch_targets_box(inst, ps, begin, shape, 255)
+            np.testing.assert_array_equal(got, whole[(slice(None), *box)] * np.uint8(255))
+    with pytest.raises(ValueError, match="leaves the labels"):
+        patch_targets_box(np.zeros((4, 4, 4), np.uint16), (3, 3, 3), (2, 2, 2), (3, 3, 3))

@@ -76,12 +76,10 @@ def _labels(path: str | Path) -> np.ndarray:
     return np.asarray(open_array(str(path))[...])
 
 
-def _graph(factory: StoreFactory) -> tuple[list, list]:
+def _graph(factory: StoreFactory) -> list:
+    """The contracted graph rows of every vote block."""
     with factory() as store:
-        frags = sorted(r for b in store.iter_fragments() for r in b.tolist())
-        edges = sorted(r for b in store.iter_edges() for r in zip(b.u.tolist(), b.v.tolist(), b.weight.tolist(),
-                                                                  b.count.tolist()))
-    return frags, edges
+        return [{t: r.tolist() for t, r in store.block_rows(b).items()} for b in range(N_BLOCKS)]
 
 
 def _ledger(factory: StoreFactory, stage: str) -> dict:

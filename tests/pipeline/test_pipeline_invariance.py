@@ -102,41 +102,37 @@ def test_blockwise_equals_whole_volume(name, datasets, clients, tmp_path):
 
 
 def test_tier2_edges_and_mutex_watershed(datasets, clients, tmp_path):
-    """Crossing worms have overlap voxels: tier-2 (fallback) edges take the two-tier path; MWS is exact too."""
+    """Crossing worms have overlap voxels: tier-2 (fallback) links go through phase 2; MWS (full graph) is exact."""
     group = datasets("worms2d")
     ps = DATASETS["worms2d"][2]
     out, res, settings = _run(tmp_path / "cc", group, ps, (1, 24, 40), clients[2])
-    assert res["stages"]["agglomerate"]["method"] == "two-tier union-find"
+    agg = res["stages"]["agglomerate"]
+    assert agg["method"] == "two-tier stitch (tree of tasks)"
+    assert agg["counts"]["tier2_links"] > 0 and agg["counts"]["tier2_groups"] > 0
     out, res, settings = _run(tmp_path / "mws", group, ps, (1, 24, 40), clients[2], partition="mutex_watershed")
     np.testing.assert_array_equal(out, _reference(group, settings))
+    assert res["stages"]["agglomerate"]["method"] == "mutex_watershed (in memory)"
 
 
-@pytest.mark.parametrize("mode, min_edges, method", [
-    ("hierarchical", None, "union-find (hierarchical)"), ("flat", 0, "union-find"),
-    ("auto", 0, "union-find (hierarchical)"), ("auto", None, "union-find")])
-def test_hierarchical_agglomeration(mode, min_edges, method, datasets, clients, tmp_path, monkeypatch):
-    """Without overlaps there are no tier-2 edges: ppp_dist.agglomerate (flat, or its dask tree) does phase
-    1, as [vote] agglomeration says ("auto": the tree above HIERARCHICAL_MIN_EDGES edges); same bytes."""
-    from ppp_dist.pipeline import segments
+@pytest.mark.parametrize("name", ["nuclei2d", "worms2d"])
+@pytest.mark.parametrize("mode, leaf, method", [
+    ("flat", None, "two-tier stitch (one task)"), ("hierarchical", 1, "two-tier stitch (tree of tasks)"),
+    ("auto", 2, "two-tier stitch (tree of tasks)")])
+def test_stitch_as_one_task_or_a_tree(name, mode, leaf, method, datasets, clients, tmp_path, monkeypatch):
+    """[vote] agglomeration: the stitch in one task, or a tree of tasks with leaves of 1 or 2 blocks and fan-in 2
+    (several levels on these 8-12 blocks); without (nuclei) and with (worms) tier-2 links; same bytes."""
+    from ppp_dist import agglomerate
 
-    if min_edges is not None:
-        monkeypatch.setattr(segments, "HIERARCHICAL_MIN_EDGES", min_edges)
-    group = datasets("nuclei2d")
-    cfg = _config(tmp_path, (1, 11, 11), (1, 24, 48), agglomeration=mode)
-    res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
-    assert res["stages"]["agglomerate"]["method"] == method
-    out = np.asarray(open_array(res["output"])[...])
-    np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
-
-
-def test_two_tier_hierarchical_agglomeration(datasets, clients, tmp_path):
-    """Overlaps make tier-2 edges: phase 1 over the tier-1 edges as the dask tree, then phase 2 on the driver."""
-    group = datasets("worms2d")
-    ps = DATASETS["worms2d"][2]
-    cfg = _config(tmp_path, ps, (1, 24, 40), agglomeration="hierarchical")
+    if leaf is not None:
+        monkeypatch.setattr(agglomerate, "BLOCKS_PER_LEAF", leaf)
+        monkeypatch.setattr(agglomerate, "FAN_IN", 2)
+    group = datasets(name)
+    cfg = _config(tmp_path, DATASETS[name][2], (1, 24, 32), agglomeration=mode)
     res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
     agg = res["stages"]["agglomerate"]
-    assert agg["method"] == "two-tier union-find (hierarchical)"
+    assert agg["method"] == method
+    if leaf == 1:
+        assert agg["counts"]["stitch_tasks"] > res["stages"]["vote"]["blocks"]  # leaves + at least 2 levels
     out = np.asarray(open_array(res["output"])[...])
     np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
 
@@ -169,23 +165,28 @@ def test_soft_noisy_prediction_and_small_instance_removal(datasets, clients, tmp
 
 @pytest.mark.slow
 def test_flylight_crop(clients, tmp_path):
-    """The FlyLight crop (3 neurons + fragments, 7^3 patches; halo 33 voxels, so a block reads most of the crop)."""
+    """The FlyLight crop (3 overlapping neurons + fragments, 7^3 patches; halo 33 voxels, so a block reads most of
+    the crop): three block shapes that do not divide the 50^3 crop, 2 and 1 workers."""
     from ppp_dist.data import load_flylight
 
     group = write_oracle(tmp_path / "pred.zarr", load_flylight().instances, (7, 7, 7), (5, 5, 5))
-    for i, block in enumerate([(25, 50, 50), (20, 30, 40)]):
-        out, res, settings = _run(tmp_path / f"b{i}", group, (7, 7, 7), block, clients[2])
+    for i, block in enumerate([(25, 50, 50), (20, 30, 40), (15, 15, 35)]):
+        out, res, settings = _run(tmp_path / f"b{i}", group, (7, 7, 7), block, clients[2 if i < 2 else 1])
         np.testing.assert_array_equal(out, _reference(group, settings))
+        vote = res["stages"]["vote"]
+        assert vote["counts"]["patch_edges"] > 10 * vote["counts"]["rows"]  # the contraction at work
 
 
 @pytest.mark.postgres
-def test_postgres_backend(datasets, clients, tmp_path, postgres_dsn):
+@pytest.mark.parametrize("name, block", [("tubes3d", (16, 20, 12)), ("worms2d", (1, 24, 40)),
+                                         ("nuclei2d", (1, 24, 48))])
+def test_postgres_backend(name, block, datasets, clients, tmp_path, postgres_dsn):
     db = {"backend": "postgres", "dsn": postgres_dsn}
-    group = datasets("tubes3d")
-    out, res, settings = _run(tmp_path, group, (5, 5, 5), (16, 20, 12), clients[2], db=db)
+    group = datasets(name)
+    out, res, settings = _run(tmp_path, group, DATASETS[name][2], block, clients[2], db=db)
     np.testing.assert_array_equal(out, _reference(group, settings))
     store = open_graph_store(DatabaseConfig(backend="postgres", dsn=db["dsn"]))
     try:
-        assert store.num_fragments() == res["stages"]["agglomerate"]["fragments"]
+        assert store.num_clusters() == res["stages"]["agglomerate"]["clusters"]
     finally:
         store.close()

@@ -27,13 +27,12 @@ def _setup(tmp_path):
     return group, cfg
 
 
-def _db(cfg, exp):
+def _db(cfg, exp, blocks=9):
+    """The contracted graph rows of every vote block and the instances table."""
     store = StoreFactory(cfg.database, str(exp))()
     try:
-        frags = sorted(r for b in store.iter_fragments() for r in b.tolist())
-        edges = sorted(r for b in store.iter_edges() for r in zip(b.u.tolist(), b.v.tolist(), b.weight.tolist(),
-                                                                  b.count.tolist()))
-        return frags, edges, store.read_lut()
+        rows = [{t: r.tolist() for t, r in store.block_rows(b).items()} for b in range(blocks)]
+        return rows, [a.tolist() for a in store.instances_of_blocks(range(blocks))]
     finally:
         store.close()
 
@@ -51,16 +50,18 @@ def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_pat
     grid = vote_mod.vote_grid(ref.shape[1:], BLOCK, settings)
     patches, numinst = prediction_arrays(group)
     factory = StoreFactory(cfg.database, str(exp))
-    part = run_stage(None, "vote", list(grid)[:4], vote_mod.VoteStage.stored(patches, numinst, settings), factory,
+    artifacts = vote_mod.VoteArtifacts(str(exp / "pipeline"))
+    artifacts.prepare(ref.shape[1:], BLOCK, fresh=True)
+    part = run_stage(None, "vote", list(grid)[:4], vote_mod.VoteStage.stored(patches, numinst, settings,
+                                                                              artifacts.work_dir), factory,
                      progress=False)
     assert part.done == 4
-    exp.joinpath("pipeline").mkdir(parents=True)
     # the same parameters as run_pipeline records, so the done blocks count
     res = run_pipeline(cfg, exp, client=None, prediction=group)
     assert res["stages"]["vote"]["skipped"] == 4 and res["stages"]["vote"]["done"] == 9
     out = np.asarray(open_array(res["output"])[...])
     np.testing.assert_array_equal(out, expected)
-    assert _db(cfg, exp)[:2] == _db(cfg, tmp_path / "full")[:2]
+    assert _db(cfg, exp) == _db(cfg, tmp_path / "full")
 
     # a finished run rerun: every stage skipped, same bytes
     again = run_pipeline(cfg, exp, client=None, prediction=group)
@@ -90,13 +91,26 @@ def test_changed_block_shape_redoes_every_stage(tmp_path):
     np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), expected)
 
 
-def test_new_edge_threshold_redoes_agglomerate_and_paint_only(tmp_path):
+def test_new_edge_threshold_redoes_vote_agglomerate_and_paint(tmp_path):
+    """The contraction unites the edges above edge_threshold inside each block: a new threshold is a new vote."""
     group, cfg = _setup(tmp_path)
     run_pipeline(cfg, tmp_path / "exp", client=None, prediction=group)
     cfg2 = config_from_table({"model": {"patch_shape": list(PS)},
                               "vote": {"block_shape": list(BLOCK), "edge_threshold": 0.95}})
     res = run_pipeline(cfg2, tmp_path / "exp", client=None, prediction=group)
-    assert res["stages"]["vote"]["skipped"] == 9
+    assert res["stages"]["vote"]["skipped"] == 0
     assert res["stages"]["agglomerate"]["skipped"] == 0 and res["stages"]["paint"]["skipped"] == 0
+    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]),
+                                  whole_volume(group, AssemblySettings.from_config(cfg2)))
+
+
+def test_new_paint_setting_redoes_paint_only(tmp_path):
+    group, cfg = _setup(tmp_path)
+    run_pipeline(cfg, tmp_path / "exp", client=None, prediction=group)
+    cfg2 = config_from_table({"model": {"patch_shape": list(PS)}, "vote": {"block_shape": list(BLOCK)},
+                              "postprocess": {"min_instance_size": 100}})  # one of the 4 worms has 51 voxels
+    res = run_pipeline(cfg2, tmp_path / "exp", client=None, prediction=group)
+    assert res["stages"]["vote"]["skipped"] == 9 and res["stages"]["agglomerate"]["skipped"] == 1
+    assert res["stages"]["paint"]["skipped"] == 0 and res["removed_instances"] > 0
     np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]),
                                   whole_volume(group, AssemblySettings.from_config(cfg2)))
