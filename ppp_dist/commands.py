@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import tomli_w
@@ -76,7 +77,7 @@ def _open_input(config: PipelineConfig):
 
 def plan(args: argparse.Namespace) -> int:
     """Print the blocks, halos and memory per block of every stage for the input volume."""
-    from ppp_dist.plan import format_bytes, plan_volume
+    from ppp_dist.plan import check_mws_budget, format_bytes, network_lines, plan_volume
     config = load_config(args.config, _overrides(args))
     array = _open_input(config)
     spatial = tuple(int(s) for s in array.shape[-3:])
@@ -91,6 +92,10 @@ def plan(args: argparse.Namespace) -> int:
     for stage in plan_volume(config, spatial):
         print(f"{stage.stage:<8} {stage.blocks:>7} {str(stage.block_shape):>16} {str(stage.halo):>13} "
               f"{format_bytes(stage.memory_bytes):>13}  {stage.note}")
+    for line in network_lines(config, spatial):
+        print(line)
+    if config.vote.partition == "mutex_watershed":
+        print(f"driver   {check_mws_budget(config, math.prod(spatial))}")
     print("nothing was written (dry run)")
     return 0
 

@@ -99,3 +99,81 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The network per voxel, and the mutex watershed's driver memory
+
+# edges of the full patch graph per foreground voxel and patch voxel, measured on oracle patches (the FlyLight
+# crop with 7^3 patches: 486,859 edges for 21,819 foreground voxels = 0.065 x 343); the planning number of the
+# in-memory mutex watershed (soft network output with many selected patches can have more)
+MWS_EDGES_PER_FG_VOXEL_AND_PATCH_VOXEL = 0.065
+PLAN_FOREGROUND = 0.25  # the foreground fraction plan assumes (as for the vote memory)
+
+
+def _tile_sum(size: int, starts: range, lo_pad: int, hi_pad: int, block: int, tile: int) -> int:
+    """Network output voxels along one axis: each read interval rounded out to whole tiles of the volume's
+    tiling (the last tile of the volume is computed whole)."""
+    total = 0
+    for s in starts:
+        lo = max(0, s - lo_pad) // tile * tile
+        hi = min(size, s + block + hi_pad)
+        total += -(-(hi - lo) // tile) * tile
+    return total
+
+
+def network_ratio(spatial_shape: tuple[int, ...], tile_shape: tuple[int, ...], *, fused: bool = False,
+                  block_shape: tuple[int, ...] | None = None, halo: tuple[int, ...] | None = None) -> float:
+    """Network output voxels computed per voxel of the volume.
+
+    Stored prediction (``fused=False``): the predict stage computes every tile of the volume's tiling once
+    (~1; more only where the last tile sticks out of the volume). Fused (``[prediction] store_patches =
+    false``): every vote block predicts its read box (core + vote halo) rounded out to whole tiles, so the
+    halo and the rounding are computed again by each block that reads them (paint uses what vote saved).
+    """
+    ratio = 1.0
+    for k, (size, t) in enumerate(zip(spatial_shape, tile_shape)):
+        if not fused:
+            ratio *= -(-size // t) * t / size
+            continue
+        b, h = block_shape[k], halo[k]  # type: ignore[index]
+        ratio *= _tile_sum(size, range(0, size, b), h, h, b, t) / size
+    return ratio
+
+
+def mws_edges_estimate(voxels: int, patch_shape: tuple[int, ...], foreground: float = PLAN_FOREGROUND) -> int:
+    """Edges of the full patch graph (what the mutex watershed holds on the driver), from the measured density."""
+    return int(voxels * foreground * MWS_EDGES_PER_FG_VOXEL_AND_PATCH_VOXEL * int(np.prod(patch_shape)))
+
+
+def check_mws_budget(config: PipelineConfig, voxels: int) -> str:
+    """The plan line of the mutex watershed's driver memory; ConfigError when it exceeds the budget."""
+    from ppp_dist.agglomerate import mws_memory_bytes
+    from ppp_dist.errors import ConfigError
+
+    edges = mws_edges_estimate(voxels, config.model.patch_shape)
+    need = mws_memory_bytes(edges)
+    budget = config.vote.mws_max_memory_gib * 2 ** 30
+    if config.vote.partition == "mutex_watershed" and need > budget:
+        raise ConfigError(f"partition = 'mutex_watershed' would hold ~{edges:,} edges ({format_bytes(need)}) in the "
+                          f"driver's memory, over [vote] mws_max_memory_gib = {config.vote.mws_max_memory_gib:g}; use "
+                          "partition = 'connected_components' (contracted per block) or raise the budget")
+    return (f"mutex_watershed would hold ~{edges:,} edges, ~{format_bytes(need)} on the driver (budget "
+            f"{config.vote.mws_max_memory_gib:g} GiB; assumes {PLAN_FOREGROUND:.0%} foreground)")
+
+
+def network_lines(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[str]:
+    """Plan lines: network output voxels per volume voxel, stored and fused, and which one this run uses."""
+    from ppp_dist.learning.predict import tile_geometry
+
+    geometry = tile_geometry(config.model)
+    out = tuple(int(x) for x in geometry.output_shape)
+    # a same-padding network computes its whole input tile and keeps the centre
+    computed = float(np.prod(geometry.input_shape) / np.prod(out)) if config.model.padding == "same" else 1.0
+    block = tuple(min(b, s) for b, s in zip(config.vote.block_shape, spatial_shape))
+    halo = vote_halo(AssemblySettings.from_config(config))
+    stored = network_ratio(spatial_shape, out) * computed
+    fused = network_ratio(spatial_shape, out, fused=True, block_shape=block, halo=halo) * computed
+    use = "fused" if not config.prediction.store_patches else "stored"
+    return [f"network  {stored:.2f} output voxels per voxel with the stored prediction (tile {out}), "
+            f"{fused:.2f} fused (vote read boxes rounded to tiles); this run: {use}"]

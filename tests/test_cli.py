@@ -124,6 +124,37 @@ def test_plan_prints_blocks_and_writes_nothing(capsys, raw_zarr):
     assert sorted(p.name for p in raw_zarr.rglob("*")) == before
 
 
+def test_plan_prints_the_network_per_voxel_and_bounds_the_mutex_watershed(capsys, raw_zarr):
+    """The network output voxels per voxel, stored and fused, from the tiles each block computes; the mutex
+    watershed's driver memory, refused in one sentence above [vote] mws_max_memory_gib."""
+    from ppp_dist import geometry
+    from ppp_dist.config import config_from_table
+    from ppp_dist.learning.predict import tile_geometry
+    from ppp_dist.plan import network_ratio
+
+    args = ["plan", "--input", f"{raw_zarr}/raw", "--set", "data.num_channels=2", "--set", "vote.block_shape=[32, 32, 32]"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("network"))
+    out_tile = tile_geometry(config_from_table({}).model).output_shape
+    shape = (40, 70, 90)
+    stored = np.prod([-(-s // t) * t for s, t in zip(shape, out_tile)]) / np.prod(shape)
+    assert network_ratio(shape, out_tile) == pytest.approx(stored)
+    # fused: every vote block's read box rounded out to whole tiles, summed over the blocks
+    fused = sum(np.prod([-(-(min(s, (b.read_box.end[k] + t - 1) // t * t) - b.read_box.begin[k] // t * t) // t) * t
+                         for k, (s, t) in enumerate(zip(shape, out_tile))])
+                for b in geometry.tile(shape, (32, 32, 32), (33, 33, 33))) / np.prod(shape)
+    ratio = network_ratio(shape, out_tile, fused=True, block_shape=(32, 32, 32), halo=(33, 33, 33))
+    assert ratio == pytest.approx(fused) and ratio > stored
+    assert f"{stored:.2f} output voxels per voxel with the stored prediction" in line and f"{fused:.2f} fused" in line
+    assert "this run: stored" in line and "driver" not in out
+    code, out, _ = run(capsys, *args, "--set", "vote.partition=mutex_watershed")
+    assert code == 0 and "mutex_watershed would hold ~" in out
+    code, out, err = run(capsys, *args, "--set", "vote.partition=mutex_watershed", "--set",
+                         "vote.mws_max_memory_gib=0.00001")
+    assert code == 2 and "over [vote] mws_max_memory_gib = 1e-05" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["plan"], "needs a volume: pass --input"),
     (["plan", "--input", "{dir}/missing.zarr/raw"], "missing.zarr"),

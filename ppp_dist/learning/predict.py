@@ -35,6 +35,7 @@ from ppp_dist.config.sections import DataConfig, ModelConfig, PipelineConfig
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
 from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array, read_box, write_box
+from ppp_dist.learning.background import zero_background, zeroed_attrs
 from ppp_dist.learning.sampling import normalize_raw
 from ppp_dist.model import PppModel, effective_factors, effective_input_shape, expected_output_shape, load_network
 
@@ -202,9 +203,10 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
                             (patch_name, patch_channels, patch_dtype)):
         chunks = choose_chunks(spatial, geometry.output_shape, channels=ch, itemsize=np.dtype(dtype).itemsize)
         scale = "value / 255" if dtype == "uint8" else "value"
+        extra = {"ppp_dist": {**attrs["ppp_dist"], **zeroed_attrs(config)}} if name == "patches" else attrs
         outputs[name] = prepare_array(f"{store}/{name}", shape=(ch,) + spatial, chunks=(ch,) + tuple(chunks),
                                       dtype=dtype, overwrite=config.general.overwrite, axes="czyx",
-                                      attrs={**attrs, "encoding": scale})
+                                      attrs={**extra, "encoding": scale})
     tiles = tile(spatial, geometry.output_shape)
     batch_size = config.prediction.batch_size
     for first in range(0, len(tiles), batch_size):
@@ -213,9 +215,12 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
         result = predict_tile(net, inputs, geometry, amp=amp)
         for i, spec in enumerate(specs):
             keep = tuple(slice(0, s) for s in spec.write_box.shape)
-            for name, values in result.items():
-                write_box(outputs[name], spec.write_box,
-                          to_storage(name, values[i][(slice(None), *keep)], patch_dtype))
+            stored = {name: to_storage(name, values[i][(slice(None), *keep)], patch_dtype)
+                      for name, values in result.items()}
+            if config.prediction.zero_background:  # exact: the assembly never reads them (learning/background.py)
+                stored = zero_background(stored, config.vote.numinst_thresholds)
+            for name, values in stored.items():
+                write_box(outputs[name], spec.write_box, values)
     seconds = time.perf_counter() - started
     voxels = int(np.prod(spatial))
     logger.info("predicted %s (%s, %d tiles of %s) in %.1f s: %.0f voxels/s", input_spec, spatial, len(tiles),
