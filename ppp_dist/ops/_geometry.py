@@ -11,7 +11,9 @@ Layout conventions (see docs/assembly.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +33,26 @@ def check_patch_shape(patch_shape) -> tuple[int, int, int]:
     return ps  # type: ignore[return-value]
 
 
-def check_patch_array(patches: np.ndarray, patch_shape) -> np.ndarray:
+@dataclass(frozen=True)
+class SparsePatches:
+    """Patches (P, Z, Y, X) that are computed only where they are read: ``rows(coords)`` gives the (N, P)
+    patches of the voxels ``coords`` (N, 3), in ``dtype``; every step reads only foreground voxels' patches,
+    so a source that can compute them per voxel (the oracle) never builds the dense array."""
+
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    rows: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+
+def check_patch_array(patches: Any, patch_shape) -> Any:
     """Validate the shape and dtype of predicted patches (P, Z, Y, X) without converting them."""
     ps = check_patch_shape(patch_shape)
     n = int(np.prod(ps))
-    patches = np.asarray(patches)
+    patches = patches if isinstance(patches, SparsePatches) else np.asarray(patches)
     if patches.ndim != 4 or patches.shape[0] != n:
         raise InputDataError(
             f"patches must have shape ({n}, Z, Y, X) for patch_shape {ps} (one channel per window position); "
@@ -51,7 +68,13 @@ def patch_rows(patches: np.ndarray, coords: np.ndarray) -> np.ndarray:
     Gathers before converting, so a block converts only its foreground rows (4 P bytes per foreground
     voxel instead of per voxel); element for element the same numbers as converting everything first.
     """
-    rows = np.ascontiguousarray(patches[:, coords[:, 0], coords[:, 1], coords[:, 2]].T)
+    if isinstance(patches, SparsePatches):
+        rows = np.ascontiguousarray(patches.rows(np.asarray(coords, dtype=np.int64)))
+        if rows.shape != (len(coords), patches.shape[0]) or rows.dtype != patches.dtype:
+            raise ValueError(f"SparsePatches.rows gave {rows.dtype} {rows.shape}, not {patches.dtype} "
+                             f"{(len(coords), patches.shape[0])}")
+    else:
+        rows = np.ascontiguousarray(patches[:, coords[:, 0], coords[:, 1], coords[:, 2]].T)
     if rows.dtype == np.uint8:
         return rows.astype(np.float32) / np.float32(255.0)
     rows = rows.astype(np.float32, copy=False)

@@ -12,6 +12,21 @@ from ppp_dist.errors import InputDataError
 from ppp_dist.ops._geometry import check_patch_shape, window_positions
 
 
+def _label_stack(instances: np.ndarray) -> np.ndarray:
+    """The labels as a C-contiguous (K, Z, Y, X) stack in their own integer dtype (checked, not converted)."""
+    inst = np.asarray(instances)
+    if inst.dtype.kind not in "ui":
+        raise InputDataError(f"instances must be an integer label array; got dtype {inst.dtype}")
+    if inst.ndim == 3:
+        inst = inst[None]
+    if inst.ndim != 4:
+        raise InputDataError(
+            f"instances must be a flat label image (Z, Y, X) or a channel stack (K, Z, Y, X); got shape {inst.shape}")
+    if inst.dtype.kind == "i" and inst.size and inst.min() < 0:
+        raise InputDataError("instances must not contain negative labels")
+    return np.ascontiguousarray(inst)
+
+
 def _as_channel_stack(instances: np.ndarray) -> np.ndarray:
     inst = np.asarray(instances)
     if inst.dtype.kind not in "ui":
@@ -101,7 +116,7 @@ def patch_targets_box(instances: np.ndarray, patch_shape, begin, shape, value: i
     The labels must cover the box grown by h wherever a neighbour exists (as ``patch_targets`` sees them).
     """
     ps = check_patch_shape(patch_shape)
-    seg = _as_channel_stack(instances)
+    seg = _label_stack(instances)
     offsets = window_positions(ps) - np.asarray(ps, dtype=np.int64) // 2
     begin = np.asarray(begin, dtype=np.int64)
     shape = tuple(int(s) for s in shape)
@@ -112,11 +127,44 @@ def patch_targets_box(instances: np.ndarray, patch_shape, begin, shape, value: i
     return out
 
 
+@njit(parallel=True, cache=True)
+def _target_rows(seg, offsets, coords, value, out):
+    """``out[i, e] = value`` where ``patch_targets(seg)[e, coords[i]]`` is 1."""
+    k, nz, ny, nx = seg.shape
+    for i in prange(coords.shape[0]):
+        z, y, x = coords[i, 0], coords[i, 1], coords[i, 2]
+        for e in range(len(offsets)):
+            z2, y2, x2 = z + offsets[e, 0], y + offsets[e, 1], x + offsets[e, 2]
+            if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
+                continue
+            for c in range(k):
+                s = seg[c, z, y, x]
+                if s != 0 and s == seg[c, z2, y2, x2]:
+                    out[i, e] = value
+                    break
+
+
+def patch_target_rows(instances: np.ndarray, patch_shape, coords: np.ndarray, value: int = 1) -> np.ndarray:
+    """``patch_targets(instances)[:, coords].T * value`` for the voxels ``coords`` (N, 3) only: (N, P) uint8.
+
+    What a block needs of oracle patches (the rows of its foreground voxels), without the (P, Z, Y, X) array.
+    """
+    ps = check_patch_shape(patch_shape)
+    seg = _label_stack(instances)
+    offsets = window_positions(ps) - np.asarray(ps, dtype=np.int64) // 2
+    coords = np.ascontiguousarray(coords, dtype=np.int64).reshape(-1, 3)
+    if len(coords) and ((coords < 0).any() or (coords >= np.asarray(seg.shape[1:])).any()):
+        raise ValueError(f"coords leave the labels {seg.shape[1:]}")
+    out = np.zeros((len(coords), len(offsets)), dtype=np.uint8)
+    _target_rows(seg, offsets, coords, np.uint8(value), out)
+    return out
+
+
 def numinst_target(instances: np.ndarray, max_num_inst: int = 2) -> np.ndarray:
     """(Z, Y, X) uint8: number of non-zero channels per voxel, clamped to ``max_num_inst``."""
     if int(max_num_inst) < 1:
         raise ValueError(f"max_num_inst must be >= 1; got {max_num_inst}")
-    seg = _as_channel_stack(instances)
+    seg = _label_stack(instances)
     return np.minimum((seg != 0).sum(axis=0), int(max_num_inst)).astype(np.uint8)
 
 

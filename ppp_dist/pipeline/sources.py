@@ -82,6 +82,13 @@ class StoredPrediction:
         return {"kind": "stored", "patches": self.patches, "numinst": self.numinst}
 
 
+def _oracle_rows(labels: np.ndarray, patch_shape: Any, offset: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Oracle patch rows (x 255) of box voxels ``coords``: the labels are the box grown by h (``offset``)."""
+    from ppp_dist.ops.patches import patch_target_rows
+
+    return patch_target_rows(labels, patch_shape, np.asarray(coords, np.int64) + offset, 255)
+
+
 @dataclass(frozen=True)
 class OraclePatches:
     """Patches and numinst made from instance labels (K, Z, Y, X) or (Z, Y, X) per box, stored as uint8 x 255."""
@@ -97,17 +104,24 @@ class OraclePatches:
                                  f"{arr.dtype} {arr.shape}")
         return tuple(int(s) for s in arr.shape[-3:])  # type: ignore[return-value]
 
-    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, box: Box, settings: Any) -> tuple[Any, np.ndarray]:
+        """``(patches, numinst)``; the patches as ``ops.SparsePatches``: rows computed per voxel on demand,
+        the values the dense oracle would hold there (the steps read foreground voxels' patches only)."""
+        from functools import partial
+
         from ppp_dist.io.volumes import read_box
-        from ppp_dist.ops.patches import numinst_target, patch_targets_box
+        from ppp_dist.ops._geometry import SparsePatches
+        from ppp_dist.ops.patches import numinst_target
 
         # a patch at v reads labels within h of v; outside the volume is background for both
         grown = box.grow(settings.h).intersect(Box.from_shape(self.volume_shape(settings)))
         labels = read_box(_open(self.labels), grown)
         inner = box.relative_to(grown)
-        patches = patch_targets_box(labels, settings.patch_shape, [s.start for s in inner], box.shape, 255)
-        labels = labels[(slice(None), *inner)] if labels.ndim == 4 else labels[inner]
-        count = numinst_target(labels, settings.max_num_inst)
+        offset = np.array([s.start for s in inner], dtype=np.int64)
+        patches = SparsePatches((int(np.prod(settings.patch_shape)),) + box.shape, np.dtype(np.uint8),
+                                partial(_oracle_rows, labels, settings.patch_shape, offset))
+        inner_labels = labels[(slice(None), *inner)] if labels.ndim == 4 else labels[inner]
+        count = numinst_target(inner_labels, settings.max_num_inst)
         # the stored oracle is numinst one-hot x 255 (uint8): numinst_from_prob sees probabilities 0 or 1,
         # so class 1 where P(1) = 1 > t1, then class 2 where P(>= 2) = 1 > t2 -- computed here without the stack
         t1, t2 = (float(t) for t in settings.numinst_thresholds)

@@ -91,6 +91,14 @@ def _near_foreign(coords: np.ndarray, in_core: np.ndarray, shape: tuple[int, ...
     return near[tuple(coords[in_core].T)]
 
 
+def _stored_rows(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 rows (as ``prepare_field`` converted them) back in the prediction's dtype, exactly: uint8 values
+    k are k / 255 in float32, and rint(255 x) gives k back; float16 converts to float32 and back unchanged."""
+    if dtype == np.uint8:
+        return np.rint(rows * np.float32(255.0)).astype(np.uint8)
+    return np.ascontiguousarray(rows.astype(dtype))
+
+
 def vote_block(source: PatchSource, block: BlockSpec, volume_shape, settings: AssemblySettings) -> BlockGraph:
     """Run the vote steps for one block (inputs on ``block.read_box``) and keep what its core owns."""
     from ppp_dist.ops.consensus import compute_consensus, compute_scores, prepare_field
@@ -103,6 +111,8 @@ def vote_block(source: PatchSource, block: BlockSpec, volume_shape, settings: As
         return _empty_graph(block, patch_size, np.uint8)
     p, ni = source.read(read, settings)
     field = prepare_field(p, ni, settings.patch_shape)
+    dtype = np.dtype(p.dtype)
+    del p  # the field holds the foreground voxels' rows (float32)
     owned = np.zeros(read.shape, dtype=bool)
     rows_box = block.write_box.grow(owned_rows_margin(settings)).intersect(read)
     owned[rows_box.relative_to(read)] = True
@@ -130,8 +140,7 @@ def vote_block(source: PatchSource, block: BlockSpec, volume_shape, settings: As
     boundary = _near_foreign(graph.coords, in_core, read.shape, 4 * np.asarray(settings.h))
     near = core.grow(settings.h)
     paint = np.all((centres >= np.asarray(near.begin)) & (centres < np.asarray(near.end)), axis=1)
-    local = graph.coords[paint]
-    paint_rows = np.ascontiguousarray(p[:, local[:, 0], local[:, 1], local[:, 2]].T)
+    paint_rows = _stored_rows(field.vrows[field.candidates[selected[paint]]], dtype)
     return BlockGraph(graph.node_ids[in_core].astype(np.int64), centres[in_core], u.astype(np.int64),
                       v.astype(np.int64), graph.weights[keep].astype(np.float64), counts, boundary, centres[paint],
                       paint_rows, np.ascontiguousarray(ni[block.write_in_read]), int(np.prod(core.shape)),

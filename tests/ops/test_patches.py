@@ -87,3 +87,14 @@ def test_patch_targets_box_equals_the_whole_targets_cropped():
             np.testing.assert_array_equal(got, whole[(slice(None), *box)] * np.uint8(255))
     with pytest.raises(ValueError, match="leaves the labels"):
         patch_targets_box(np.zeros((4, 4, 4), np.uint16), (3, 3, 3), (2, 2, 2), (3, 3, 3))
+
+
+def test_patch_target_rows_equal_the_whole_targets_at_those_voxels():
+    from ppp_dist.data import crossing_tubes_3d
+    from ppp_dist.ops.patches import patch_target_rows
+
+    inst = crossing_tubes_3d(shape=(20, 22, 24), n_tubes=3, seed=2).instances.astype(np.uint16)
+    whole = patch_targets(inst, (5, 3, 5))
+    coords = np.argwhere(np.ones(inst.shape[1:], bool))[::7]
+    got = patch_target_rows(inst, (5, 3, 5), coords, 255)
+    np.testing.assert_array_equal(got, whole[:, coords[:, 0], coords[:, 1], coords[:, 2]].T * np.uint8(255))
