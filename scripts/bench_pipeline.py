@@ -11,7 +11,10 @@ Oracle = the ground truth made into patches (what a perfect network would predic
 A ``LocalCluster`` of ``--workers`` processes (1 thread each) runs the blocks. The RSS of every worker and of
 the driver is polled every 50 ms; per stage (vote, agglomerate, paint, relabel) the script reports seconds,
 voxels/s and the peak RSS of the workers and of the driver during that stage (``ppp_dist.runner.run_stage``
-and ``segments.agglomerate_instances`` are wrapped here to time-stamp the stages). ``--whole`` also runs
+and ``agglomerate.agglomerate_instances`` are wrapped here to time-stamp the stages). The graph storage is
+reported as rows of every table and bytes on disk: the database plus what vote leaves for paint
+(``pipeline/vote.zarr``, ``pipeline/vote_rows``) -- everything the pipeline stores besides the labels and
+its input. ``--whole`` also runs
 ``ops.assemble`` on the whole stored prediction in a subprocess (time, peak RSS, and whether its labels equal
 the pipeline's bytes): the cost of halos and scheduling.
 
@@ -76,14 +79,17 @@ def _render_in_volume(scene, box):
 
 
 def write_oracle_blockwise(group: Path | str, shape, patch, chunk, seed: int = 0, kind: str = "tubes",
-                           dtype: str = "uint8", noise: float = 0.0) -> dict[str, Any]:
+                           dtype: str = "uint8", noise: float = 0.0, zero_background: bool = True) -> dict[str, Any]:
     """Write the oracle prediction group block by block; return seconds, instances and layers.
 
     ``dtype``: uint8 (value x 255) or float16 (0/1). ``noise`` > 0 stores soft values instead (0.8 / 0.2 with
     seeded uniform jitter of +-``noise``), closer to what a network writes (for measuring compressed sizes).
+    ``zero_background``: as the predict stage does by default (``[prediction] zero_background``), the patches
+    of voxels that are background at the default numinst thresholds are stored as zeros.
     """
     from ppp_dist.geometry import tile
     from ppp_dist.io.volumes import prepare_array, write_box
+    from ppp_dist.learning.background import zero_background as zero
     from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
 
     t0 = time.perf_counter()
@@ -108,6 +114,8 @@ def write_oracle_blockwise(group: Path | str, shape, patch, chunk, seed: int = 0
             pt, ni = np.rint(pt * 255).astype(np.uint8), np.rint(ni * 255).astype(np.uint8)
         else:
             pt, ni = pt.astype(dtype), ni.astype(dtype)
+        if zero_background:
+            pt = zero({"patches": pt, "numinst": ni}, (0.9, 0.1))["patches"]
         write_box(pa, spec.write_box, pt)
         write_box(na, spec.write_box, ni)
     return {"seconds": time.perf_counter() - t0, "instances": int(scene.num_instances),
@@ -140,11 +148,11 @@ def fused_available() -> bool:
 @contextlib.contextmanager
 def stage_marks(clock):
     """Record (stage, start, end) of every ``run_stage`` / ``agglomerate_instances`` call (``clock()`` times)."""
-    import ppp_dist.pipeline.segments as segments
+    import ppp_dist.agglomerate as agglomerate
     import ppp_dist.runner as runner
 
     marks: list[tuple[str, float, float]] = []
-    orig_stage, orig_agg = runner.run_stage, segments.agglomerate_instances
+    orig_stage, orig_agg = runner.run_stage, agglomerate.agglomerate_instances
 
     def run_stage(client, stage_name, *args, **kwargs):
         t0 = clock()
@@ -160,11 +168,11 @@ def stage_marks(clock):
         finally:
             marks.append(("agglomerate", t0, clock()))
 
-    runner.run_stage, segments.agglomerate_instances = run_stage, agglomerate_instances
+    runner.run_stage, agglomerate.agglomerate_instances = run_stage, agglomerate_instances
     try:
         yield marks
     finally:
-        runner.run_stage, segments.agglomerate_instances = orig_stage, orig_agg
+        runner.run_stage, agglomerate.agglomerate_instances = orig_stage, orig_agg
 
 
 def _warm_up(client, cfg, workdir: Path, kind: str, patch, mode: str, seed: int) -> None:
@@ -195,15 +203,22 @@ def _warm_up(client, cfg, workdir: Path, kind: str, patch, mode: str, seed: int)
     shutil.rmtree(exp, ignore_errors=True)
 
 
+GRAPH_ROWS = ("clusters", "patch_map", "links", "fragments", "edges")  # rows the vote stage writes
+
+
 def _db_counts(factory) -> dict[str, Any]:
-    """Fragment and edge rows, and the summed block seconds of every stage's ledger (worker-seconds)."""
+    """Rows of every graph table (``rows`` = what the vote writes), the patch pairs the vote saw (the rows of
+    the uncontracted graph), and the summed block seconds of every stage's ledger (worker-seconds)."""
     store = factory()
     try:
         busy: dict[str, float] = {}
         for row in store.ledger_rows():
             if row.status == "done":
                 busy[row.stage] = busy.get(row.stage, 0.0) + float(row.seconds or 0.0)
-        return {"fragments": int(store.num_fragments()), "edges": int(store.num_edges()), "busy": busy}
+        tables = store.table_rows()
+        vote = store.ledger_summary("vote")["counts"]
+        return {**tables, "rows": sum(tables[t] for t in GRAPH_ROWS),
+                "uncontracted_rows": int(vote.get("patches", 0) + vote.get("patch_edges", 0)), "busy": busy}
     finally:
         store.close()
 
@@ -292,7 +307,9 @@ def run(shape, block, patch, workdir: Path, *, kind: str = "tubes", workers: int
             stages[name]["read_voxels"] = read_voxels(shape, block, halo)
             stages[name]["worker_s"] = round(busy.get(name, 0.0), 3)
     out = res.get("output") or str(exp / "instances.zarr" / "instances")
-    sizes = {"instances": disk_bytes(Path(out)), "graph_db": sum(disk_bytes(p) for p in exp.glob("graph.sqlite*"))}
+    sizes = {"instances": disk_bytes(Path(out)), "graph_db": sum(disk_bytes(p) for p in exp.glob("graph.sqlite*")),
+             "vote_for_paint": disk_bytes(exp / "pipeline" / "vote.zarr") + disk_bytes(exp / "pipeline" / "vote_rows")}
+    sizes["graph_storage"] = sizes["graph_db"] + sizes["vote_for_paint"]
     if mode == "stored":
         sizes["patches"] = disk_bytes(Path(inputs["path"]) / "patches")
         sizes["numinst"] = disk_bytes(Path(inputs["path"]) / "numinst")

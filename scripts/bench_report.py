@@ -159,27 +159,36 @@ def render(results: dict[str, Any]) -> str:
         pr = f["parameters"]
         io_bps = f["io"]["io_bytes_per_s"]
         io_text = "ignored" if not io_bps else f"{fmt(io_bps / 1e9)} GB/s"
+        net_rate = pr.get("network_voxels_per_s")
+        net_text = (f"the network {fmt(net_rate)} output voxels/s ({pr.get('network_device')}; {pr.get('network')}), "
+                    f"{pr['network_ratio']:g} output voxels per voxel (the stored prediction)" if net_rate else
+                    "no network rate measured (the predict term is left out)")
         parts += [f"Rates from {pr['rates_from']}: vote {fmt(pr['vote_read_rate'])} read voxels per worker-s, "
-                  f"paint {fmt(pr['paint_read_rate'])} (halos {pr['vote_halo']} / {pr['paint_halo']}). From "
-                  f"{pr['density_from']} (block {pr['block']}): {fmt(pr['edges_per_voxel'] * 1e6)} edges and "
-                  f"{fmt(pr['fragments_per_voxel'] * 1e6)} fragments per 10⁶ voxels; agglomeration "
-                  f"{fmt(pr['agglomerate_s_per_edge'] * 1e6)} µs per edge (DB stream + union-find on the driver"
-                  + (f"; the union-find alone: {fmt(pr['union_find_edges_per_s'])} edges/s at "
-                     f"{pr['union_find_at_edges']:.0e} random edges" if pr.get("union_find_edges_per_s") else "")
-                  + f"); DB writes {fmt(pr['db_write_rows_per_s'])} rows/s ({pr['db_backend']}, parallel writers). "
-                  f"I/O: {io_text}.",
+                  f"paint {fmt(pr['paint_read_rate'])} (halos {pr['vote_halo']} / {pr['paint_halo']}); {net_text}. "
+                  f"From {pr['density_from']} (block {pr['block']}): {fmt(pr['rows_per_voxel'] * 1e6)} graph rows "
+                  f"and {fmt(pr['clusters_per_voxel'] * 1e6)} clusters per 10⁶ voxels, "
+                  f"{fmt(pr['storage_bytes_per_voxel'])} B/voxel of graph storage; agglomeration "
+                  f"{fmt(pr['agglomerate_s_per_cluster'] * 1e6)} µs per cluster; DB writes "
+                  f"{fmt(pr['db_write_rows_per_s'])} rows/s ({pr['db_backend']}, parallel writers). I/O: {io_text}.",
                   "", "Assumptions: compute-bound blocks, perfectly parallel over workers (1 process, 1 thread "
                   "each, no contention); a core voxel costs ((b + 2·halo)/b)³ read voxels (interior blocks); one DB "
-                  "server bounds the vote stage by its measured parallel write rate; agglomeration streams every "
-                  "edge through the driver, O(E), at the measured time per edge; the data's density (edges and "
-                  "fragments per voxel) as in the synthetic tubes with 5³ oracle patches; paint's DB reads, "
-                  "relabel, scheduler overhead, failures and retries are ignored; I/O as stated. "
+                  "server bounds the vote stage by its measured parallel write rate; the agglomeration counted as "
+                  "if none of it spread over the workers (an upper bound); the network on as many workers as the "
+                  "other stages, at the measured rate; the data's density as in the synthetic tubes with 5³ oracle "
+                  "patches; scheduler overhead, relabel, failures and retries are ignored; I/O as stated. "
                   "`extrapolate_time()` in scripts/bench_model.py is the formula.", "",
-                  md_table(["workers", "vote compute h", "DB write h", "vote h", "agglomerate h", "paint h",
-                            "total h", "total days", "DB rows", "DB TB (SQLite)", "driver union-find GiB"],
-                           [[r["workers"], r["vote_compute_h"], r["db_write_h"], r["vote_h"], r["agglomerate_h"],
-                             r["paint_h"], r["total_h"], r["total_h"] / 24, f"{r['db_rows']:.2e}", r["db_tb"],
-                             r["driver_union_find_gib"]] for r in f["rows"]]), "",
+                  md_table(["workers", "predict h", "vote h", "DB write h", "agglomerate h", "paint h", "total h",
+                            "without the network h", "limiting", "network voxels/s for 24 h", "DB rows",
+                            "graph storage TB"],
+                           [[r["workers"], r["predict_h"], r["vote_h"], r["db_write_h"], r["agglomerate_h"],
+                             r["paint_h"], r["total_h"], r["without_network_h"], r["limiting"],
+                             r["network_rate_for_24h"], f"{r['db_rows']:.2e}", r["storage_tb"]] for r in f["rows"]]),
+                  "",
+                  *([f"Network output voxels per voxel (default network, tile {f['network_ratios']['tile']}, "
+                     f"vote halo {f['network_ratios']['vote_halo']}): stored prediction "
+                     f"{f['network_ratios']['stored']:.2f}; fused "
+                     + ", ".join(f"{b}³ blocks {r:.1f}" for b, r in f["network_ratios"]["fused"].items()), ""]
+                    if f.get("network_ratios") else []),
                   "Halo factor ((b + 2·halo)/b)³ by block side: "
                   + ", ".join(f"{b}³: vote {v['vote']:.2f}, paint {v['paint']:.2f}" for b, v in
                               f["halo_factors"].items()), ""]

@@ -13,6 +13,7 @@ c. ``agglomeration``: our union-find vs networkx vs scipy.sparse.csgraph at 1e6,
 e. ``bytes``: bytes per voxel of every stored intermediate vs the original's 686 B/voxel (float16 7^3 patches).
 b. ``pipeline``: vote -> agglomerate -> paint on synthetic volumes (oracle patches), seconds / voxels/s /
    peak RSS per stage, 1 vs 2 workers, distributed vs whole-volume ``ops.assemble``, stored vs fused oracle.
+n. ``network``: the network's output voxels/s (scripts/bench_network.py), the predict term of the model.
 f. ``model``: the time of a 1 TB volume on N = 1, 10, 100 workers from the measured per-stage rates.
 
 Sizes that do not fit the budget (``--budget-min``, default 20 minutes) are extrapolated from the largest
@@ -47,6 +48,7 @@ SCRIPTS = Path(__file__).resolve().parent
 
 FULL: dict[str, Any] = {
     "assembly": {"args": ["--quick", "--repeat", "2"], "timeout": 420},  # fastest of 2 runs per dataset
+    "network": {"config": "configs/default.toml", "threads": [1, 2], "repeat": 2, "timeout": 600},
     "graph_db": {"blocks": 24, "rows": 10_000, "writers": 4},
     "bytes": {"size": 64, "patch": 5},
     "agglomeration": {"sizes": [1e5, 1e6, 1e7, 1e8], "methods": ["union_find", "scipy", "networkx"],
@@ -84,6 +86,7 @@ FULL: dict[str, Any] = {
 
 SMOKE: dict[str, Any] = {
     "assembly": {"args": ["--quick", "--only", "tubes", "--numpy-budget", "1", "--repeat", "1"], "timeout": 300},
+    "network": {"config": "ppp_dist/data/sample/model/config.toml", "threads": [1], "repeat": 1, "timeout": 300},
     "graph_db": {"blocks": 4, "rows": 200, "writers": 2},
     "bytes": {"size": 16, "patch": 5},
     "agglomeration": {"sizes": [1e4, 1e5], "methods": ["union_find", "scipy", "networkx"],
@@ -260,11 +263,12 @@ def bytes_table(results: dict[str, Any]) -> list[dict[str, Any]]:
                          "stored": b["labels"] / v, "source": src})
         rows.append({"what": "instances 2 × uint32 (OME-Zarr labels)", "nominal": 8.0,
                      "stored": b["instances"] / v, "source": src})
-        rows.append({"what": "graph DB, SQLite file (fragments, edges, LUT, ledger)", "nominal": None,
+        rows.append({"what": "graph DB, SQLite file (contracted graph, instances, ledger)", "nominal": None,
                      "stored": b["graph_db"] / v, "source": src,
-                     "rows_per_mvoxel": round(1e6 * (run["db_rows"]["fragments"] + run["db_rows"]["edges"]) / v, 1),
-                     "fragments_per_mvoxel": round(1e6 * run["db_rows"]["fragments"] / v, 1),
-                     "edges_per_mvoxel": round(1e6 * run["db_rows"]["edges"] / v, 1)})
+                     "rows_per_mvoxel": round(1e6 * run["db_rows"]["rows"] / v, 1),
+                     "uncontracted_rows_per_mvoxel": round(1e6 * run["db_rows"]["uncontracted_rows"] / v, 1)})
+        rows.append({"what": "vote's files for paint (cluster map, numinst, selected patches)", "nominal": None,
+                     "stored": b["vote_for_paint"] / v, "source": src})
     for r in rows:
         ref = r["stored"] if r["stored"] is not None else r["nominal"]
         r["fraction_of_686"] = None if ref is None else ref / ORIGINAL_BPV
@@ -278,7 +282,7 @@ def _project(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
     vote and paint: seconds x (read voxels of the target grid / read voxels of the base grid) (compute-bound
     per block, halos included exactly); agglomerate, DB rows, input writing: x voxels; worker peak RSS: the
-    base's (one block per worker); driver peak: the base's + ~25 B per extra fragment (union-find + LUT)."""
+    base's (one block per worker); driver peak: the base's (the driver holds no per-cluster data)."""
     import bench_pipeline as bp
 
     shape = bp.spatial(spec["kind"], spec["size"])
@@ -299,15 +303,14 @@ def _project(base: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         st["voxels_per_s"] = round(nvox / st["seconds"]) if st["seconds"] else None
         st["blocks"] = math.prod(-(-a // b) for a, b in zip(shape, block)) if s.get("blocks", 1) > 1 else 1
         stages[name] = st
-    frag = base["db_rows"]["fragments"] * f
     total = sum(s["seconds"] for s in stages.values())
-    driver = base["driver_peak_mib"] + 25 * (frag - base["db_rows"]["fragments"]) / 2 ** 20
+    driver = base["driver_peak_mib"]
     return {"name": spec["name"], "kind": spec["kind"], "shape": list(shape), "voxels": nvox, "block": list(block),
             "patch": base["patch"], "workers": base["workers"], "mode": base["mode"], "extrapolated": True,
             "from": base["name"], "instances": None, "write_input_s": round(base["write_input_s"] * f, 1),
             "pipeline_s": round(total, 1), "voxels_per_s": round(nvox / total) if total else None,
             "worker_peak_mib": base["worker_peak_mib"], "driver_peak_mib": round(driver, 1), "stages": stages,
-            "db_rows": {"fragments": round(frag), "edges": round(base["db_rows"]["edges"] * f)}}
+            "db_rows": {k: round(v * f) for k, v in base["db_rows"].items() if isinstance(v, (int, float))}}
 
 
 def _pipeline_spec(spec: dict[str, Any], runs: list[dict[str, Any]], ctx: dict[str, Any]) -> None:
@@ -435,7 +438,19 @@ def start_postgres() -> tuple[str, str | None]:
 
 # --- main -------------------------------------------------------------------------------------------------------
 
-SECTIONS = ("assembly", "graph_db", "bytes", "agglomeration", "pipeline")
+SECTIONS = ("assembly", "network", "graph_db", "bytes", "agglomeration", "pipeline")
+
+
+def section_network(plan: dict[str, Any], out: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The network's output voxels/s on this machine (scripts/bench_network.py, in its own process)."""
+    from bench_common import run_json_subprocess
+
+    args = [str(SCRIPTS / "bench_network.py"), "--config", str(ROOT / plan["config"]), "--threads",
+            *map(str, plan["threads"]), "--repeat", str(plan["repeat"])]
+    result = run_json_subprocess(args, timeout=plan["timeout"])
+    if result.get("error"):
+        ctx["skipped"].append(f"network: {result['error']}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "argv": sys.argv[1:] if argv is None else argv, "out": str(out)},
                                "skipped": skipped}
     ctx = {"budget": budget, "tmp": tmp, "skipped": skipped, "dsn": dsn, "reserve_s": 15.0, "timelines": {}}
-    fns = {"assembly": section_assembly, "graph_db": section_graph_db, "agglomeration": section_agglomeration,
+    fns = {"assembly": section_assembly, "network": section_network, "graph_db": section_graph_db, "agglomeration": section_agglomeration,
            "bytes": section_bytes, "pipeline": section_pipeline}
     try:
         for name in SECTIONS:

@@ -69,13 +69,16 @@ def test_model_formula():
     finally:
         sys.path.remove(str(SCRIPTS))
     assert bench_model.halo_factor(64, 22) == pytest.approx((108 / 64) ** 3)
-    kw = dict(vote_read_rate=1e6, paint_read_rate=1e7, vote_halo=22, paint_halo=2, block=64, edges_per_voxel=1e-3,
-              fragments_per_voxel=1e-4, agglomerate_s_per_edge=1e-6, db_write_rows_per_s=1e5)
+    kw = dict(vote_read_rate=1e6, paint_read_rate=1e7, vote_halo=22, paint_halo=2, block=64, rows_per_voxel=1e-3,
+              clusters_per_voxel=1e-4, agglomerate_s_per_cluster=1e-5, db_write_rows_per_s=1e5)
     one, ten = (bench_model.extrapolate_time(1e12, n, **kw) for n in (1, 10))
     assert one["vote_compute_h"] == pytest.approx(1e12 * (108 / 64) ** 3 / 1e6 / 3600)
     assert ten["vote_compute_h"] == pytest.approx(one["vote_compute_h"] / 10)
-    assert one["db_write_h"] == ten["db_write_h"] == pytest.approx(1e12 * 1.1e-3 / 1e5 / 3600)
-    assert one["agglomerate_h"] == ten["agglomerate_h"] == pytest.approx(1e12 * 1e-3 * 1e-6 / 3600)
+    assert one["db_write_h"] == ten["db_write_h"] == pytest.approx(1e12 * 1e-3 / 1e5 / 3600)
+    assert one["agglomerate_h"] == ten["agglomerate_h"] == pytest.approx(1e12 * 1e-4 * 1e-5 / 3600)
+    assert one["predict_h"] == 0.0  # no network rate: no predict term
     slow_db = bench_model.extrapolate_time(1e12, 100, **{**kw, "db_write_rows_per_s": 10.0})
-    assert slow_db["vote_h"] == slow_db["db_write_h"]  # one DB server bounds the vote stage
+    assert slow_db["vote_h"] == slow_db["db_write_h"] and slow_db["limiting"] == "vote (database writes)"
+    net = bench_model.extrapolate_time(1e12, 10, **kw, network_voxels_per_s=1e5, network_ratio=1.5)
+    assert net["predict_h"] == pytest.approx(1e12 * 1.5 / 10 / 1e5 / 3600) and net["limiting"] == "predict"
     assert one["total_h"] == pytest.approx(one["vote_h"] + one["agglomerate_h"] + one["paint_h"])
