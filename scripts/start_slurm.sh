@@ -71,7 +71,7 @@ fi
 
 # --- slurm.conf and slurmctld ---------------------------------------------------------------------------
 if ! ctld_answers; then
-    if [ -e "$CONF" ] && ! head -n 1 "$CONF" | grep -qxF "$MARK"; then
+    if [ -e "$CONF" ] && ! head -n 1 "$CONF" | grep -qF "$MARK"; then
         fail "$CONF exists and was not written by this script; this machine has its own SLURM set-up"
     fi
     cpus=$(nproc)
