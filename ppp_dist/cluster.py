@@ -53,7 +53,8 @@ def reachable_link(link: str, dashboard_address: str, hostname: str | None = Non
     listens on every interface (``dashboard_address`` ``":8787"``: the default), so on a cluster node the
     link would point at the reader's own machine. Then the node's host name is used (when it resolves). A
     dashboard bound to one host (``"10.1.2.3:8787"``, ``"127.0.0.1:0"``) gets that host; a scheduler on
-    another interface (``ib0``) already has a reachable address and keeps it.
+    another interface (``ib0``) already has a reachable address and keeps it. ``hostname``: this machine's
+    name (default: ``socket.gethostname()``, if it resolves).
     """
     parts = urlsplit(link)
     if not parts.hostname:
@@ -62,11 +63,13 @@ def reachable_link(link: str, dashboard_address: str, hostname: str | None = Non
     if bound in ("", "0.0.0.0", "::"):
         if not _is_loopback(parts.hostname):
             return link
-        host = hostname if hostname is not None else socket.gethostname()
-        try:
-            socket.getaddrinfo(host, None)
-        except OSError:
-            return link  # a host name that does not resolve helps no one
+        host = hostname
+        if host is None:
+            host = socket.gethostname()
+            try:
+                socket.getaddrinfo(host, None)
+            except OSError:
+                return link  # a host name that does not resolve helps no one
     else:
         host = bound
     host = f"[{host}]" if ":" in host else host
