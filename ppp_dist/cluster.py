@@ -12,17 +12,22 @@
   CPU cluster instead.
 * ``slurm`` / ``lsf`` / ``pbs`` — a dask-jobqueue cluster: each job runs ``cores // threads_per_worker``
   worker processes (one per GPU when ``gpus_per_job`` > 0) with ``memory`` / ``walltime`` / ``queue`` /
-  ``account`` and ``job_extra_directives``; :func:`make_jobqueue_cluster` builds it without submitting,
-  so ``cluster.job_script()`` can be checked, and :func:`start_cluster` scales it to ``n_workers`` jobs.
+  ``account`` and ``job_extra_directives``, scheduler and workers on the network ``interface`` (``"lo"``:
+  a one-machine SLURM, ``scripts/start_slurm.sh``); :func:`make_jobqueue_cluster` builds it without
+  submitting, so ``cluster.job_script()`` can be checked, and :func:`start_cluster` scales it to
+  ``n_workers`` jobs, whose output goes to ``log_directory``.
 
-The dashboard link is logged at start.
+The dashboard link is logged at start; :func:`dashboard_link` makes it the address other machines reach.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from ppp_dist.config import ClusterConfig
 from ppp_dist.errors import SchedulerError
@@ -32,11 +37,62 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0  # how long joining a scheduler may take before SchedulerError
 
 
-def _client_for(cluster: Any) -> Any:
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_link(link: str, dashboard_address: str, hostname: str | None = None) -> str:
+    """``link`` (dask's dashboard link) with the host that other machines reach.
+
+    dask names the scheduler's address, which is ``127.0.0.1`` for a local cluster even when the dashboard
+    listens on every interface (``dashboard_address`` ``":8787"``: the default), so on a cluster node the
+    link would point at the reader's own machine. Then the node's host name is used (when it resolves). A
+    dashboard bound to one host (``"10.1.2.3:8787"``, ``"127.0.0.1:0"``) gets that host; a scheduler on
+    another interface (``ib0``) already has a reachable address and keeps it. ``hostname``: this machine's
+    name (default: ``socket.gethostname()``, if it resolves).
+    """
+    parts = urlsplit(link)
+    if not parts.hostname:
+        return link
+    bound = dashboard_address.rpartition(":")[0].strip("[]")
+    if bound in ("", "0.0.0.0", "::"):
+        if not _is_loopback(parts.hostname):
+            return link
+        host = hostname
+        if host is None:
+            host = socket.gethostname()
+            try:
+                socket.getaddrinfo(host, None)
+            except OSError:
+                return link  # a host name that does not resolve helps no one
+    else:
+        host = bound
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
+def dashboard_link(client: Any, config: ClusterConfig) -> str:
+    """The dashboard link of ``client``'s cluster as other machines reach it (:func:`reachable_link`).
+
+    A joined scheduler (``kind = "scheduler"``) keeps dask's link: its dashboard is wherever its owner put it.
+    """
+    link = client.dashboard_link
+    if not link or getattr(client, "cluster", None) is None:
+        return link
+    return reachable_link(link, config.dashboard_address)
+
+
+def _client_for(cluster: Any, config: ClusterConfig) -> Any:
     from distributed import Client
 
     client = Client(cluster)
-    logger.info("dask dashboard: %s", client.dashboard_link)
+    logger.info("dask dashboard: %s", dashboard_link(client, config))
     return client
 
 
@@ -52,7 +108,7 @@ def start_local_cluster(config: ClusterConfig) -> Any:
                            processes=True, memory_limit=config.memory_limit,
                            dashboard_address=config.dashboard_address, silence_logs=logging.WARNING)
     logger.info("local cluster: %d worker processes x %d thread(s)", len(cluster.workers), config.threads_per_worker)
-    return _client_for(cluster)
+    return _client_for(cluster, config)
 
 
 def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
@@ -94,7 +150,7 @@ def start_cuda_cluster(config: ClusterConfig) -> Any:
                        "instead", type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
         return start_local_cluster(config)
     logger.info("CUDA cluster: %d GPU workers", len(cluster.workers))
-    return _client_for(cluster)
+    return _client_for(cluster, config)
 
 
 def _lsf_walltime(walltime: str) -> str:
@@ -115,6 +171,8 @@ def jobqueue_kwargs(config: ClusterConfig) -> dict[str, Any]:
                               "walltime": config.walltime, "worker_extra_args": worker_args,
                               "scheduler_options": {"dashboard_address": config.dashboard_address},
                               "silence_logs": "error"}
+    if config.interface:
+        kwargs["interface"] = config.interface
     if config.queue:
         kwargs["queue"] = config.queue
     if config.kind == "slurm":
@@ -138,8 +196,12 @@ def jobqueue_kwargs(config: ClusterConfig) -> dict[str, Any]:
     return kwargs
 
 
-def make_jobqueue_cluster(config: ClusterConfig) -> Any:
-    """The dask-jobqueue cluster for ``config.kind`` in slurm/lsf/pbs, with no job submitted yet."""
+def make_jobqueue_cluster(config: ClusterConfig, log_directory: str | os.PathLike | None = None) -> Any:
+    """The dask-jobqueue cluster for ``config.kind`` in slurm/lsf/pbs, with no job submitted yet.
+
+    ``log_directory``: where each job writes its output (default: the batch system's, e.g. ``slurm-JOBID.out``
+    in the current folder).
+    """
     try:
         import dask_jobqueue
     except ImportError as err:
@@ -148,15 +210,18 @@ def make_jobqueue_cluster(config: ClusterConfig) -> Any:
     classes = {"slurm": dask_jobqueue.SLURMCluster, "lsf": dask_jobqueue.LSFCluster, "pbs": dask_jobqueue.PBSCluster}
     if config.kind not in classes:
         raise SchedulerError(f'[cluster] kind = "{config.kind}" is not a batch system; use slurm, lsf or pbs')
-    return classes[config.kind](**jobqueue_kwargs(config))
+    kwargs = jobqueue_kwargs(config)
+    if log_directory is not None:
+        kwargs["log_directory"] = str(log_directory)
+    return classes[config.kind](**kwargs)
 
 
 def start_cluster(config: ClusterConfig, *, scheduler_address: str | None = None,
-                  connect_timeout: float = CONNECT_TIMEOUT_S) -> Any:
+                  connect_timeout: float = CONNECT_TIMEOUT_S, log_directory: str | os.PathLike | None = None) -> Any:
     """A ``distributed.Client`` for the cluster ``config`` describes (see the module docstring).
 
-    ``scheduler_address`` (``--scheduler``) overrides the config and joins that scheduler. Close with
-    :func:`close_cluster`.
+    ``scheduler_address`` (``--scheduler``) overrides the config and joins that scheduler.
+    ``log_directory``: the output of batch-system worker jobs. Close with :func:`close_cluster`.
     """
     address = scheduler_address or (config.scheduler_address if config.kind == "scheduler" else "")
     if address or config.kind == "scheduler":
@@ -165,12 +230,12 @@ def start_cluster(config: ClusterConfig, *, scheduler_address: str | None = None
         return start_local_cluster(config)
     if config.kind == "cuda":
         return start_cuda_cluster(config)
-    cluster = make_jobqueue_cluster(config)
+    cluster = make_jobqueue_cluster(config, log_directory)
     jobs = config.n_workers or 1
     cluster.scale(jobs=jobs)
     logger.info("%s cluster: %d job(s) requested (%s, %s, %s per job)", config.kind, jobs, config.walltime,
                 config.memory, config.cores)
-    return _client_for(cluster)
+    return _client_for(cluster, config)
 
 
 def close_cluster(client: Any) -> None:
@@ -181,5 +246,5 @@ def close_cluster(client: Any) -> None:
         cluster.close()
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "close_cluster", "connect", "jobqueue_kwargs", "make_jobqueue_cluster",
-           "start_cluster", "start_cuda_cluster", "start_local_cluster"]
+__all__ = ["CONNECT_TIMEOUT_S", "close_cluster", "connect", "dashboard_link", "jobqueue_kwargs",
+           "make_jobqueue_cluster", "reachable_link", "start_cluster", "start_cuda_cluster", "start_local_cluster"]

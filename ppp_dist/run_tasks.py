@@ -217,15 +217,16 @@ def _predict_label_blockwise(ctx: TaskContext) -> bool:
 def _label_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None = None) -> bool:
     """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label.
     With ``raw``: predict first, blockwise (or fused), instead of reading ``prediction``."""
-    from ppp_dist.cluster import close_cluster, start_cluster
+    from ppp_dist.cluster import close_cluster, dashboard_link, start_cluster
     from ppp_dist.pipeline.infer import run_pipeline
 
     from ppp_dist.io.database import open_database
 
     with open_database(ctx.config.database, ctx.experiment.path) as db:  # one database, one experiment
         db.claim(ctx.experiment.id, str(ctx.experiment.path.resolve()))
-    client = start_cluster(ctx.config.cluster)
-    print(f"dask dashboard: {client.dashboard_link}")
+    # batch-system worker jobs write their output next to the driver's logs/run.log
+    client = start_cluster(ctx.config.cluster, log_directory=ctx.experiment.path / "logs" / "jobs")
+    print(f"dask dashboard: {dashboard_link(client, ctx.config.cluster)}", flush=True)
     try:
         if raw is not None:
             result = run_pipeline(_vote_config(ctx), ctx.experiment.path, client=client, raw=raw,

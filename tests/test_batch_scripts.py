@@ -213,6 +213,7 @@ def test_worker_jobs_carry_the_settings(tmp_path):
 : "${PPP_WORKER_JOB_MEMORY:=48GiB}"
 : "${PPP_WORKER_GPUS:=1}"
 : "${PPP_WORKER_SBATCH_EXTRA:=--constraint=avx2}"
+: "${PPP_WORKER_INTERFACE:=lo}"
 : "${PPP_DB_BACKEND:=postgres}"
 : "${PPP_DB_DSN:=postgresql://ppp:secret@db.example:5432/ppp_%run%}"
 """
@@ -233,7 +234,8 @@ def test_worker_jobs_carry_the_settings(tmp_path):
     finally:
         jobs.close()
     for line in ("#SBATCH -p cpu", "#SBATCH -A lab42", "#SBATCH -t 03:00:00", "#SBATCH --mem=48G",
-                 "#SBATCH --gres=gpu:1", "#SBATCH --constraint=avx2", "--resources GPU=1"):
+                 "#SBATCH --gres=gpu:1", "#SBATCH --constraint=avx2", "--resources GPU=1",
+                 "--interface lo"):
         assert line in script, f"{line!r} missing from\n{script}"
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,7 +56,29 @@ def test_cuda_without_dask_cuda_falls_back_to_local(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("dask-cuda is not installed" in m and "local CPU cluster instead" in m for m in messages) or \
         any("no usable GPU" in m for m in messages)
-    assert any(m.startswith("dask dashboard: http") for m in messages)
+    (link,) = [m.split(": ", 1)[1] for m in messages if m.startswith("dask dashboard: http")]
+    # the dashboard listens on every interface (":0"): the link names this machine, not 127.0.0.1
+    try:
+        socket.getaddrinfo(socket.gethostname(), None)
+        assert urlsplit(link).hostname == socket.gethostname(), link
+    except OSError:
+        assert urlsplit(link).hostname == "127.0.0.1", link
+
+
+@pytest.mark.parametrize("link, address, expected", [
+    ("http://127.0.0.1:8787/status", ":8787", "http://node042:8787/status"),  # local cluster on a node
+    ("http://127.0.0.1:41234/status", "0.0.0.0:0", "http://node042:41234/status"),
+    ("http://localhost:8787/status", ":8787", "http://node042:8787/status"),
+    ("http://127.0.0.1:8787/status", "127.0.0.1:8787", "http://127.0.0.1:8787/status"),  # bound to loopback
+    ("http://127.0.0.1:8787/status", "10.1.2.3:8787", "http://10.1.2.3:8787/status"),  # bound to one address
+    ("http://10.1.2.3:8787/status", ":8787", "http://10.1.2.3:8787/status"),  # scheduler on ib0: reachable
+    ("http://127.0.0.1:8787/status", "[::1]:8787", "http://[::1]:8787/status"),
+    ("", ":8787", ""),
+])
+def test_dashboard_link_names_the_host_other_machines_reach(link, address, expected):
+    from ppp_dist.cluster import reachable_link
+
+    assert reachable_link(link, address, hostname="node042") == expected
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -80,6 +103,21 @@ def test_batch_job_scripts_carry_the_directives(kind, expected):
         cluster.close()
     for line in expected:
         assert line in script, f"{line!r} missing from\n{script}"
+
+
+def test_interface_puts_scheduler_and_workers_on_it():
+    from ppp_dist.cluster import make_jobqueue_cluster
+    from ppp_dist.config import load_config
+    from ppp_dist.errors import ConfigError
+
+    cluster = make_jobqueue_cluster(ClusterConfig(kind="slurm", interface="lo", dashboard_address=":0"))
+    try:
+        assert "--interface lo" in cluster.job_script()
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    finally:
+        cluster.close()
+    with pytest.raises(ConfigError, match=r"\[cluster\] interface must be a network interface name"):
+        load_config([], ['cluster.interface="lo; touch /tmp/x"'])
 
 
 def test_cpu_batch_jobs_run_one_single_threaded_worker_per_core():

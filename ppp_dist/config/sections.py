@@ -10,6 +10,7 @@ All spatial sizes are voxels in (Z, Y, X) order; 2D data is 3D with Z = 1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +33,7 @@ Assignment = Literal["auto", "hungarian", "greedy"]
 ClusterKind = Literal["local", "scheduler", "cuda", "slurm", "lsf", "pbs"]
 Backend = Literal["sqlite", "postgres"]
 PatchDtype = Literal["uint8", "float16"]
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")  # Linux interface names: at most 15 characters
 
 
 def _positive(section: str, **values: object) -> list[str]:
@@ -392,6 +394,7 @@ class ClusterConfig:
     memory: str = "16GiB"  # batch systems: memory per job
     gpus_per_job: int = 0  # batch systems: GPUs per job (one worker per GPU)
     job_extra_directives: tuple[str, ...] = ()  # extra #SBATCH / #BSUB / #PBS lines
+    interface: str = ""  # batch systems: network interface of scheduler and workers, e.g. "ib0"; "lo" = one machine
 
     def problems(self) -> list[str]:
         problems = []
@@ -399,6 +402,9 @@ class ClusterConfig:
             problems.append('[cluster] kind = "scheduler" needs scheduler_address (or --scheduler ADDRESS)')
         if self.n_workers < 0 or self.threads_per_worker < 1 or self.retries < 0 or self.cores < 1:
             problems.append("[cluster] n_workers and retries must be >= 0, threads_per_worker and cores >= 1")
+        if self.interface and not _INTERFACE.fullmatch(self.interface):
+            problems.append(f"[cluster] interface must be a network interface name such as ib0 or eth0, got "
+                            f"{self.interface!r}")
         return problems
 
 

@@ -236,6 +236,7 @@ ppp_setup_run() {
                 --set "cluster.memory=$(ppp_toml_str "$PPP_WORKER_JOB_MEMORY")"
                 --set "cluster.gpus_per_job=$PPP_WORKER_GPUS"
                 --set "cluster.job_extra_directives=$(ppp_toml_list ${extra[@]+"${extra[@]}"})"
+                --set "cluster.interface=$(ppp_toml_str "$PPP_WORKER_INTERFACE")"
             ) ;;
     esac
 }
@@ -480,7 +481,7 @@ ppp_job_args() {  # JOB_ARGS: the options the job passes to the local script
 PPP_EXPORTED=(PPP_DATA_ROOT PPP_RUNS_ROOT PPP_VENV PPP_CLUSTER_KIND PPP_WORKERS PPP_THREADS_PER_WORKER
     PPP_WORKER_MEMORY PPP_SCHEDULER PPP_DASHBOARD PPP_RETRIES PPP_ACCOUNT PPP_WORKER_PARTITION
     PPP_WORKER_WALLTIME PPP_WORKER_CORES PPP_WORKER_JOB_MEMORY PPP_WORKER_GPUS PPP_WORKER_SBATCH_EXTRA
-    PPP_DB_BACKEND PPP_DB_DSN)
+    PPP_WORKER_INTERFACE PPP_DB_BACKEND PPP_DB_DSN)
 
 ppp_render_sbatch() {  # the driver job script on stdout
     local log_dir=$EXP/slurm line name
