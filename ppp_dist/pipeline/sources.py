@@ -45,7 +45,7 @@ def to_numinst(n: np.ndarray, settings: Any, spatial: tuple[int, ...]) -> np.nda
 
     if n.dtype != np.uint8:
         n = n.astype(np.float32, copy=False)
-    return numinst_from_prob(n, settings.numinst_thresholds, spatial)
+    return numinst_from_prob(n, settings.numinst_thresholds, spatial, settings.foreground_threshold)
 
 
 @dataclass(frozen=True)
