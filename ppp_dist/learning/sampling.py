@@ -63,26 +63,31 @@ def normalize_raw(raw: np.ndarray, data: DataConfig) -> np.ndarray:
     return fit(np.asarray(raw), data)(raw)
 
 
+def mirror_indices(begin: int, end: int, size: int) -> np.ndarray:
+    """Volume indices of positions ``begin .. end - 1`` on an axis of ``size`` voxels, mirrored at both ends
+    (edge voxel repeated, as ``numpy.pad`` symmetric; period ``2 * size``)."""
+    i = np.mod(np.arange(begin, end), 2 * size)
+    return np.where(i >= size, 2 * size - 1 - i, i)
+
+
 def read_normalised(arr: Any, box: Box, normalizer: Normalizer) -> np.ndarray:
     """(C, *box.shape) float32 normalised raw of ``box``; outside the volume the volume is mirrored at its border.
 
-    The mirror (``numpy.pad`` symmetric) gives the network the same kind of context at the volume border as
-    inside it; zeros there look like a dark structure the network never saw inside a volume.
+    The mirror gives the network the same kind of context at the volume border as inside it (zeros there look
+    like a dark structure the network never saw inside a volume). It is taken about the whole volume's border,
+    so any box, tile or block reads the same values as one whole mirrored volume would give.
     """
     spatial = tuple(int(s) for s in arr.shape[-3:])
-    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
-    inner = box.intersect(Box.from_shape(spatial))
-    if inner.empty:
-        return np.zeros((channels,) + box.shape, dtype=np.float32)
-    data = arr[(Ellipsis, *inner.slices)] if isinstance(arr, np.ndarray) else read_box(arr, inner)
+    index = [mirror_indices(b, e, s) for b, e, s in zip(box.begin, box.end, spatial)]
+    source = Box(tuple(int(i.min()) for i in index), tuple(int(i.max()) + 1 for i in index))
+    data = arr[(Ellipsis, *source.slices)] if isinstance(arr, np.ndarray) else read_box(arr, source)
     data = np.asarray(data)
     if data.ndim == 3:
         data = data[None]
     out = normalizer(data)
-    pads = [(0, 0)] + [(i0 - b0, b1 - i1) for b0, b1, i0, i1 in zip(box.begin, box.end, inner.begin, inner.end)]
-    if any(p != (0, 0) for p in pads):
-        out = np.pad(out, pads, mode="symmetric")
-    return out
+    if source.shape != box.shape or source.begin != box.begin:
+        out = out[np.ix_(range(out.shape[0]), *(i - b for i, b in zip(index, source.begin)))]
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def list_sample_paths(entries: tuple[str, ...] | list[str], what: str = "train_data") -> list[str]:

@@ -13,7 +13,10 @@ from _learning_helpers import make_config
 
 
 def test_overfit_network_lets_the_assembly_recover_the_instances(nuclei_sample, tmp_path):
-    config = make_config(nuclei_sample, model={"num_fmaps": 8, "patch_shape": [1, 7, 7]},
+    # 12 feature maps and 9 x 9 patches: since raw is mirrored at the border (issue 17), the border no longer
+    # tells the network where it is, and 8 maps with 7 x 7 patches did not learn the faint boundaries of the
+    # touching nuclei in 600 iterations (two merges); these learn them (S_0.5 1.0, avS 1.0 when measured)
+    config = make_config(nuclei_sample, model={"num_fmaps": 12, "patch_shape": [1, 9, 9]},
                          training={"log_every": 100, "learning_rate": 3e-3,
                                    "augmentation": {"probability_elastic": 0.0, "intensity_scale": [1.0, 1.0],
                                                     "intensity_shift": [0.0, 0.0], "probability_overlay": 0.0}})
@@ -21,7 +24,7 @@ def test_overfit_network_lets_the_assembly_recover_the_instances(nuclei_sample, 
     predict_volume(config, summary["checkpoint"], f"{nuclei_sample}/raw", tmp_path / "pred.zarr")
     patches = open_array(f"{tmp_path}/pred.zarr/patches")[...]
     numinst = open_array(f"{tmp_path}/pred.zarr/numinst")[...]
-    labels = assemble(patches, numinst, (1, 7, 7))
+    labels = assemble(patches, numinst, (1, 9, 9))
     gt = open_array(f"{nuclei_sample}/labels/gt_instances")[...]
     result = evaluate_arrays(gt, labels, criterion="iou")
     assert result["S_0.5"] >= 0.9, result

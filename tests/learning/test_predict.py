@@ -31,14 +31,14 @@ def _checkpoint(config, tmp_path):
 
 
 def _single_pass(config, checkpoint, raw):
-    """Whole volume, zero-padded by the context (+ up to one tile at the far end), in one forward pass."""
+    """Whole volume, mirrored at its border by the context (+ up to one tile at the far end), in one forward
+    pass."""
     geometry = tile_geometry(config.model)
     net = load_network(config.model, raw.shape[0], checkpoint, "cpu")
     spatial = raw.shape[1:]
     n = [-(-s // o) for s, o in zip(spatial, geometry.output_shape)]
-    padded = np.zeros((raw.shape[0],) + tuple(k * o + 2 * c for k, o, c in
-                                             zip(n, geometry.output_shape, geometry.context)), np.float32)
-    padded[(slice(None),) + tuple(slice(c, c + s) for c, s in zip(geometry.context, spatial))] = raw
+    pads = [(0, 0)] + [(c, k * o + c - s) for s, k, o, c in zip(spatial, n, geometry.output_shape, geometry.context)]
+    padded = np.pad(raw.astype(np.float32), pads, mode="symmetric")
     with torch.no_grad():
         patch_logits, numinst_logits = net(torch.from_numpy(padded)[None])
     crop = (0, slice(None)) + tuple(slice(m, m + s) for m, s in zip(geometry.net_crop, spatial))
