@@ -45,61 +45,74 @@ def predict_sample(config: Any, checkpoint: str, sample: Path, out: Path) -> tup
     return fg, open_array(f"{out}/patches")[...], open_array(f"{sample}/{config.data.gt_key}")[...]
 
 
-def candidate_labels(config: Any, fg: np.ndarray, patches: np.ndarray, threshold: float, sizes: list[int]
-                     ) -> dict[str, dict[int, np.ndarray]]:
-    """PatchPerPix and connected-components labels at one foreground threshold, per min_instance_size."""
-    from scipy import ndimage
-
-    from ppp_dist.ops.assemble import assemble
+def _filtered(labels: np.ndarray, sizes: list[int]) -> dict[int, np.ndarray]:
     from ppp_dist.ops.postprocess import remove_small_and_relabel
 
-    v = config.vote
-    ppp = assemble(patches, fg, config.model.patch_shape, patch_threshold=v.patch_threshold,
-                   cover_threshold=v.cover_threshold, consensus=v.consensus, different_rule=v.different_rule,
-                   partition=v.partition, edge_threshold=v.edge_threshold, max_num_inst=config.model.max_num_inst,
-                   foreground_threshold=threshold)[:1]
-    cc = ndimage.label(fg[0] > threshold)[0][None].astype(np.uint32)
-    return {"ppp": {s: remove_small_and_relabel(ppp, s) for s in sizes},
-            "cc": {s: remove_small_and_relabel(cc, s) for s in sizes}}
+    return {s: remove_small_and_relabel(labels, s) for s in sizes}
 
 
 def sweep(config: Any, predictions: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, dict]:
-    """Mean avS / S_0.5 per (method, foreground_threshold, min_instance_size) over ``predictions``."""
-    from ppp_dist.evaluate import evaluate_arrays
+    """Mean avS / S_0.5 / instances per parameter set of ``[validation.grid]`` over ``predictions``.
 
-    grid = config.validation.grid
-    thresholds = list(grid.get("foreground_threshold", (config.vote.foreground_threshold,)))
-    sizes = [int(s) for s in grid.get("min_instance_size", (config.postprocess.min_instance_size,))]
+    PatchPerPix: every set (its [vote] values assembled once, then each ``min_instance_size``); connected
+    components of the same foreground: every (``foreground_threshold``, ``min_instance_size``). Keys are
+    the sets as sorted tuples of (key, value).
+    """
+    from scipy import ndimage
+
+    from ppp_dist.evaluate import evaluate_arrays
+    from ppp_dist.ops.assemble import assemble
+    from ppp_dist.validate import parameter_sets, with_vote
+
+    sets = parameter_sets(config)
+    sizes = sorted({int(p.get("min_instance_size", config.postprocess.min_instance_size)) for p in sets})
     scores: dict[str, dict] = {"ppp": {}, "cc": {}}
-    for threshold in thresholds:
-        per_sample = [candidate_labels(config, fg, patches, threshold, sizes) for fg, patches, _ in predictions]
-        for method, size in itertools.product(("ppp", "cc"), sizes):
-            results = [evaluate_arrays(gt, labels[method][size])
-                       for (_, _, gt), labels in zip(predictions, per_sample)]
-            scores[method][(threshold, size)] = {k: float(np.mean([r[k] for r in results]))
-                                                 for k in ("avS", "S_0.5")} | {
-                "instances": int(np.mean([labels[method][size].max() for labels in per_sample]))}
+
+    def score(method: str, key: tuple, labels: list[dict[int, np.ndarray]]) -> None:
+        for size in sizes:
+            results = [evaluate_arrays(gt, lab[size]) for (_, _, gt), lab in zip(predictions, labels)]
+            scores[method][key + (("min_instance_size", size),)] = {
+                "avS": float(np.mean([r["avS"] for r in results])),
+                "S_0.5": float(np.mean([r["S_0.5"] for r in results])),
+                "instances": int(np.mean([lab[size].max() for lab in labels]))}
+
+    votes = {tuple(sorted((k, v) for k, v in p.items() if k != "min_instance_size")) for p in sets}
+    for vote in sorted(votes):
+        v = with_vote(config, dict(vote)).vote
+        labels = [_filtered(assemble(patches, fg, config.model.patch_shape, patch_threshold=v.patch_threshold,
+                                     cover_threshold=v.cover_threshold, consensus=v.consensus,
+                                     different_rule=v.different_rule, partition=v.partition,
+                                     edge_threshold=v.edge_threshold, max_num_inst=config.model.max_num_inst,
+                                     foreground_threshold=v.foreground_threshold)[:1], sizes)
+                  for fg, patches, _ in predictions]
+        score("ppp", vote, labels)
+    for threshold in sorted({dict(vote).get("foreground_threshold", config.vote.foreground_threshold)
+                             for vote in votes}):
+        labels = [_filtered(ndimage.label(fg[0] > threshold)[0][None].astype(np.uint32), sizes)
+                  for fg, _, _ in predictions]
+        score("cc", (("foreground_threshold", threshold),), labels)
     return scores
 
 
-def best_of(scores: dict, metric: str = "avS") -> tuple[float, int]:
-    """The (threshold, size) with the highest metric (ties: the first in grid order)."""
-    return max(scores, key=lambda key: scores[key][metric])
+def best_of(scores: dict, metric: str = "avS") -> tuple:
+    """The parameter set with the highest metric (ties: the first in sorted order)."""
+    return max(sorted(scores), key=lambda key: scores[key][metric])
 
 
-def export_model(config_path: Path, config: Any, checkpoint: str, chosen: tuple[float, int], out: Path) -> Path:
-    """Weights-only checkpoint (no optimizer) whose config carries the chosen threshold and size filter."""
+def export_model(config_path: Path, config: Any, checkpoint: str, chosen: tuple, out: Path) -> Path:
+    """Weights-only checkpoint (no optimizer) whose config carries the parameter set chosen on val."""
     import tomli_w
     import torch
 
     from ppp_dist.config.loader import config_to_table
     from ppp_dist.model import read_checkpoint
+    from ppp_dist.validate import with_vote
 
     state = read_checkpoint(checkpoint)
+    chosen_config = with_vote(config, dict(chosen))
     chosen_config = dataclasses.replace(
-        config, vote=dataclasses.replace(config.vote, foreground_threshold=float(chosen[0])),
-        postprocess=dataclasses.replace(config.postprocess, min_instance_size=int(chosen[1])),
-        data=dataclasses.replace(config.data, train_data=(), val_data=(), test_data=()))
+        chosen_config, data=dataclasses.replace(config.data, train_data=(), val_data=(), test_data=()),
+        validation=dataclasses.replace(config.validation, grid={}, zip_keys=()))
     table = config_to_table(chosen_config)
     weights = {"model_state_dict": state["model_state_dict"], "iteration": state["iteration"],
                "architecture": json.dumps(state["architecture"], sort_keys=True), "padding": state["padding"],
@@ -110,6 +123,10 @@ def export_model(config_path: Path, config: Any, checkpoint: str, chosen: tuple[
     (out / "config.toml").write_text(f"# {config_path.name} with the values chosen on val; see MODEL.md\n"
                                      + tomli_w.dumps(table))
     return out / "checkpoint.pt"
+
+
+def _name(key: tuple) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         val = sweep(config, predicted["val"])
         chosen = {method: best_of(val[method]) for method in ("ppp", "cc")}
         test = {}
-        for method, (threshold, size) in chosen.items():
-            grid = {"foreground_threshold": (threshold,), "min_instance_size": (size,)}
-            one = dataclasses.replace(config, validation=dataclasses.replace(config.validation, grid=grid))
-            test[method] = sweep(one, predicted["test"])[method][(threshold, size)]
+        for method, key in chosen.items():
+            one = dict(key)
+            grid = {k: (v,) for k, v in one.items()}
+            single = dataclasses.replace(config, validation=dataclasses.replace(config.validation, grid=grid,
+                                                                                zip_keys=()))
+            test[method] = sweep(single, predicted["test"])[method][key]
         evaluate_s = time.perf_counter() - started
         exported = export_model(config_path, config, summary["checkpoint"], chosen["ppp"], args.export) \
             if args.export else None
@@ -166,18 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_nuclei_cpu: error: {err}", file=sys.stderr)
         return 2
     result = {"config": str(config_path), "training": {k: v for k, v in summary.items() if k != "shapes"},
-              "chosen_on_val": {m: {"foreground_threshold": c[0], "min_instance_size": c[1]}
-                                for m, c in chosen.items()},
-              "val": {m: {f"{t:g},{s}": v for (t, s), v in val[m].items()} for m in val},
+              "chosen_on_val": {m: dict(c) for m, c in chosen.items()},
+              "val": {m: {_name(k): v for k, v in val[m].items()} for m in val},
               "test": test, "evaluate_seconds": evaluate_s, "exported": str(exported or "")}
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"trained {summary['iterations']} iterations, {summary['iterations_run']} now in "
           f"{summary['seconds']:.0f} s ({summary['it_per_s']:.2f} it/s), final loss {summary['final_loss']:.4f}")
     for method in ("ppp", "cc"):
-        threshold, size = chosen[method]
-        print(f"{method:<4} chosen on val: foreground_threshold {threshold:g}, min_instance_size {size} "
-              f"(val avS {val[method][chosen[method]]['avS']:.3f}) -> test avS {test[method]['avS']:.3f}, "
-              f"S_0.5 {test[method]['S_0.5']:.3f}, {test[method]['instances']} instances")
+        print(f"{method:<4} chosen on val: {_name(chosen[method])} (val avS {val[method][chosen[method]]['avS']:.3f})"
+              f" -> test avS {test[method]['avS']:.3f}, S_0.5 {test[method]['S_0.5']:.3f}, "
+              f"{test[method]['instances']} instances")
     return 0
 
 
