@@ -109,8 +109,9 @@ def test_the_grid_sweeps_the_foreground_threshold_and_min_instance_size():
     assert chosen.vote.foreground_threshold == 0.6 and chosen.postprocess.min_instance_size == 50
     with pytest.raises(ConfigError, match="min_instance_size and dilate must be >= 0, got -1"):
         with_vote(config, {"min_instance_size": -1})
-    with pytest.raises(ConfigError, match="'min_instance_sise' is not a \\[vote\\] key nor min_instance_size "
-                                          "\\(did you mean 'min_instance_size'\\?\\)"):
+    with pytest.raises(ConfigError, match="'min_instance_sise' is not a \\[vote\\] key \\(did you mean "
+                                          "'min_instance_size'\\?\\); the grid takes \\[vote\\] keys and "
+                                          "min_instance_size"):
         load_config([], ["validation.grid.min_instance_sise=[0, 50]"])
 
 

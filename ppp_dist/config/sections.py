@@ -338,7 +338,8 @@ class ValidationConfig:
             if key not in vote_keys:
                 close = difflib.get_close_matches(key, vote_keys, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"[validation.grid] {key!r} is not a [vote] key nor min_instance_size{hint}")
+                problems.append(f"[validation.grid] {key!r} is not a [vote] key{hint}; the grid takes [vote] keys "
+                                "and min_instance_size")
             if len(values) == 0:
                 problems.append(f"[validation.grid] {key} lists no values")
         for key in self.zip_keys:
