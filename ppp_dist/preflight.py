@@ -133,6 +133,10 @@ class Preflight:
             if gt.dtype.kind not in "ui":
                 raise InputDataError(f"{gt_spec} must hold integer instance ids, got dtype {gt.dtype}")
             volumes.check_finite(raw, raw_spec, f"replace them (e.g. with 0) before {key.split('_')[0]}ing")
+            if key == "train_data":  # a nearly constant normalised input learns nothing (a strided subsample)
+                from ppp_dist.learning.normalize import check_spread, fit
+
+                check_spread(raw, fit(raw, data, raw_spec), data, f"training sample {raw_spec}")
 
     def _raw(self, spec: str) -> int:
         """The raw volume of predict (a zarr array, or a TIFF/PNG image to convert); returns its channel count."""

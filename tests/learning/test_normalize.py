@@ -133,3 +133,14 @@ def test_a_constant_volume_cannot_be_percentile_normalised():
     raw = np.full((1, 1, 8, 8), 7, np.uint16)
     with pytest.raises(InputDataError, match="constant"):
         fit(raw, DataConfig(normalization="percentile"))
+
+
+def test_the_cli_refuses_dtype_on_camera_data_before_writing_anything(camera_sample, tmp_path, capsys):
+    from ppp_dist.cli import main
+
+    code = main(["train", "--root", str(tmp_path / "runs"), "--set", f"data.train_data=['{camera_sample}']",
+                 "--set", 'data.raw_key="raw"', "--set", 'data.gt_key="labels/gt_instances"',
+                 "--set", 'data.normalization="dtype"'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and 'use [data] normalization = "percentile"' in err
+    assert not (tmp_path / "runs").exists()
