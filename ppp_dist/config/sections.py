@@ -74,7 +74,7 @@ class DataConfig:
     gt_key: str = "volumes/gt_instances"  # ground truth (K, Z, Y, X) instance channels inside each sample
     num_channels: int = 1  # channels of the raw input
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # physical size of a voxel (Z, Y, X)
-    normalization: Normalization = "clip"  # raw -> input: percentile, minmax, dtype, fixed, clip, none (docs/learning.md)
+    normalization: Normalization = "clip"  # percentile, minmax, dtype, fixed, clip or none (docs/learning.md)
     percentile_low: float = 1.0  # normalization = "percentile": this percentile of each sample maps to 0
     percentile_high: float = 99.8  # normalization = "percentile": this percentile of each sample maps to 1
     fixed_offset: tuple[float, ...] = (0.0,)  # normalization = "fixed": subtracted (one value, or one per channel)
