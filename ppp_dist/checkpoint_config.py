@@ -19,7 +19,7 @@ import tomli_w
 from ppp_dist.errors import CheckpointError
 
 DATA_KEYS = ("num_channels", "normalization", "percentile_low", "percentile_high", "fixed_offset", "fixed_scale",
-             "clip_max", "shift_intensity")
+             "clip_max", "shift_intensity", "raw_padding")
 SECTIONS = ("model", "vote", "postprocess")
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Normalization = Literal["none", "clip", "dtype", "minmax", "percentile", "fixed"]
+RawPadding = Literal["mirror", "zeros"]
 Activation = Literal["relu", "leaky_relu", "elu"]
 Padding = Literal["valid", "same"]
 Upsampling = Literal["transposed_conv", "resize_conv"]
@@ -80,6 +81,7 @@ class DataConfig:
     fixed_offset: tuple[float, ...] = (0.0,)  # normalization = "fixed": subtracted (one value, or one per channel)
     fixed_scale: tuple[float, ...] = (1.0,)  # normalization = "fixed": divided by (one value, or one per channel)
     clip_max: float = 1500.0  # upper clip value for normalization = "clip"
+    raw_padding: RawPadding = "mirror"  # raw outside the volume: mirror (edge repeated) or zeros (older models)
     shift_intensity: bool = False  # map normalised raw x in [0, 1] to 2x - 1
     overlapping_instances: bool = False  # GT has one instance per channel and instances may overlap
     cross_val_folds: tuple[str, ...] = ("val_data", "test_data")  # the two data keys used as cross-validation folds

@@ -18,7 +18,8 @@ form the prediction stages and checkpoints carry.
 
 Checkpoints record the normalisation settings they were trained with (:func:`settings_of`), and prediction
 uses the checkpoint's settings (:func:`for_prediction`): a model always sees its inputs normalised the way
-it was trained. A training input whose normalised values span less than :data:`MIN_SPREAD` is refused
+it was trained. ``[data] raw_padding`` says what lies outside the volume: its mirror image (the default) or
+zeros; checkpoints without recorded settings were trained with zeros and are predicted so. A training input whose normalised values span less than :data:`MIN_SPREAD` is refused
 (:func:`check_spread`): such an input is nearly constant for the network, and nothing is learnt.
 """
 
@@ -43,7 +44,7 @@ SUBSAMPLE_VOXELS = 4_000_000  # voxels per channel read to find percentile / min
 # 33,000 and 36,900 divided by 65,535 spans 0.06, and 2,000 iterations learnt nothing).
 MIN_SPREAD = 0.1
 SETTINGS_KEYS = ("normalization", "percentile_low", "percentile_high", "fixed_offset", "fixed_scale", "clip_max",
-                 "shift_intensity")
+                 "shift_intensity", "raw_padding")
 _FITTED = ("percentile", "minmax")
 
 
@@ -56,6 +57,7 @@ class Normalizer:
     clip: bool = False
     shift: bool = False
     divide_uint8: bool = False  # normalization = "none": uint8 is divided by 255
+    mirror: bool = True  # raw outside the volume is the volume mirrored at its border (else zeros)
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         """float32 normalised (C, ...) array of raw (C, ...)."""
@@ -99,16 +101,16 @@ def fit(arr: Any, data: DataConfig, what: str = "the raw volume") -> Normalizer:
     """The :class:`Normalizer` of ``[data]`` for the volume ``arr`` (values found once, from a subsample)."""
     mode = data.normalization
     dtype = np.dtype(arr.dtype)
-    shift = bool(data.shift_intensity)
+    kw = {"shift": bool(data.shift_intensity), "mirror": data.raw_padding == "mirror"}
     if mode == "fixed":
-        return Normalizer(tuple(data.fixed_offset), tuple(data.fixed_scale), shift=shift)
+        return Normalizer(tuple(data.fixed_offset), tuple(data.fixed_scale), **kw)
     if mode == "clip":
-        return Normalizer((0.0,), (float(data.clip_max),), clip=True, shift=shift)
+        return Normalizer((0.0,), (float(data.clip_max),), clip=True, **kw)
     if mode == "none":
-        return Normalizer((0.0,), (1.0,), shift=shift, divide_uint8=True)
+        return Normalizer((0.0,), (1.0,), divide_uint8=True, **kw)
     if mode == "dtype":
         top = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
-        return Normalizer((0.0,), (top,), shift=shift)
+        return Normalizer((0.0,), (top,), **kw)
     values = strided_subsample(arr)
     if mode == "minmax":
         low, high = values.min(axis=1), values.max(axis=1)
@@ -121,7 +123,7 @@ def fit(arr: Any, data: DataConfig, what: str = "the raw volume") -> Normalizer:
         raise InputDataError(f"{what} is constant between its {_which(data)} (channel {c}: {low[c]:g} to "
                              f"{high[c]:g}), so {mode} normalisation cannot scale it; use [data] normalization = "
                              f"\"minmax\" or \"fixed\", or check the volume")
-    return Normalizer(tuple(float(v) for v in low), tuple(float(v) for v in span), shift=shift)
+    return Normalizer(tuple(float(v) for v in low), tuple(float(v) for v in span), **kw)
 
 
 def _which(data: DataConfig) -> str:
@@ -176,7 +178,12 @@ def for_prediction(config: Any, raw_spec: str, checkpoint: Any) -> Any:
     from ppp_dist.io.volumes import open_array
     from ppp_dist.model import read_normalization
 
-    data = with_settings(config.data, read_normalization(checkpoint))
+    settings = read_normalization(checkpoint)
+    data = with_settings(config.data, settings)
+    if settings is None and data.raw_padding != "zeros":  # trained before the settings were recorded: with zeros
+        logger.info("%s records no normalisation settings (an older model): raw outside the volume is zero, as "
+                    "in its training", checkpoint)
+        data = dataclasses.replace(data, raw_padding="zeros")
     arr = open_array(raw_spec)
     normalizer = fit(arr, data, raw_spec)
     if data.normalization in _FITTED:

@@ -71,13 +71,16 @@ def mirror_indices(begin: int, end: int, size: int) -> np.ndarray:
 
 
 def read_normalised(arr: Any, box: Box, normalizer: Normalizer) -> np.ndarray:
-    """(C, *box.shape) float32 normalised raw of ``box``; outside the volume the volume is mirrored at its border.
+    """(C, *box.shape) float32 normalised raw of ``box``; outside the volume the volume is mirrored at its border
+    (or zero, with ``[data] raw_padding = "zeros"``).
 
     The mirror gives the network the same kind of context at the volume border as inside it (zeros there look
     like a dark structure the network never saw inside a volume). It is taken about the whole volume's border,
     so any box, tile or block reads the same values as one whole mirrored volume would give.
     """
     spatial = tuple(int(s) for s in arr.shape[-3:])
+    if not normalizer.mirror:
+        return _read_zero_padded(arr, box, normalizer, spatial)
     index = [mirror_indices(b, e, s) for b, e, s in zip(box.begin, box.end, spatial)]
     source = Box(tuple(int(i.min()) for i in index), tuple(int(i.max()) + 1 for i in index))
     data = arr[(Ellipsis, *source.slices)] if isinstance(arr, np.ndarray) else read_box(arr, source)
@@ -88,6 +91,17 @@ def read_normalised(arr: Any, box: Box, normalizer: Normalizer) -> np.ndarray:
     if source.shape != box.shape or source.begin != box.begin:
         out = out[np.ix_(range(out.shape[0]), *(i - b for i, b in zip(index, source.begin)))]
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _read_zero_padded(arr: Any, box: Box, normalizer: Normalizer, spatial: tuple[int, ...]) -> np.ndarray:
+    """``[data] raw_padding = "zeros"``: normalised raw inside the volume, 0 outside it."""
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    out = np.zeros((channels,) + box.shape, dtype=np.float32)
+    inner = box.intersect(Box.from_shape(spatial))
+    if not inner.empty:
+        data = np.asarray(arr[(Ellipsis, *inner.slices)] if isinstance(arr, np.ndarray) else read_box(arr, inner))
+        out[(slice(None), *inner.relative_to(box))] = normalizer(data if data.ndim == 4 else data[None])
+    return out
 
 
 def list_sample_paths(entries: tuple[str, ...] | list[str], what: str = "train_data") -> list[str]:
