@@ -11,7 +11,7 @@
 * ``none``: as stored (uint8 divided by 255).
 
 ``percentile`` and ``minmax`` read a strided subsample of the volume (at most :data:`SUBSAMPLE_VOXELS`
-voxels, a regular grid over the whole volume) once, before any block runs: every block, tile and worker then
+voxels: small blocks on a regular grid over the whole volume) once, before any block runs: every block, tile and worker then
 uses the same two numbers, so blockwise prediction equals whole-volume prediction. :func:`fit` returns them
 as a :class:`Normalizer`; :func:`as_fixed` writes them into ``[data]`` as ``normalization = "fixed"``, the
 form the prediction stages and checkpoints carry.
@@ -39,6 +39,7 @@ from ppp_dist.errors import InputDataError
 logger = logging.getLogger(__name__)
 
 SUBSAMPLE_VOXELS = 4_000_000  # voxels per channel read to find percentile / minmax values
+CUBE = 16  # side of the blocks the subsample reads
 # Smallest span (max - min) of the normalised training input. The default augmentation shifts intensities by
 # up to +-0.1; an input spanning less than that is nearly constant to the network (a 16-bit camera between
 # 33,000 and 36,900 divided by 65,535 spans 0.06, and 2,000 iterations learnt nothing).
@@ -79,21 +80,33 @@ class Normalizer:
         return out
 
 
-def strided_subsample(arr: Any, max_voxels: int = SUBSAMPLE_VOXELS) -> np.ndarray:
-    """(C, N) float64 values of ``arr`` ((C, Z, Y, X) or (Z, Y, X)) on a regular grid of at most ``max_voxels``.
+def strided_subsample(arr: Any, max_voxels: int = SUBSAMPLE_VOXELS, cube: int = CUBE) -> np.ndarray:
+    """(C, N) float64 values of ``arr`` ((C, Z, Y, X) or (Z, Y, X)): all of it if it has at most ``max_voxels``
+    voxels, else ``cube``-sided blocks on a regular (strided) grid over the whole volume, corners included,
+    at most ``max_voxels`` in all.
 
-    The grid steps are equal powers of two on every spatial axis (1 for axes shorter than the step), so the
-    sample covers the whole volume; it reads whole Z planes of the grid, one at a time.
+    Small blocks, not single voxels at a stride: each block lies in one or two zarr chunks per axis, so a
+    terabyte volume is sampled by reading some thousand chunks, not a strided plane through every chunk.
     """
     spatial = tuple(int(s) for s in arr.shape[-3:])
-    step = 1
-    while math.prod(-(-s // step) for s in spatial) > max_voxels:
-        step *= 2
-    steps = tuple(step if s > step else 1 for s in spatial)
+    if math.prod(spatial) <= max_voxels:
+        values = np.asarray(arr[...])
+        return values.reshape((1 if values.ndim == 3 else values.shape[0], -1)).astype(np.float64)
+    side = tuple(min(cube, s) for s in spatial)
+    budget = max(1, max_voxels // math.prod(side))
+    per_axis = 1
+    while math.prod(min(per_axis + 1, -(-s // c)) for s, c in zip(spatial, side)) <= budget:
+        if all(per_axis + 1 > -(-s // c) for s, c in zip(spatial, side)):
+            break
+        per_axis += 1
+    starts = [np.unique(np.linspace(0, s - c, min(per_axis, -(-s // c))).round().astype(int))
+              for s, c in zip(spatial, side)]
     parts = []
-    for z in range(0, spatial[0], steps[0]):
-        plane = np.asarray(arr[..., z, ::steps[1], ::steps[2]])
-        parts.append(plane.reshape((1 if plane.ndim == 2 else plane.shape[0], -1)))
+    for z in starts[0]:
+        for y in starts[1]:
+            for x in starts[2]:
+                block = np.asarray(arr[..., z:z + side[0], y:y + side[1], x:x + side[2]])
+                parts.append(block.reshape((1 if block.ndim == 3 else block.shape[0], -1)))
     return np.concatenate(parts, axis=1).astype(np.float64)
 
 
