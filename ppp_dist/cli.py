@@ -32,7 +32,8 @@ def _add_config_options(p: argparse.ArgumentParser, *, experiment: bool = True, 
                    help="override one config value, TOML syntax (e.g. --set vote.patch_threshold=0.6)")
     if volume:
         p.add_argument("-i", "--input", metavar="PATH.zarr/KEY",
-                       help="volume to read, overriding [data] input")
+                       help="volume to read, overriding [data] input; a .tif/.tiff/.png image (2D or 3D) is "
+                            "converted into the experiment folder first")
     if experiment:
         group = p.add_mutually_exclusive_group()
         group.add_argument("-r", "--root", metavar="DIR",
@@ -46,6 +47,16 @@ def _add_config_options(p: argparse.ArgumentParser, *, experiment: bool = True, 
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to the console")
 
 
+def _add_checkpoint_options(p: argparse.ArgumentParser, init: bool) -> None:
+    p.add_argument("--checkpoint", metavar="FILE.pt",
+                   help="run this trained network (e.g. a shipped model); its [model], normalisation, [vote] and "
+                        "[postprocess] settings apply unless --config/--set change them")
+    if init:
+        p.add_argument("--init", metavar="FILE.pt",
+                       help="fine-tune: start training from this checkpoint's weights (its [model] and "
+                            "normalisation settings apply unless --config/--set change them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ppp-dist", epilog=_EPILOG,
                      description="PatchPerPix instance segmentation, blockwise on dask, for volumes "
@@ -56,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(task.name, help=f"({i}/{len(TASKS)}) {task.summary}",
                            description=f"({i}/{len(TASKS)}) {task.summary[0].upper()}{task.summary[1:]}.")
         _add_config_options(p)
+        _add_checkpoint_options(p, init=task.name == "train")
     for group, members in GROUPS.items():
         p = sub.add_parser(group, help=f"run {' -> '.join(members)}",
                            description=f"Run the tasks {', '.join(members)} in order, as --do {group} did.")
         _add_config_options(p)
+        _add_checkpoint_options(p, init="train" in members)
     p = sub.add_parser("plan", help="dry run: blocks, halos and memory per stage for a volume; writes nothing",
                        description="Print what each stage would do on the input volume: blocks, halos, "
                                    "memory per block. Writes nothing.")

@@ -54,9 +54,28 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"data.input={_toml_string(args.input)}")
     if getattr(args, "gt", None):
         overrides.append(f"data.ground_truth={_toml_string(args.gt)}")
+    if getattr(args, "checkpoint", None):
+        overrides.append(f"prediction.checkpoint={_toml_string(args.checkpoint)}")
+    if getattr(args, "init", None):
+        overrides.append(f"training.init_checkpoint={_toml_string(args.init)}")
     if getattr(args, "scheduler", None):
         overrides += ['cluster.kind="scheduler"', f"cluster.scheduler_address={_toml_string(args.scheduler)}"]
     return overrides
+
+
+def checkpoint_layers(args: argparse.Namespace) -> list[Path]:
+    """The config layer of ``--checkpoint`` / ``--init`` (below the user's --config files); none when an
+    experiment is resumed (its saved config has the settings already)."""
+    from ppp_dist.checkpoint_config import config_layer
+    from ppp_dist.errors import CheckpointError
+
+    path = getattr(args, "checkpoint", None) or getattr(args, "init", None)
+    if not path or getattr(args, "exp", None):
+        return []
+    if not Path(path).is_file():
+        flag = "--checkpoint" if getattr(args, "checkpoint", None) else "--init"
+        raise CheckpointError(f"{flag} {path} does not exist; give a checkpoint file (.pt)")
+    return [config_layer(path)]
 
 
 def _toml_string(text: str) -> str:

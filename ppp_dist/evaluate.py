@@ -85,7 +85,8 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
         logger.info("evaluated %s in %.1f s", pred_spec, result["seconds"])
         if write_images:
             projections.append((label_projection(gt_spec, client=client),
-                                label_projection(pred_spec, client=client)))
+                                label_projection(pred_spec, client=client),
+                                tuple(read_labels(os.fspath(gt_spec), lazy=True).spatial_shape[1:])))
     agg = aggregate_cldice(images) if criterion == "cldice" else aggregate_images(images)
     if isbi:
         for key in ("v_rand", "v_info", "v_rand_split", "v_rand_merge", "v_info_split", "v_info_merge"):
@@ -193,13 +194,14 @@ def read_labels(spec: str, lazy: bool = False) -> Any:
 
 def label_projection(spec: str, client: Any = None, max_side: int = 1024) -> np.ndarray:
     """2D max-intensity projection (over channels and Z) of a label array for the overlays, computed with
-    dask on the zarr chunks and subsampled to at most ``max_side`` pixels per side."""
+    dask on the zarr chunks and subsampled with one step on both axes to at most ``max_side`` pixels per side
+    (the same step on Y and X keeps the image's aspect ratio)."""
     import dask.array as da
 
     labels = read_labels(spec, lazy=True)
     arr = da.from_zarr(labels.arr)
-    step = [max(1, -(-s // max_side)) for s in labels.spatial_shape[1:]]
-    sub = arr[(Ellipsis, slice(None, None, step[0]), slice(None, None, step[1]))]
+    step = max(1, -(-max(labels.spatial_shape[1:]) // max_side))
+    sub = arr[(Ellipsis, slice(None, None, step), slice(None, None, step))]
     proj = sub.max(axis=tuple(range(sub.ndim - 2))) if sub.ndim > 2 else sub
     if client is not None:
         return np.asarray(client.compute(proj).result())

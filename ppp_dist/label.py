@@ -50,7 +50,8 @@ def label_volume(config: PipelineConfig, prediction: str | Path, output: str | P
         consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
         partition_method=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
         min_instance_size=config.postprocess.min_instance_size, overlap_votes=vote.overlap_votes,
-        refine_consensus=vote.refine_consensus, thin_out=vote.thin_out)
+        refine_consensus=vote.refine_consensus, thin_out=vote.thin_out,
+        foreground_threshold=vote.foreground_threshold)
     labels = result.labels if vote.overlap_channels else result.labels[:1]
     spatial = labels.shape[1:]
     chunks = (labels.shape[0],) + tuple(min(s, 64) for s in spatial)

@@ -21,7 +21,8 @@ Layout (ppp_reference §1.1, §1.4):
 
 Checkpoints are plain dicts loadable with ``torch.load(weights_only=True)``: ``model_state_dict``,
 ``optimizer_state_dict``, ``scaler_state_dict``, ``iteration``, ``architecture`` (a JSON string),
-``config_toml`` (the resolved config), ``shapes`` (JSON string of the measured input/output shapes).
+``config_toml`` (the resolved config), ``shapes`` (JSON string of the measured input/output shapes),
+``normalization`` (JSON string: the raw normalisation settings of the training, used again by predict).
 """
 
 from __future__ import annotations
@@ -380,8 +381,12 @@ def resolve_checkpoint(exp_dir: Path, which: int | str = "last") -> Path:
 
 
 def save_checkpoint(path: Path, net: PppModel, *, iteration: int, optimizer: torch.optim.Optimizer | None = None,
-                    scaler: Any = None, config_toml: str = "", shapes: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint atomically (temp file + rename) that ``torch.load(weights_only=True)`` reads."""
+                    scaler: Any = None, config_toml: str = "", shapes: dict[str, Any] | None = None,
+                    normalization: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (temp file + rename) that ``torch.load(weights_only=True)`` reads.
+
+    ``normalization``: the ``[data]`` normalisation settings of the training (``normalize.settings_of``, plus
+    the numbers found per training sample), which prediction uses again."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -394,6 +399,7 @@ def save_checkpoint(path: Path, net: PppModel, *, iteration: int, optimizer: tor
         "config_toml": config_toml,
         "shapes": json.dumps(shapes or {}, sort_keys=True),
         "torch_rng_state": torch.get_rng_state(),  # the code-sample draws continue exactly on resume
+        "normalization": json.dumps(normalization or {}, sort_keys=True),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -418,6 +424,14 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     state["architecture"] = json.loads(state["architecture"])
     state["shapes"] = json.loads(state.get("shapes") or "{}")
     return state
+
+
+def read_normalization(path: Path | str) -> dict[str, Any] | None:
+    """The normalisation settings a checkpoint was trained with; None for checkpoints that lack them."""
+    state = read_checkpoint(path)
+    text = state.get("normalization")
+    settings = json.loads(text) if isinstance(text, str) and text else None
+    return settings or None
 
 
 def check_compatible(state: dict[str, Any], expected_arch: dict[str, Any], path: Path | str) -> None:
@@ -470,5 +484,6 @@ def load_network(model: ModelConfig, num_channels: int, checkpoint: Path | str, 
 
 __all__ = ["PppModel", "UNet", "CodeDecoder", "architecture", "build_model", "network_shapes",
            "expected_output_shape", "measure_output_shape", "save_checkpoint", "read_checkpoint",
-           "load_weights", "load_network", "check_compatible", "list_checkpoints", "checkpoint_path",
+           "load_weights", "load_network", "read_normalization", "check_compatible", "list_checkpoints",
+           "checkpoint_path",
            "resolve_checkpoint", "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from ppp_dist import tasks
 from ppp_dist.config import PipelineConfig
 from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError, SchedulerError,
@@ -131,12 +133,17 @@ class Preflight:
             if gt.dtype.kind not in "ui":
                 raise InputDataError(f"{gt_spec} must hold integer instance ids, got dtype {gt.dtype}")
             volumes.check_finite(raw, raw_spec, f"replace them (e.g. with 0) before {key.split('_')[0]}ing")
+            if key == "train_data":  # a nearly constant normalised input learns nothing (a strided subsample)
+                from ppp_dist.learning.normalize import check_spread, fit
+
+                check_spread(raw, fit(raw, data, raw_spec), data, f"training sample {raw_spec}")
 
     def _raw(self, spec: str) -> int:
-        """The raw volume of predict; returns its channel count."""
+        """The raw volume of predict (a zarr array, or a TIFF/PNG image to convert); returns its channel count."""
+        from ppp_dist.image_input import is_image, read_for_check
         from ppp_dist.io import volumes
 
-        arr = volumes.open_array(spec)
+        arr = read_for_check(spec) if is_image(spec) else volumes.open_array(spec)
         if arr.ndim not in (3, 4):
             raise InputDataError(f"{spec} has {arr.ndim} dimensions with shape {arr.shape}; predict needs a "
                                  "(C, Z, Y, X) or (Z, Y, X) raw volume")
@@ -146,8 +153,12 @@ class Preflight:
                                  f"{self.config.data.num_channels}; set num_channels or give the right volume")
         volumes.check_not_empty(arr, spec)
         self._same_space(arr.shape[-3:], f"the raw volume {spec}")
-        volumes.check_finite(arr, spec, "replace them (e.g. with 0) before predict: the network turns them into "
-                                        "NaN predictions")
+        hint = "replace them (e.g. with 0) before predict: the network turns them into NaN predictions"
+        if isinstance(arr, np.ndarray):
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InputDataError(f"{spec} holds NaN or infinite values; {hint}")
+        else:
+            volumes.check_finite(arr, spec, hint)
         return channels
 
     def _prediction_group(self, group: str, task: str) -> None:

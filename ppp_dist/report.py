@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_reports", "to_toml", "plot_scores", "plot_overlay"]
+__all__ = ["write_reports", "to_toml", "plot_scores", "plot_overlay", "overlay_figure"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -25,7 +25,8 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 def write_reports(results: Mapping[str, Any], out_dir: Path,
                   projections: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, str]:
     """Write all report files into ``out_dir``; returns {kind: path}. ``projections`` are (GT, pred) 2D
-    label images per sample for the overlays (None: no overlay images)."""
+    label images per sample for the overlays, optionally with the full (Y, X) size they were subsampled from
+    as a third item (None: no overlay images)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -36,9 +37,9 @@ def write_reports(results: Mapping[str, Any], out_dir: Path,
     if projections is not None:
         score = "f1" if cldice else "s"
         files["scores_png"] = str(plot_scores(results, out_dir / "scores.png", score))
-        for image, (gt, pred) in zip(results["images"], projections):
+        for image, (gt, pred, *size) in zip(results["images"], projections):
             path = out_dir / f"overlay_{image['name']}.png"
-            plot_overlay(gt, pred, path, title=image["name"])
+            plot_overlay(gt, pred, path, title=image["name"], size=tuple(size[0]) if size else None)
             plots.append(str(path))
         files["overlays"] = ";".join(plots)
     files["report_md"] = str(out_dir / "report.md")
@@ -92,24 +93,38 @@ def plot_scores(results: Mapping[str, Any], path: Path, score: str = "s") -> Pat
     return Path(path)
 
 
-def plot_overlay(gt: np.ndarray, pred: np.ndarray, path: Path, title: str = "") -> Path:
-    """PNG with GT, prediction (random colours per id) and an overlay (GT green, prediction magenta)."""
+def overlay_figure(gt: np.ndarray, pred: np.ndarray, title: str = "", size: tuple[int, int] | None = None) -> Any:
+    """The figure of :func:`plot_overlay`: three panels that keep the image's aspect ratio, axes in pixels of
+    the full image (``size`` (Y, X), default the arrays' own shape, when they were subsampled)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=100)
-    axes[0].imshow(_colour(gt), interpolation="nearest")
-    axes[0].set_title("ground truth")
-    axes[1].imshow(_colour(pred), interpolation="nearest")
-    axes[1].set_title("prediction")
+    height, width = size if size is not None else gt.shape
+    panel = 4.0  # inches of the longer side of each panel
+    scale = panel / max(height, width)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * width * scale + 1.5, height * scale + 1.4), dpi=100,
+                             layout="constrained")
+    extent = (0, width, height, 0)
     over = np.zeros(gt.shape + (3,), np.float32)
     over[..., 1] = gt != 0
     over[..., 0] = pred != 0
     over[..., 2] = pred != 0
-    axes[2].imshow(over, interpolation="nearest")
-    axes[2].set_title("overlay: GT green, pred magenta, both white")
-    for ax in axes:
-        ax.set_axis_off()
+    panels = ((_colour(gt), "ground truth"), (_colour(pred), "prediction"),
+              (over, "overlay: GT green, pred magenta, both white"))
+    for ax, (image, name) in zip(axes, panels):
+        ax.imshow(image, interpolation="nearest", extent=extent, aspect="equal")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"x: 0 - {width} px", fontsize=8)
+        ax.set_ylabel(f"y: 0 - {height} px", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    return fig
+
+
+def plot_overlay(gt: np.ndarray, pred: np.ndarray, path: Path, title: str = "",
+                 size: tuple[int, int] | None = None) -> Path:
+    """PNG with GT, prediction (random colours per id) and an overlay (GT green, prediction magenta), drawn
+    with the image's aspect ratio and the axes' extent in pixels (see :func:`overlay_figure`)."""
+    plt = _pyplot()
+    fig = overlay_figure(gt, pred, title, size)
     fig.savefig(path)
     plt.close(fig)
     return Path(path)

@@ -68,17 +68,25 @@ class TaskContext:
 
 def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) -> int:
     """Run task names (groups expanded) in pipeline order inside one experiment folder."""
+    from ppp_dist.commands import checkpoint_layers
+    from ppp_dist.image_input import convert_input, is_image
+
     exp_dir = Path(args.exp) if args.exp else None
     check_experiment_location(root=args.root, exp=exp_dir)
-    configs = experiment_configs(exp_dir, args.config) if exp_dir is not None else list(args.config)
+    user_configs = checkpoint_layers(args) + list(args.config)
+    configs = experiment_configs(exp_dir, user_configs) if exp_dir is not None else user_configs
     config = load_config(configs, overrides)  # config errors first, before anything is written
     order = tuple(_drop_implied(tasks.expand(names), names, config))
     tasks.check_available(list(order))
-    Preflight(order, config, getattr(args, "input", None), exp_dir).run()
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides)
+    explicit_input = getattr(args, "input", None)
+    Preflight(order, config, explicit_input, exp_dir).run()
+    experiment = open_experiment(root=args.root, exp=args.exp, configs=user_configs, overrides=overrides)
     setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
-    context = TaskContext(experiment, order, getattr(args, "input", None))
     print(f"experiment folder: {experiment.path}")
+    if is_image(explicit_input):
+        explicit_input = convert_input(explicit_input, experiment.path)
+        print(f"input: {args.input} converted to {explicit_input}")
+    context = TaskContext(experiment, order, explicit_input)
     chained = _blockwise_chain(order, experiment.config)
     for name in order:
         if name in chained[1:]:
@@ -103,8 +111,10 @@ def _blockwise_chain(order: tuple[str, ...], config: PipelineConfig) -> tuple[st
 
 
 def _drop_implied(order: list[str], names: list[str], config: PipelineConfig) -> list[str]:
-    """As in the original: a group runs decode only for ppp+dec and validate only for checkpoint "best"."""
-    implied = {"decode": config.model.head != "codes", "validate": config.prediction.checkpoint != "best"}
+    """As in the original: a group runs decode only for ppp+dec and validate only for checkpoint "best"; and
+    evaluate only with a ground truth (``ppp-dist infer`` on a user's own images has none)."""
+    implied = {"decode": config.model.head != "codes", "validate": config.prediction.checkpoint != "best",
+               "evaluate": not config.data.ground_truth}
     return [t for t in order if t in names or not implied.get(t, False)]
 
 

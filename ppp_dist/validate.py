@@ -1,7 +1,8 @@
 """Stage validate: sweep checkpoints x assembly parameters on validation data and pick the best.
 
-The grid is the original's: lists named in ``[validation] zip_keys`` are zipped element-wise, the other
-``[validation.grid]`` lists form a Cartesian product, and the parameter sets are zip x product (an empty
+The grid is the original's, plus ``min_instance_size`` (which sets ``[postprocess]``): lists named in
+``[validation] zip_keys`` are zipped element-wise, the other ``[validation.grid]`` lists form a Cartesian
+product, and the parameter sets are zip x product (an empty
 grid validates the ``[vote]`` values as they are). For every checkpoint the validation samples are
 predicted once (``val/processed/<checkpoint>/``); every parameter set labels them
 (``val/instanced/<checkpoint>/<set>/``) and evaluates them (``val/evaluated/...``) with ``[evaluation]``.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ppp_dist.config import PipelineConfig
+from ppp_dist.config.sections import GRID_POSTPROCESS_KEYS
 from ppp_dist.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -57,12 +59,15 @@ def _short(value: Any) -> str:
 
 
 def with_vote(config: PipelineConfig, params: dict[str, Any]) -> PipelineConfig:
-    """``config`` with ``params`` written into ``[vote]`` (validated like any config)."""
-    vote = dataclasses.replace(config.vote, **params)
-    problems = vote.problems()
+    """``config`` with ``params`` written into ``[vote]`` (``min_instance_size`` into ``[postprocess]``),
+    validated like any config."""
+    post = {k: v for k, v in params.items() if k in GRID_POSTPROCESS_KEYS}
+    vote = dataclasses.replace(config.vote, **{k: v for k, v in params.items() if k not in post})
+    postprocess = dataclasses.replace(config.postprocess, **post)
+    problems = vote.problems() + postprocess.problems()
     if problems:
         raise ConfigError("; ".join(problems))
-    return dataclasses.replace(config, vote=vote)
+    return dataclasses.replace(config, vote=vote, postprocess=postprocess)
 
 
 def _metric(result: dict[str, Any], metric: str, pooled: bool) -> float:

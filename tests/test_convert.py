@@ -169,3 +169,21 @@ def test_script_writes_a_sample_plan_accepts(tmp_path, stack, capsys):
     assert _script().main(argv) == 0
     assert "volumes/gt_instances (1, 5, 24, 32) with 2 instances" in capsys.readouterr().out
     assert ppp_main(["plan", "--input", f"{tmp_path}/s.zarr/volumes/raw"]) == 0
+
+
+def test_packaged_nuclei_are_written_as_disjoint_labelled_splits(tmp_path):
+    """The real DSB2018 image and the synthetic 3D volume that stardist ships, cut into train/val/test."""
+    from ppp_dist.data.packaged_nuclei import SPLITS_2D, write_nuclei2d, write_nuclei3d
+    from ppp_dist.io.volumes import open_array
+
+    two = write_nuclei2d(tmp_path / "2d")
+    three = write_nuclei3d(tmp_path / "3d")
+    covered = np.zeros((512, 512), int)
+    for split, (ys, xs) in SPLITS_2D.items():
+        covered[ys, xs] += 1
+        raw = open_array(f"{two[split]}/volumes/raw")
+        gt = open_array(f"{two[split]}/volumes/gt_instances")[...]
+        assert raw.dtype == np.uint16 and raw.shape == (1, 1, ys.stop - ys.start, xs.stop - xs.start)
+        assert len(np.unique(gt)) > 25  # dozens of nuclei in each region
+    assert covered.max() == 1 and covered.min() == 1  # disjoint, and together the whole image
+    assert open_array(f"{three['test']}/volumes/raw").shape[-3:] == (31, 61, 14)

@@ -154,3 +154,29 @@ def test_toml_writer_round_trips():
     back = tomllib.loads(to_toml(data))
     assert back == {"a": 1, "b": 2.5, "s": 'q"uote', "S_0.5": 0.25, "flag": True, "xs": [1, 2],
                     "t": {"k k": [0.1], "rows": [{"x": 1, "sub": {"y": "z"}}, {"x": 2}], "empty": []}}
+
+
+def test_overlay_keeps_the_aspect_ratio_and_labels_the_extent(tmp_path):
+    """A 700 x 1100 frame (the report squeezed it into a tall panel): every panel and the saved PNG keep its
+    aspect within 2 %, and the axes name the full image's extent."""
+    from ppp_dist.evaluate import label_projection
+    from ppp_dist.report import _pyplot, overlay_figure, plot_overlay
+
+    gt = np.zeros((700, 1100), np.uint16)
+    gt[100:300, 200:400] = 1
+    spec = _write(tmp_path / "wide.zarr", "gt", gt, (350, 550))
+    projection = label_projection(spec, max_side=1024)  # subsampled: one step for both axes
+    assert abs(projection.shape[1] / projection.shape[0] - 1100 / 700) / (1100 / 700) < 0.02
+    fig = overlay_figure(projection, projection, "wide", size=(700, 1100))
+    fig.canvas.draw()
+    for ax in fig.axes:
+        box = ax.get_window_extent()
+        assert abs(box.width / box.height - 1100 / 700) / (1100 / 700) < 0.02, (box.width, box.height)
+        assert ax.get_xlabel() == "x: 0 - 1100 px" and ax.get_ylabel() == "y: 0 - 700 px"
+        assert ax.get_xlim() == (0.0, 1100.0) and ax.get_ylim() == (700.0, 0.0)
+    _pyplot().close(fig)
+    path = plot_overlay(projection, projection, tmp_path / "wide.png", "wide", size=(700, 1100))
+    import imageio.v3 as iio
+
+    image = iio.imread(path)
+    assert image.shape[1] > image.shape[0]  # a wide figure for a wide frame, not a tall one

@@ -95,3 +95,32 @@ def test_visualize_writes_pictures(tmp_path, folds, capsys):
     (exp,) = (tmp_path / "runs").iterdir()
     for name in ("patches.png", "mip_foreground.png", "mip_instances.png"):
         assert (exp / "visualize" / name).stat().st_size > 1000, name
+
+
+def test_the_grid_sweeps_the_foreground_threshold_and_min_instance_size():
+    from ppp_dist.errors import ConfigError
+    from ppp_dist.validate import with_vote
+
+    config = load_config([], ["validation.grid.foreground_threshold=[0.4, 0.6]",
+                              "validation.grid.min_instance_size=[0, 50]"])
+    sets = parameter_sets(config)
+    assert sets == [{"foreground_threshold": t, "min_instance_size": s} for t in (0.4, 0.6) for s in (0, 50)]
+    chosen = with_vote(config, sets[3])
+    assert chosen.vote.foreground_threshold == 0.6 and chosen.postprocess.min_instance_size == 50
+    with pytest.raises(ConfigError, match="min_instance_size and dilate must be >= 0, got -1"):
+        with_vote(config, {"min_instance_size": -1})
+    with pytest.raises(ConfigError, match="'min_instance_sise' is not a \\[vote\\] key \\(did you mean "
+                                          "'min_instance_size'\\?\\); the grid takes \\[vote\\] keys and "
+                                          "min_instance_size"):
+        load_config([], ["validation.grid.min_instance_sise=[0, 50]"])
+
+
+def test_the_foreground_threshold_decides_the_foreground_of_a_foreground_head():
+    import numpy as np
+
+    from ppp_dist.ops.consensus import numinst_from_prob
+
+    prob = np.array([0.2, 0.45, 0.55, 0.8], np.float32).reshape(1, 1, 1, 4)
+    assert numinst_from_prob(prob).tolist() == [[[0, 0, 1, 1]]]
+    assert numinst_from_prob(prob, foreground_threshold=0.3).tolist() == [[[0, 1, 1, 1]]]
+    assert numinst_from_prob(prob, foreground_threshold=0.7).tolist() == [[[0, 0, 0, 1]]]

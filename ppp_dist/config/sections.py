@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-Normalization = Literal["none", "clip", "minmax"]
+Normalization = Literal["none", "clip", "dtype", "minmax", "percentile", "fixed"]
+RawPadding = Literal["mirror", "zeros"]
 Activation = Literal["relu", "leaky_relu", "elu"]
 Padding = Literal["valid", "same"]
 Upsampling = Literal["transposed_conv", "resize_conv"]
@@ -76,8 +77,13 @@ class DataConfig:
     gt_key: str = "volumes/gt_instances"  # ground truth (K, Z, Y, X) instance channels inside each sample
     num_channels: int = 1  # channels of the raw input
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)  # physical size of a voxel (Z, Y, X)
-    normalization: Normalization = "clip"  # raw intensity normalisation: none, clip (to [0, clip_max]/clip_max), minmax
+    normalization: Normalization = "clip"  # percentile, minmax, dtype, fixed, clip or none (docs/learning.md)
+    percentile_low: float = 1.0  # normalization = "percentile": this percentile of each sample maps to 0
+    percentile_high: float = 99.8  # normalization = "percentile": this percentile of each sample maps to 1
+    fixed_offset: tuple[float, ...] = (0.0,)  # normalization = "fixed": subtracted (one value, or one per channel)
+    fixed_scale: tuple[float, ...] = (1.0,)  # normalization = "fixed": divided by (one value, or one per channel)
     clip_max: float = 1500.0  # upper clip value for normalization = "clip"
+    raw_padding: RawPadding = "mirror"  # raw outside the volume: mirror (edge repeated) or zeros (older models)
     shift_intensity: bool = False  # map normalised raw x in [0, 1] to 2x - 1
     overlapping_instances: bool = False  # GT has one instance per channel and instances may overlap
     cross_val_folds: tuple[str, ...] = ("val_data", "test_data")  # the two data keys used as cross-validation folds
@@ -85,6 +91,15 @@ class DataConfig:
     def problems(self) -> list[str]:
         problems = _positive("data", num_channels=self.num_channels, voxel_size=self.voxel_size,
                              clip_max=self.clip_max)
+        if not 0.0 <= self.percentile_low < self.percentile_high <= 100.0:
+            problems.append(f"[data] percentile_low and percentile_high must satisfy 0 <= low < high <= 100, got "
+                            f"{self.percentile_low:g} and {self.percentile_high:g}")
+        for key in ("fixed_offset", "fixed_scale"):
+            if len(getattr(self, key)) not in (1, self.num_channels):
+                problems.append(f"[data] {key} needs one value or one per channel ({self.num_channels}), got "
+                                f"{list(getattr(self, key))}")
+        if any(v == 0 for v in self.fixed_scale):
+            problems.append(f"[data] fixed_scale must not be 0, got {list(self.fixed_scale)}")
         for key in self.cross_val_folds:
             if key not in ("train_data", "val_data", "test_data"):
                 problems.append(f"[data] cross_val_folds names {key!r}; use train_data, val_data or test_data")
@@ -275,6 +290,7 @@ class VoteConfig:
     patch_threshold: float = 0.5  # TH: a patch value above it means "same instance as the centre"
     cover_threshold: float = 0.5  # patch value above which a voxel counts as covered by a patch
     numinst_thresholds: tuple[float, float] = (0.9, 0.1)  # numinst = 1 where P(1) > t1; = 2 where P(>=2) > t2
+    foreground_threshold: float = 0.5  # numinst_head = "foreground": foreground where P(foreground) > this
     consensus: Consensus = "prob_product"  # vote value: normalised probability products, raw products, or +-1
     different_rule: DifferentRule = "less_than_threshold"  # when a patch says "different": v < TH, v < 1-TH, v < TH/2
     selection: Selection = "local"  # local = block-invariant election; greedy = the original cover + thin-out
@@ -293,6 +309,7 @@ class VoteConfig:
 
     def problems(self) -> list[str]:
         problems = _probability("vote", cover_threshold=self.cover_threshold,
+                                foreground_threshold=self.foreground_threshold,
                                 numinst_threshold_1=self.numinst_thresholds[0],
                                 numinst_threshold_2=self.numinst_thresholds[1])
         if not 0.0 < self.patch_threshold < 1.0:
@@ -306,25 +323,29 @@ class VoteConfig:
         return problems
 
 
+GRID_POSTPROCESS_KEYS = ("min_instance_size",)  # [validation.grid] keys that set [postprocess], not [vote]
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
     """[validation] Sweeping checkpoints x assembly parameters on validation data."""
 
     checkpoints: tuple[int, ...] = ()  # iterations to validate; empty = every checkpoint found
-    grid: dict[str, tuple] = field(default_factory=dict)  # [vote] key -> candidate values
+    grid: dict[str, tuple] = field(default_factory=dict)  # [vote] key or min_instance_size -> candidate values
     zip_keys: tuple[str, ...] = ()  # grid keys whose lists are zipped; the others form a product
     metric: str = "avS"  # summary number to maximise (see docs/metrics.md), e.g. avS, S_0.5, S, avF1
 
     def problems(self) -> list[str]:
         problems = []
         from dataclasses import fields
-        vote_keys = [f.name for f in fields(VoteConfig)]
+        vote_keys = [f.name for f in fields(VoteConfig)] + list(GRID_POSTPROCESS_KEYS)
         import difflib
         for key, values in self.grid.items():
             if key not in vote_keys:
                 close = difflib.get_close_matches(key, vote_keys, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"[validation.grid] {key!r} is not a [vote] key{hint}")
+                problems.append(f"[validation.grid] {key!r} is not a [vote] key{hint}; the grid takes [vote] keys "
+                                "and min_instance_size")
             if len(values) == 0:
                 problems.append(f"[validation.grid] {key} lists no values")
         for key in self.zip_keys:

@@ -3,8 +3,9 @@
 Tiling. The volume is cut into output tiles of the network's output size (valid padding) or of the input
 size minus a margin per side (same padding; the margin is an upper bound of the network's receptive
 context, rounded up to the downsampling grid, so cropped tiles equal a whole-volume pass). Each tile reads
-its input with that context; outside the volume the (normalised) input is zero. Valid-padding tiles stitch exactly, without overlap or
-blending; the last tile per axis is cropped at the volume end, so any volume shape works.
+its input with that context; outside the volume the (normalised) input is the volume mirrored at its
+border. Valid-padding tiles stitch exactly, without overlap or blending; the last tile per axis is cropped
+at the volume end, so any volume shape works.
 
 Outputs (zarr v3 arrays in ``output_store``, chunks dividing the output tile so that tiles write whole chunks):
 
@@ -36,7 +37,8 @@ from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
 from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array, read_box, write_box
 from ppp_dist.learning.background import zero_background, zeroed_attrs
-from ppp_dist.learning.sampling import normalize_raw
+from ppp_dist.learning.normalize import fit, for_prediction
+from ppp_dist.learning.sampling import read_normalised
 from ppp_dist.model import PppModel, effective_factors, effective_input_shape, expected_output_shape, load_network
 
 logger = logging.getLogger(__name__)
@@ -141,20 +143,13 @@ def to_storage(name: str, values: np.ndarray, patch_dtype: str = "uint8") -> np.
 def read_input_tile(arr: Any, write_box: Box, geometry: TileGeometry, data: DataConfig) -> np.ndarray:
     """(C, *geometry.input_shape) float32 network input for the output tile starting at ``write_box.begin``.
 
-    ``arr`` is the raw (C, Z, Y, X) or (Z, Y, X) zarr array; the input is normalised (``normalize_raw``) and
-    zero where it leaves the volume. ``write_box`` may be smaller than the output tile (at the volume end).
+    ``arr`` is the raw (C, Z, Y, X) or (Z, Y, X) zarr array; the input is normalised with ``[data]`` (give it
+    ``normalize.for_prediction``'s fixed numbers, so every tile uses the same) and mirrored at the volume
+    border (``sampling.read_normalised``). ``write_box`` may be smaller than the output tile (at the volume end).
     """
     begin = tuple(b - c for b, c in zip(write_box.begin, geometry.context))
     box = Box(begin, tuple(b + i for b, i in zip(begin, geometry.input_shape)))
-    spatial = tuple(int(s) for s in arr.shape[-3:])
-    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
-    out = np.zeros((channels,) + box.shape, dtype=np.float32)
-    inner = box.intersect(Box.from_shape(spatial))
-    if not inner.empty:
-        values = read_box(arr, inner)
-        out[(slice(None), *inner.relative_to(box))] = normalize_raw(values if values.ndim == 4 else values[None],
-                                                                    data)
-    return out
+    return read_normalised(arr, box, fit(arr, data))
 
 
 def open_raw(input_spec: str, data: Any) -> tuple[Any, int, tuple[int, ...]]:
@@ -175,8 +170,8 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
 
     Parameters
     ----------
-    config : uses [model], [data] (channels, normalisation), [prediction] (device, batch_size, patch_dtype)
-        and [general] overwrite.
+    config : uses [model], [data] (channels, normalisation: the checkpoint's, see ``normalize.for_prediction``),
+        [prediction] (device, batch_size, patch_dtype) and [general] overwrite.
     checkpoint_path : a checkpoint of the same architecture (else CheckpointError).
     input_spec : ``"path.zarr/key"`` of a (C, Z, Y, X) or (Z, Y, X) raw volume.
     output_store : the zarr group to write ``numinst``/``fg`` and ``patches``/``codes`` into.
@@ -188,6 +183,7 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
     """
     started = time.perf_counter()
     arr, channels, spatial = open_raw(input_spec, config.data)
+    config = for_prediction(config, input_spec, checkpoint_path)
     net = load_network(config.model, channels, checkpoint_path, config.prediction.device)
     geometry = tile_geometry(config.model)
     amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"
@@ -218,7 +214,7 @@ def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_sp
             stored = {name: to_storage(name, values[i][(slice(None), *keep)], patch_dtype)
                       for name, values in result.items()}
             if config.prediction.zero_background:  # exact: the assembly never reads them (learning/background.py)
-                stored = zero_background(stored, config.vote.numinst_thresholds)
+                stored = zero_background(stored, config.vote.numinst_thresholds, config.vote.foreground_threshold)
             for name, values in stored.items():
                 write_box(outputs[name], spec.write_box, values)
     seconds = time.perf_counter() - started

@@ -8,7 +8,9 @@ Crops: with probability ``probability_foreground`` the crop is placed so that a 
 lies inside its output window, with ``probability_overlap`` a random voxel within ``overlap_radius`` of an
 overlap (GT numinst >= 2) voxel, otherwise uniformly. Categories without voxels fall back to foreground,
 then to uniform. Voxel lists are built once per sample (in Z slabs, at most ``MAX_POINTS`` kept per list).
-Raw is normalised (``normalize_raw``) inside the volume and zero outside it, as in prediction.
+Raw is normalised per sample (``[data] normalization``, :mod:`ppp_dist.learning.normalize`) and mirrored at
+the volume border, as in prediction; output windows lie inside the volume where it is large enough, so the
+loss never sees voxels outside it. A sample whose normalised values are nearly constant is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ppp_dist.config.sections import DataConfig
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box
 from ppp_dist.io.volumes import open_array, read_box
+from ppp_dist.learning.normalize import Normalizer, check_spread, fit
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +58,49 @@ class CropGeometry:
 
 
 def normalize_raw(raw: np.ndarray, data: DataConfig) -> np.ndarray:
-    """float32 network input from stored raw (``[data] normalization``, ``clip_max``, ``shift_intensity``).
+    """float32 network input from stored raw (C, ...) with the normaliser of ``[data]`` (see
+    :mod:`ppp_dist.learning.normalize`; percentile / minmax values are found on ``raw`` itself)."""
+    return fit(np.asarray(raw), data)(raw)
 
-    ``none``: as stored (uint8 is divided by 255); ``clip``: clip to [0, clip_max] / clip_max; ``minmax``:
-    integer dtypes are divided by their maximum, floats are left as they are (already in [0, 1]).
+
+def mirror_indices(begin: int, end: int, size: int) -> np.ndarray:
+    """Volume indices of positions ``begin .. end - 1`` on an axis of ``size`` voxels, mirrored at both ends
+    (edge voxel repeated, as ``numpy.pad`` symmetric; period ``2 * size``)."""
+    i = np.mod(np.arange(begin, end), 2 * size)
+    return np.where(i >= size, 2 * size - 1 - i, i)
+
+
+def read_normalised(arr: Any, box: Box, normalizer: Normalizer) -> np.ndarray:
+    """(C, *box.shape) float32 normalised raw of ``box``; outside the volume the volume is mirrored at its border
+    (or zero, with ``[data] raw_padding = "zeros"``).
+
+    The mirror gives the network the same kind of context at the volume border as inside it (zeros there look
+    like a dark structure the network never saw inside a volume). It is taken about the whole volume's border,
+    so any box, tile or block reads the same values as one whole mirrored volume would give.
     """
-    raw = np.asarray(raw)
-    if data.normalization == "clip":
-        out = np.clip(raw.astype(np.float32), 0.0, data.clip_max) / np.float32(data.clip_max)
-    elif raw.dtype.kind in "ui":
-        out = raw.astype(np.float32) / np.float32(np.iinfo(raw.dtype).max)
-    else:
-        out = raw.astype(np.float32, copy=False)
-    if data.shift_intensity:
-        out = out * 2.0 - 1.0
+    spatial = tuple(int(s) for s in arr.shape[-3:])
+    if not normalizer.mirror:
+        return _read_zero_padded(arr, box, normalizer, spatial)
+    index = [mirror_indices(b, e, s) for b, e, s in zip(box.begin, box.end, spatial)]
+    source = Box(tuple(int(i.min()) for i in index), tuple(int(i.max()) + 1 for i in index))
+    data = arr[(Ellipsis, *source.slices)] if isinstance(arr, np.ndarray) else read_box(arr, source)
+    data = np.asarray(data)
+    if data.ndim == 3:
+        data = data[None]
+    out = normalizer(data)
+    if source.shape != box.shape or source.begin != box.begin:
+        out = out[np.ix_(range(out.shape[0]), *(i - b for i, b in zip(index, source.begin)))]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _read_zero_padded(arr: Any, box: Box, normalizer: Normalizer, spatial: tuple[int, ...]) -> np.ndarray:
+    """``[data] raw_padding = "zeros"``: normalised raw inside the volume, 0 outside it."""
+    channels = 1 if arr.ndim == 3 else int(arr.shape[0])
+    out = np.zeros((channels,) + box.shape, dtype=np.float32)
+    inner = box.intersect(Box.from_shape(spatial))
+    if not inner.empty:
+        data = np.asarray(arr[(Ellipsis, *inner.slices)] if isinstance(arr, np.ndarray) else read_box(arr, inner))
+        out[(slice(None), *inner.relative_to(box))] = normalizer(data if data.ndim == 4 else data[None])
     return out
 
 
@@ -117,6 +149,8 @@ class TrainingSample:
         if np.dtype(gt.dtype).kind not in "ui":
             raise InputDataError(f"{self.gt_spec} must hold integer instance ids, got dtype {gt.dtype}")
         self.in_memory = (raw.nbytes + gt.nbytes) <= IN_MEMORY_BYTES
+        self.normalizer = fit(raw, data, self.raw_spec)
+        check_spread(raw, self.normalizer, data, f"training sample {self.raw_spec}")
         self._raw: Any = None
         self._gt: Any = None
         self.fg_points, self.overlap_points = self._points(gt, overlap_radius, max_num_inst, seed)
@@ -162,17 +196,9 @@ class TrainingSample:
         return self._raw, self._gt
 
     def read_raw(self, box: Box) -> np.ndarray:
-        """(C, *box.shape) float32 normalised raw; zero outside the volume."""
+        """(C, *box.shape) float32 normalised raw; mirrored at the volume border (:func:`read_normalised`)."""
         raw, _ = self._arrays()
-        out = np.zeros((self.num_channels,) + box.shape, dtype=np.float32)
-        inner = box.intersect(Box.from_shape(self.shape))
-        if not inner.empty:
-            data = raw[(Ellipsis, *inner.slices)] if isinstance(raw, np.ndarray) else read_box(raw, inner)
-            data = np.asarray(data)
-            if data.ndim == 3:
-                data = data[None]
-            out[(slice(None), *inner.relative_to(box))] = normalize_raw(data, self.data)
-        return out
+        return read_normalised(raw, box, self.normalizer)
 
     def read_gt(self, box: Box) -> np.ndarray:
         """(K, *box.shape) int64 instance channels; background outside the volume."""
@@ -201,4 +227,7 @@ def choose_output_begin(sample: TrainingSample, geometry: CropGeometry, probabil
             break
     if point is None:
         point = np.array([rng.integers(s) for s in sample.shape])
-    return tuple(int(p) - int(rng.integers(o)) for p, o in zip(point, geometry.output_shape))  # type: ignore
+    begin = [int(p) - int(rng.integers(o)) for p, o in zip(point, geometry.output_shape)]
+    # inside the volume where it is large enough (the loss then never sees voxels outside it)
+    return tuple(min(max(b, 0), s - o) if s >= o else b
+                 for b, s, o in zip(begin, sample.shape, geometry.output_shape))  # type: ignore[return-value]

@@ -27,6 +27,7 @@ from ppp_dist.config.sections import PipelineConfig
 from ppp_dist.errors import ConfigError
 from ppp_dist.learning.dataset import build_sampler, fixed_batches, make_loader
 from ppp_dist.learning.losses import LossSettings, ppp_loss
+from ppp_dist.learning.normalize import settings_of
 from ppp_dist.learning.sampling import CropGeometry
 from ppp_dist.model import (PppModel, build_model, checkpoint_path, list_checkpoints, load_weights, network_shapes,
                             resolve_device, save_checkpoint)
@@ -149,6 +150,9 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
     geometry = CropGeometry(tuple(shapes["train"]["input"]), tuple(shapes["train"]["output"]),
                             tuple(config.model.patch_shape))
     sampler = build_sampler(config, config.data.train_data, geometry, augment_crops=True)
+    normalization = {**settings_of(config.data),
+                     "samples": {s.path: {"offset": list(s.normalizer.offset), "scale": list(s.normalizer.scale)}
+                                 for s in sampler.samples}}
     loader = make_loader(sampler, batch_size=t.batch_size, num_workers=t.num_workers, seed=config.general.seed,
                          start_iteration=start)
     val_batches = []
@@ -215,7 +219,8 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
             if iteration % t.checkpoint_every == 0 or iteration == total:
                 last_path = str(save_checkpoint(checkpoint_path(train_dir, iteration), net, iteration=iteration,
                                                 optimizer=optimizer, scaler=scaler if use_amp else None,
-                                                config_toml=config_toml, shapes=shapes))
+                                                config_toml=config_toml, shapes=shapes,
+                                                normalization=normalization))
     finally:
         progress.close()
         if writer is not None:

@@ -87,11 +87,12 @@ def patch_rows(patches: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return rows
 
 
-def numinst_from_prob(numinst_prob: np.ndarray, thresholds=(0.9, 0.1), spatial_shape=None) -> np.ndarray:
+def numinst_from_prob(numinst_prob: np.ndarray, thresholds=(0.9, 0.1), spatial_shape=None,
+                      foreground_threshold: float = 0.5) -> np.ndarray:
     """The one foreground definition: number of instances per voxel (0, 1, 2 meaning >= 2), uint8.
 
     ``numinst_prob`` is (3, Z, Y, X) softmax probabilities of the classes 0, 1, >=2, or a single
-    foreground-probability channel (1, Z, Y, X) (numinst = 1 where it is > 0.5, never 2).
+    foreground-probability channel (1, Z, Y, X) (numinst = 1 where it is > ``foreground_threshold``, never 2).
     With thresholds (t1, t2): numinst = 1 where P(1) > t1, then 2 where P(2) > t2 (ppp_reference §4.1);
     with thresholds None: argmax.
     """
@@ -110,7 +111,7 @@ def numinst_from_prob(numinst_prob: np.ndarray, thresholds=(0.9, 0.1), spatial_s
         raise InputDataError("numinst_prob contains NaN or inf values")
     out = np.zeros(prob.shape[1:], dtype=np.uint8)
     if prob.shape[0] == 1:
-        out[prob[0] > 0.5] = 1
+        out[prob[0] > foreground_threshold] = 1
         return out
     if thresholds is None:
         return np.argmax(prob, axis=0).astype(np.uint8)

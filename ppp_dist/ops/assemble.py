@@ -42,13 +42,14 @@ def assemble_with_intermediates(patches: np.ndarray, numinst_prob: np.ndarray, p
                                 partition_method: str = "connected_components", edge_threshold: float = 0.0,
                                 max_num_inst: int = 2, min_instance_size: int = 0,
                                 accumulate: str = "sum", overlap_votes: str = "fallback",
-                                refine_consensus: bool = True, thin_out: bool = True) -> AssemblyResult:
+                                refine_consensus: bool = True, thin_out: bool = True,
+                                foreground_threshold: float = 0.5) -> AssemblyResult:
     """Run every step on the whole volume; return labels, intermediates, per-step seconds and bytes."""
     t = {}
     t0 = time.perf_counter()
     ps = check_patch_shape(patch_shape)
     patches = check_patch_array(patches, ps)
-    numinst = numinst_from_prob(numinst_prob, numinst_thresholds, patches.shape[1:])
+    numinst = numinst_from_prob(numinst_prob, numinst_thresholds, patches.shape[1:], foreground_threshold)
     fld = prepare_field(patches, numinst, ps)
     del patches
     t["prepare"] = time.perf_counter() - t0
@@ -88,7 +89,7 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
              different_rule: str = "less_than_threshold", selection: str = "local",
              partition: str = "connected_components", edge_threshold: float = 0.0, max_num_inst: int = 2,
              min_instance_size: int = 0, refine_consensus: bool = True, overlap_votes: str = "fallback",
-             thin_out: bool = True) -> np.ndarray:
+             thin_out: bool = True, foreground_threshold: float = 0.5) -> np.ndarray:
     """PatchPerPix instances from predicted patches and numinst probabilities.
 
     Parameters
@@ -100,6 +101,7 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
         (consensus.py; False = the single pass of the original)
     overlap_votes : "fallback" (patches centred on overlap voxels vote where no other patch does) or "ignore"
     thin_out : greedy selection only: thin the ranked cover out by greedy set cover
+    foreground_threshold : with a foreground channel: foreground where its probability is above this
 
     Returns
     -------
@@ -111,4 +113,4 @@ def assemble(patches: np.ndarray, numinst_prob: np.ndarray, patch_shape, *, patc
         numinst_thresholds=numinst_thresholds, consensus=consensus, different_rule=different_rule,
         selection=selection, partition_method=partition, edge_threshold=edge_threshold, max_num_inst=max_num_inst,
         min_instance_size=min_instance_size, refine_consensus=refine_consensus, overlap_votes=overlap_votes,
-        thin_out=thin_out).labels
+        thin_out=thin_out, foreground_threshold=foreground_threshold).labels

@@ -83,6 +83,7 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
     from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
+    from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.runner import run_stage
 
     if sum(x is not None for x in (raw, prediction, labels)) != 1:
@@ -147,12 +148,14 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
 
         open_raw(raw, config.data)  # one sentence now if the volume does not fit the config
         ckpt = str(checkpoint or resolve_checkpoint(exp_dir, config.prediction.checkpoint))
+        config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
         source = NetworkPrediction(config, str(raw), ckpt, threads)
     elif raw is not None:
         from ppp_dist.model import resolve_checkpoint
         from ppp_dist.pipeline import predict_blocks as pb
 
         ckpt = str(checkpoint or resolve_checkpoint(exp_dir, config.prediction.checkpoint))
+        config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
         prediction = str(exp_dir / "prediction.zarr")
         outputs = pb.prepare_outputs(config, raw, prediction, ckpt)
         grid = pb.predict_grid(config, raw, block_shape)

@@ -85,7 +85,8 @@ def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarr
             keep = (slice(None), *(slice(0, s) for s in b.shape))
             tile_out = {name: to_storage(name, v[i][keep], config.prediction.patch_dtype) for name, v in values.items()}
             if config.prediction.zero_background:
-                tile_out = zero_background(tile_out, config.vote.numinst_thresholds)
+                tile_out = zero_background(tile_out, config.vote.numinst_thresholds,
+                                           config.vote.foreground_threshold)
             for name, stored in tile_out.items():
                 if name not in result:
                     result[name] = np.zeros((stored.shape[0],) + box.shape, stored.dtype)

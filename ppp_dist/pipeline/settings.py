@@ -33,6 +33,7 @@ class AssemblySettings:
     patch_threshold: float = 0.5
     cover_threshold: float = 0.5
     numinst_thresholds: tuple[float, float] = (0.9, 0.1)
+    foreground_threshold: float = 0.5
     consensus: str = "prob_product"
     different_rule: str = "less_than_threshold"
     selection: str = "local"
@@ -68,6 +69,7 @@ class AssemblySettings:
                               "(or dilate the output afterwards with `ppp-dist postprocess`)")
         return cls(tuple(model.patch_shape), patch_threshold=vote.patch_threshold,
                    cover_threshold=vote.cover_threshold, numinst_thresholds=tuple(vote.numinst_thresholds),
+                   foreground_threshold=vote.foreground_threshold,
                    consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
                    partition=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
                    min_instance_size=config.postprocess.min_instance_size, overlap_channels=vote.overlap_channels,
@@ -81,6 +83,7 @@ class AssemblySettings:
         """Keyword arguments of ``ops.assemble`` giving the same result on the whole volume."""
         return dict(patch_threshold=self.patch_threshold, cover_threshold=self.cover_threshold,
                     numinst_thresholds=self.numinst_thresholds, consensus=self.consensus,
+                    foreground_threshold=self.foreground_threshold,
                     different_rule=self.different_rule, selection=self.selection, partition=self.partition,
                     edge_threshold=self.edge_threshold, max_num_inst=self.max_num_inst,
                     min_instance_size=self.min_instance_size, refine_consensus=self.refine_consensus,

@@ -46,7 +46,7 @@ def to_numinst(n: np.ndarray, settings: Any, spatial: tuple[int, ...]) -> np.nda
 
     if n.dtype != np.uint8:
         n = n.astype(np.float32, copy=False)
-    return numinst_from_prob(n, settings.numinst_thresholds, spatial)
+    return numinst_from_prob(n, settings.numinst_thresholds, spatial, settings.foreground_threshold)
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class StoredPrediction:
 
         where = self.patches.rsplit("/", 1)[0]
         shape = check_prediction(_open(self.patches), _open(self.numinst), settings.patch_shape, where)
-        if _open(self.numinst).shape[0] == 3:  # a foreground channel (fg) does not use the thresholds
-            check_zeroed(_open(self.patches).attrs, settings.numinst_thresholds, f"{where}/patches")
+        fg = settings.foreground_threshold if _open(self.numinst).shape[0] == 1 else None  # one fg channel
+        check_zeroed(_open(self.patches).attrs, settings.numinst_thresholds, f"{where}/patches", fg)
         return shape
 
     def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:

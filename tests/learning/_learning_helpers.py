@@ -11,6 +11,7 @@ from ppp_dist.config import config_from_table
 from ppp_dist.config.sections import PipelineConfig
 
 RUN_SLOW = os.environ.get("PPP_DIST_RUN_SLOW") == "1"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 slow = pytest.mark.skipif(not RUN_SLOW, reason="slow; set PPP_DIST_RUN_SLOW=1 to run")
 
 
@@ -34,3 +35,13 @@ def make_config(sample: str | Path | None = None, model: dict | None = None, tra
         **sections,
     }
     return config_from_table(table)
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

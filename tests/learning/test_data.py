@@ -41,12 +41,17 @@ def test_crops_contain_the_drawn_category(tubes_sample, probabilities, category)
         assert inside
 
 
-def test_reading_outside_the_volume_pads_with_zeros(nuclei_sample):
+def test_reading_outside_the_volume_mirrors_raw_and_pads_gt_with_background(nuclei_sample):
     sample = TrainingSample(str(nuclei_sample), DATA)
-    box = Box((0, -5, 60), (1, 5, 70))
+    shape = sample.shape
+    box = Box((0, -5, shape[2] - 4), (1, 5, shape[2] + 6))  # 5 rows above the volume, 6 columns right of it
     raw, gt = sample.read_raw(box), sample.read_gt(box)
     assert raw.shape == (1, 1, 10, 10) and gt.shape == (1, 1, 10, 10)
-    assert (raw[:, :, :5] == 0).all() and (raw[:, :, :, 4:] == 0).all() and (gt[:, :, :5] == 0).all()
+    inside = sample.read_raw(Box((0, 0, shape[2] - 4), (1, 5, shape[2])))
+    np.testing.assert_array_equal(raw[:, :, 5:, :4], inside)
+    np.testing.assert_array_equal(raw[:, :, :5, :4], inside[:, :, ::-1])  # mirrored at the top border
+    np.testing.assert_array_equal(raw[:, :, 5:, 4:8], inside[:, :, :, ::-1])  # and at the right border
+    assert (gt[:, :, :5] == 0).all() and (gt[:, :, :, 4:] == 0).all()
 
 
 def test_undeformed_transform_reproduces_the_plain_crop(nuclei_sample):

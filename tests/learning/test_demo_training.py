@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from _learning_helpers import slow
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_demo.py"
+from _learning_helpers import load_script, slow
 
 
 @pytest.mark.slow
 @slow
 def test_demo_beats_connected_components_on_held_out_images(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_demo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path / "demo"), "--threads", "1"]) == 0
+    assert load_script("train_demo").main(["--out", str(tmp_path / "demo"), "--threads", "1"]) == 0
     mean = json.loads((tmp_path / "demo" / "summary.json").read_text())["mean"]
     assert mean["ppp_avS"] >= 0.7
     assert mean["ppp_avS"] > mean["cc_avS"]

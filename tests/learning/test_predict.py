@@ -22,23 +22,28 @@ def _write_raw(path, shape, seed=0):
     return raw
 
 
-def _checkpoint(config, tmp_path):
+def _checkpoint(config, tmp_path, recorded=True):
+    """A random network's checkpoint; ``recorded``: with the normalisation settings a training records (an
+    older model has none, and was trained with zeros outside the volume)."""
+    from ppp_dist.learning.normalize import settings_of
+
     torch.manual_seed(0)
     net = build_model(config.model, config.data.num_channels)
     for p in net.parameters():  # make the random network's outputs vary strongly in space
         p.data.mul_(1.5)
-    return save_checkpoint(tmp_path / "train" / "checkpoint_1.pt", net, iteration=1)
+    return save_checkpoint(tmp_path / "train" / "checkpoint_1.pt", net, iteration=1,
+                           normalization=settings_of(config.data) if recorded else None)
 
 
-def _single_pass(config, checkpoint, raw):
-    """Whole volume, zero-padded by the context (+ up to one tile at the far end), in one forward pass."""
+def _single_pass(config, checkpoint, raw, mode="symmetric"):
+    """Whole volume, mirrored at its border (or zero-padded: ``mode="constant"``) by the context (+ up to one
+    tile at the far end), in one forward pass."""
     geometry = tile_geometry(config.model)
     net = load_network(config.model, raw.shape[0], checkpoint, "cpu")
     spatial = raw.shape[1:]
     n = [-(-s // o) for s, o in zip(spatial, geometry.output_shape)]
-    padded = np.zeros((raw.shape[0],) + tuple(k * o + 2 * c for k, o, c in
-                                             zip(n, geometry.output_shape, geometry.context)), np.float32)
-    padded[(slice(None),) + tuple(slice(c, c + s) for c, s in zip(geometry.context, spatial))] = raw
+    pads = [(0, 0)] + [(c, k * o + c - s) for s, k, o, c in zip(spatial, n, geometry.output_shape, geometry.context)]
+    padded = np.pad(raw.astype(np.float32), pads, mode=mode)
     with torch.no_grad():
         patch_logits, numinst_logits = net(torch.from_numpy(padded)[None])
     crop = (0, slice(None)) + tuple(slice(m, m + s) for m, s in zip(geometry.net_crop, spatial))
@@ -78,6 +83,20 @@ def test_tiled_prediction_equals_single_pass(name, patch_dtype, tmp_path):
                                    atol=1)
     else:
         np.testing.assert_allclose(patches.astype(np.float32), expected["patches"], atol=2e-3)
+
+
+def test_an_older_checkpoint_is_predicted_with_zeros_outside_the_volume(tmp_path):
+    """Checkpoints without recorded settings were trained with zeros outside the volume: predicted so."""
+    model, shape = CASES["2d valid"]
+    config = make_config(model=model, data={"num_channels": shape[0]}, prediction={"device": "cpu"})
+    raw = _write_raw(tmp_path / "in.zarr", shape)
+    checkpoint = _checkpoint(config, tmp_path, recorded=False)
+    predict_volume(config, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+    numinst = open_array(f"{tmp_path}/out.zarr/numinst")[...]
+    zeros = to_storage("numinst", _single_pass(config, checkpoint, raw, mode="constant")["numinst"])
+    mirror = to_storage("numinst", _single_pass(config, checkpoint, raw)["numinst"])
+    np.testing.assert_allclose(numinst.astype(int), zeros.astype(int), atol=1)
+    assert np.abs(numinst.astype(int) - mirror.astype(int)).max() > 1  # the two paddings do differ
 
 
 def test_predict_tile_is_a_pure_batched_function(tmp_path):
