@@ -21,6 +21,7 @@ array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.errors import ConfigError
 from ppp_dist.experiment import (INSTANCES, POSTPROCESSED, PREDICTION, Experiment, check_experiment_location,
                                  experiment_configs, open_experiment)
+from ppp_dist.lock import ExperimentLock, check_free
 from ppp_dist.logs import setup_logging
 from ppp_dist.preflight import Preflight
 
@@ -44,6 +46,7 @@ class TaskContext:
     experiment: Experiment
     order: tuple[str, ...]
     explicit_input: str | None  # --input of this command line, if any
+    lock: ExperimentLock | None = None  # held for the whole run (the blockwise stages add the database row)
 
     @property
     def config(self) -> PipelineConfig:
@@ -70,14 +73,25 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
     """Run task names (groups expanded) in pipeline order inside one experiment folder."""
     exp_dir = Path(args.exp) if args.exp else None
     check_experiment_location(root=args.root, exp=exp_dir)
+    if exp_dir is not None:
+        check_free(exp_dir)  # another run of this experiment: refused before anything is read or written
     configs = experiment_configs(exp_dir, args.config) if exp_dir is not None else list(args.config)
     config = load_config(configs, overrides)  # config errors first, before anything is written
     order = tuple(_drop_implied(tasks.expand(names), names, config))
     tasks.check_available(list(order))
     Preflight(order, config, getattr(args, "input", None), exp_dir).run()
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides)
-    setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
-    context = TaskContext(experiment, order, getattr(args, "input", None))
+    command = "ppp-dist " + " ".join(names)  # never the arguments: a --set may hold a password
+    with contextlib.ExitStack() as held:
+        lock = held.enter_context(ExperimentLock(exp_dir, command).acquire()) if exp_dir is not None else None
+        experiment = open_experiment(root=args.root, exp=args.exp, configs=args.config, overrides=overrides)
+        if lock is None:  # a new folder: nobody else knows it yet
+            lock = held.enter_context(ExperimentLock(experiment.path, command).acquire())
+        setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
+        return _run_order(TaskContext(experiment, order, getattr(args, "input", None), lock))
+
+
+def _run_order(context: TaskContext) -> int:
+    experiment, order = context.experiment, context.order
     print(f"experiment folder: {experiment.path}")
     chained = _blockwise_chain(order, experiment.config)
     for name in order:
@@ -224,6 +238,8 @@ def _label_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None =
 
     with open_database(ctx.config.database, ctx.experiment.path) as db:  # one database, one experiment
         db.claim(ctx.experiment.id, str(ctx.experiment.path.resolve()))
+    if ctx.lock is not None:
+        ctx.lock.hold_database(ctx.config.database)  # the run holds the database too (a copied folder, ...)
     client = start_cluster(ctx.config.cluster)
     print(f"dask dashboard: {client.dashboard_link}")
     try:
