@@ -20,8 +20,12 @@ The dashboard link is logged at start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from ppp_dist.config import ClusterConfig
@@ -30,6 +34,21 @@ from ppp_dist.errors import SchedulerError
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0  # how long joining a scheduler may take before SchedulerError
+
+
+@contextlib.contextmanager
+def workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started inside ignore SIGINT: Ctrl-C in a terminal goes to the whole process group,
+    and workers that took it would each print a KeyboardInterrupt traceback while this process (which gets it
+    too) stops the cluster and says "interrupted" in one line."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the worker processes started now
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _client_for(cluster: Any) -> Any:
@@ -48,9 +67,10 @@ def start_local_cluster(config: ClusterConfig) -> Any:
     """Client of a new ``LocalCluster`` (processes, ``threads_per_worker`` threads each)."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=_local_workers(config), threads_per_worker=config.threads_per_worker,
-                           processes=True, memory_limit=config.memory_limit,
-                           dashboard_address=config.dashboard_address, silence_logs=logging.WARNING)
+    with workers_ignore_sigint():
+        cluster = LocalCluster(n_workers=_local_workers(config), threads_per_worker=config.threads_per_worker,
+                               processes=True, memory_limit=config.memory_limit,
+                               dashboard_address=config.dashboard_address, silence_logs=logging.WARNING)
     logger.info("local cluster: %d worker processes x %d thread(s)", len(cluster.workers), config.threads_per_worker)
     return _client_for(cluster)
 
@@ -88,7 +108,8 @@ def start_cuda_cluster(config: ClusterConfig) -> Any:
     if config.memory_limit != "auto":
         kwargs["memory_limit"] = config.memory_limit
     try:
-        cluster = LocalCUDACluster(**kwargs)
+        with workers_ignore_sigint():
+            cluster = LocalCUDACluster(**kwargs)
     except Exception as err:  # NVMLError_LibraryNotFound, no devices, CUDA driver errors: all mean "no GPU"
         logger.warning("[cluster] kind = \"cuda\" but no usable GPU (%s: %s); running on a local CPU cluster "
                        "instead", type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
@@ -182,4 +203,4 @@ def close_cluster(client: Any) -> None:
 
 
 __all__ = ["CONNECT_TIMEOUT_S", "close_cluster", "connect", "jobqueue_kwargs", "make_jobqueue_cluster",
-           "start_cluster", "start_cuda_cluster", "start_local_cluster"]
+           "start_cluster", "start_cuda_cluster", "start_local_cluster", "workers_ignore_sigint"]

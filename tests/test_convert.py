@@ -169,3 +169,19 @@ def test_script_writes_a_sample_plan_accepts(tmp_path, stack, capsys):
     assert _script().main(argv) == 0
     assert "volumes/gt_instances (1, 5, 24, 32) with 2 instances" in capsys.readouterr().out
     assert ppp_main(["plan", "--input", f"{tmp_path}/s.zarr/volumes/raw"]) == 0
+
+
+def test_an_unreadable_file_is_one_line(tmp_path):
+    """imageio's error spans four lines; convert_to_zarr prints one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bad.png").write_text("garbage\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_to_zarr.py"
+    result = subprocess.run([sys.executable, str(script), "--raw", str(tmp_path / "bad.png"), "--out",
+                             str(tmp_path / "o.zarr")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"convert_to_zarr: error: cannot read {tmp_path / 'bad.png'}: ") and "Traceback" not in line
+    assert not (tmp_path / "o.zarr").exists()

@@ -257,5 +257,10 @@ def save_config(config: PipelineConfig, path: Path | str) -> Path:
     table = config_to_table(config)
     table["ppp_dist"] = {"version": __version__}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Resolved ppp_dist config: defaults <- files <- --set overrides.\n" + tomli_w.dumps(table))
+    tmp = path.with_name(f".{path.name}.tmp")  # a full disk must not leave a half-written config behind
+    try:
+        tmp.write_text("# Resolved ppp_dist config: defaults <- files <- --set overrides.\n" + tomli_w.dumps(table))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
