@@ -52,7 +52,7 @@ def make_hostile_inputs(d: Path, oracle) -> None:
     torch.save(state, d / "bad_architecture.pt")
 
     raw = np.random.default_rng(1).random((1, 4, 16, 16), dtype=np.float32)
-    group = zarr.open_group(d / "raw.zarr", mode="a")
+    group = zarr.open_group(d / "hostile_raw.zarr", mode="w")
     group.create_array("complex", data=(raw + 1j * raw).astype(np.complex64))
     group.create_array("overflow", data=np.full_like(raw, 1e38))
     _meta_only(d / "huge_raw.zarr" / "raw", (1, 1, HUGE, HUGE), "float32", (1, 1, 4096, 4096))
@@ -142,9 +142,14 @@ def exp_locked(tmp, data, request):
     return {"pid": str(holder.pid), "host": socket.gethostname()}
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # the row's stderr is ppp-dist's alone
+        pass
+
+
 def http_server(tmp, data, request):
     """Something that is not a dask scheduler on a port: an HTTP server."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     request.addfinalizer(server.shutdown)
     request.getfixturevalue("monkeypatch").setattr("ppp_dist.cluster.CONNECT_TIMEOUT_S", 1.0)

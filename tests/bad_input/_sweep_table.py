@@ -394,17 +394,17 @@ ROWS = [
         "postprocess: 4000000000 -> 2 instances", stream="stdout", check=relabelled_two),
 
     # -- values the network or the vote cannot take (issue #15)
-    row("value-raw-overflows-network", f"predict {TINY} --root runs --input {{data}}/raw.zarr/overflow", 2,
-        "raw.zarr/overflow holds 1e+38 at channel 0, voxel (0, 0, 0), outside [-1e+20, 1e+20]; with [data] "
+    row("value-raw-overflows-network", f"predict {TINY} --root runs --input {{data}}/hostile_raw.zarr/overflow", 2,
+        "hostile_raw.zarr/overflow holds 1e+38 at channel 0, voxel (0, 0, 0), outside [-1e+20, 1e+20]; with [data] "
         "normalization = 'none' values this large overflow the network"),
     row("value-float-patches-above-one", f"{LABEL} --input {{data}}/wide_patches.zarr", 2,
         "wide_patches.zarr/patches holds 1.7 at channel 4, voxel (0, 6, 6), outside [0, 1]; float predictions are "
         "probabilities"),
     row("value-float-patches-above-one-in-process", f"{INPROCESS} --input {{data}}/wide_patches.zarr", 2,
         "outside [0, 1]"),
-    row("value-complex-raw", f"predict {TINY} --root runs --input {{data}}/raw.zarr/complex", 2,
-        "raw.zarr/complex holds complex numbers (complex64); give real numbers"),
-    row("value-complex-raw-plan", "plan --input {data}/raw.zarr/complex", 2, "holds complex numbers (complex64)"),
+    row("value-complex-raw", f"predict {TINY} --root runs --input {{data}}/hostile_raw.zarr/complex", 2,
+        "hostile_raw.zarr/complex holds complex numbers (complex64); give real numbers"),
+    row("value-complex-raw-plan", "plan --input {data}/hostile_raw.zarr/complex", 2, "holds complex numbers (complex64)"),
 
     # -- crafted shapes: refused at once, plan is O(1) in the blocks (issue #15)
     row("shape-crafted-huge-plan", "plan --input {data}/huge_raw.zarr/raw", 2,
