@@ -139,16 +139,39 @@ def main(argv: list[str] | None = None) -> int:
     from ppp_dist import commands  # imported here: keeps --help fast
     from ppp_dist.errors import PppDistError
     from ppp_dist.logs import setup_logging
+    from ppp_dist.redact import redact
 
     setup_logging("DEBUG" if getattr(args, "verbose", False) else "INFO")
     try:
         return commands.dispatch(args, do_tasks)
     except PppDistError as err:
-        print(f"ppp-dist: error: {one_line(str(err))}", file=sys.stderr)
+        print(f"ppp-dist: error: {redact(one_line(str(err)))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ppp-dist: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"ppp-dist: error: {redact(full)}; free some space (or choose another --root / [database] path), "
+              "then run the same command again: it resumes where it stopped", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def disk_full(err: BaseException) -> str | None:
+    """"no space left ..." when ``err`` (or an exception it was raised from) is a full disk or quota, else None."""
+    import errno
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on the device{f' (writing {err.filename})' if err.filename else ''}"
+        if "database or disk is full" in str(err):
+            return "no space left on the device of the run database"
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

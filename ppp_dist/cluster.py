@@ -22,10 +22,14 @@ The dashboard link is logged at start; :func:`dashboard_link` makes it the addre
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +92,21 @@ def dashboard_link(client: Any, config: ClusterConfig) -> str:
     return reachable_link(link, config.dashboard_address)
 
 
+@contextlib.contextmanager
+def workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started inside ignore SIGINT: Ctrl-C in a terminal goes to the whole process group,
+    and workers that took it would each print a KeyboardInterrupt traceback while this process (which gets it
+    too) stops the cluster and says "interrupted" in one line."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the worker processes started now
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _client_for(cluster: Any, config: ClusterConfig) -> Any:
     from distributed import Client
 
@@ -104,9 +123,10 @@ def start_local_cluster(config: ClusterConfig) -> Any:
     """Client of a new ``LocalCluster`` (processes, ``threads_per_worker`` threads each)."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=_local_workers(config), threads_per_worker=config.threads_per_worker,
-                           processes=True, memory_limit=config.memory_limit,
-                           dashboard_address=config.dashboard_address, silence_logs=logging.WARNING)
+    with workers_ignore_sigint():
+        cluster = LocalCluster(n_workers=_local_workers(config), threads_per_worker=config.threads_per_worker,
+                               processes=True, memory_limit=config.memory_limit,
+                               dashboard_address=config.dashboard_address, silence_logs=logging.WARNING)
     logger.info("local cluster: %d worker processes x %d thread(s)", len(cluster.workers), config.threads_per_worker)
     return _client_for(cluster, config)
 
@@ -144,7 +164,8 @@ def start_cuda_cluster(config: ClusterConfig) -> Any:
     if config.memory_limit != "auto":
         kwargs["memory_limit"] = config.memory_limit
     try:
-        cluster = LocalCUDACluster(**kwargs)
+        with workers_ignore_sigint():
+            cluster = LocalCUDACluster(**kwargs)
     except Exception as err:  # NVMLError_LibraryNotFound, no devices, CUDA driver errors: all mean "no GPU"
         logger.warning("[cluster] kind = \"cuda\" but no usable GPU (%s: %s); running on a local CPU cluster "
                        "instead", type(err).__name__, str(err).strip().splitlines()[0] if str(err).strip() else "")
@@ -247,4 +268,5 @@ def close_cluster(client: Any) -> None:
 
 
 __all__ = ["CONNECT_TIMEOUT_S", "close_cluster", "connect", "dashboard_link", "jobqueue_kwargs",
-           "make_jobqueue_cluster", "reachable_link", "start_cluster", "start_cuda_cluster", "start_local_cluster"]
+           "make_jobqueue_cluster", "reachable_link", "start_cluster", "start_cuda_cluster", "start_local_cluster",
+           "workers_ignore_sigint"]

@@ -15,7 +15,8 @@ import tomli_w
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.config.loader import config_to_table
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.experiment import CONFIG_NAME
+from ppp_dist.experiment import CONFIG_NAME, experiment_configs
+from ppp_dist.redact import MASK
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,13 @@ def _check_demo(args: argparse.Namespace) -> None:
     """The user's part of a demo command (experiment folder, --config files, --set), before the demo writes."""
     from ppp_dist import demo
     from ppp_dist.experiment import check_experiment_location
+    from ppp_dist.lock import check_free
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     check_experiment_location(root=args.root, exp=args.exp)
+    if args.exp is not None:
+        check_free(args.exp)
     try:
         base = [demo.sample_model()[1]] if hasattr(demo, "sample_model") else []
     except InputDataError:
@@ -90,16 +96,19 @@ def _open_input(config: PipelineConfig):
     if array.ndim not in (3, 4):
         raise InputDataError(f"{config.data.input} has {array.ndim} dimensions with shape {array.shape}; "
                              "expected (C, Z, Y, X) or (Z, Y, X)")
+    volumes.check_real(array, config.data.input)
     volumes.check_not_empty(array, config.data.input)
     return array
 
 
 def plan(args: argparse.Namespace) -> int:
     """Print the blocks, halos and memory per block of every stage for the input volume."""
+    from ppp_dist.limits import check_volume
     from ppp_dist.plan import check_mws_budget, format_bytes, network_lines, plan_volume
     config = load_config(args.config, _overrides(args))
     array = _open_input(config)
     spatial = tuple(int(s) for s in array.shape[-3:])
+    check_volume(spatial, str(config.data.input), config.vote.block_shape)
     channels = int(array.shape[0]) if array.ndim == 4 else 1
     if channels != config.data.num_channels:
         raise InputDataError(f"{config.data.input} has {channels} channels but [data] num_channels = "
@@ -127,7 +136,7 @@ def status(args: argparse.Namespace) -> int:
     saved = path / CONFIG_NAME
     if not saved.is_file():
         raise ConfigError(f"{path} is not a ppp_dist experiment folder (no {CONFIG_NAME})")
-    config = load_config([saved])
+    config = load_config(experiment_configs(path, []))  # reads only: a read-only folder is fine
     print(f"experiment {path}")
     print(f"  config   {saved} (input: {config.data.input or '-'}, patches {config.model.patch_shape})")
     outputs = sorted(p.name for p in path.iterdir() if p.suffix in (".zarr", ".sqlite", ".csv", ".json", ".md"))
@@ -144,25 +153,37 @@ def status(args: argparse.Namespace) -> int:
     }
     for name, what in produced.items():
         print(f"  {name:<12} {'done: ' + what if what else 'not run'}")
+    _print_lock(path)
     database = Path(config.database.path) if config.database.path else path / "graph.sqlite"
     if config.database.backend == "postgres" or database.is_file():  # status creates no database
-        from ppp_dist.io.database import inspect_database
-        from ppp_dist.io.graph_store import open_graph_store
+        from ppp_dist.io.database import inspect_database, open_read_only
+        from ppp_dist.io.graph_store import GraphStore
         from ppp_dist.ledger import Ledger
 
-        inspect_database(config.database, path)  # a foreign database is refused before it is opened
-        store = open_graph_store(config.database, path)
-        try:
-            table = Ledger(store).status_table()
-        finally:
-            store.close()
-        print("  blockwise stages (ledger):")
-        print("\n".join(f"    {line}" for line in table.splitlines()) if table.count("\n") > 1
-              else "    none run yet")
+        inspect_database(config.database, path)  # a foreign or damaged database is refused before it is read
+        db = open_read_only(config.database, path)  # reads only: works on a read-only experiment too
+        if db is not None:
+            try:
+                table = Ledger(GraphStore(db)).status_table()
+            finally:
+                db.close()
+            print("  blockwise stages (ledger):")
+            print("\n".join(f"    {line}" for line in table.splitlines()) if table.count("\n") > 1
+                  else "    none run yet")
     return 0
+
+
+def _print_lock(path: Path) -> None:
+    """The run that holds the experiment, if any (``ppp_dist.lock``)."""
+    from ppp_dist.lock import LOCK_NAME, read_holder
+
+    holder = read_holder(path / LOCK_NAME)
+    if holder is not None:
+        gone = holder.gone()
+        print(f"  lock     {'stale (' + gone + ')' if gone else 'running'}: {holder.describe()}")
 
 
 def show_config(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
-    print(tomli_w.dumps(config_to_table(config)), end="")
+    print(tomli_w.dumps(config_to_table(config, mask=MASK)), end="")  # the DSN's password as ***
     return 0

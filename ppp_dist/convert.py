@@ -136,7 +136,8 @@ def _read_file(path: Path) -> tuple[np.ndarray, str | None]:
         raise InputDataError(f"reading {path} needs the package {err.name}; install it with "
                              f"pip install {'tifffile' if suffix != '.png' else 'imageio'}") from err
     except (OSError, ValueError) as err:
-        raise InputDataError(f"cannot read {path}: {err}") from err
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise InputDataError(f"cannot read {path}: {first}") from err
 
 
 def _to_czyx(image: np.ndarray, axes: str | None, name: str, *, channel_axis: int | None,
@@ -330,7 +331,7 @@ def _prepare_and_write(text: str, data: np.ndarray, *, voxel_size: tuple[float, 
     lead = data.shape[0] if kind == "image" else 1
     arr = volumes.prepare_array(text, shape=data.shape, chunks=(lead,) + tuple(chunks), dtype=data.dtype,
                                 overwrite=overwrite, axes="czyx", voxel_size=voxel_size, kind=kind,
-                                attrs=attrs)
+                                attrs=attrs, overwrite_hint="pass --overwrite")
     volumes.write_box(arr, Box.from_shape(spatial), data)
 
 

@@ -19,9 +19,11 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from ppp_dist.errors import InputDataError
 from ppp_dist.experiment import open_experiment
+from ppp_dist.lock import ExperimentLock
 from ppp_dist.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -69,8 +71,11 @@ def start_cluster(n_workers: int):
     """A LocalCluster with one process per worker and one thread each; the dashboard on a free port."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.WARNING)
+    from ppp_dist.cluster import workers_ignore_sigint
+
+    with workers_ignore_sigint():  # Ctrl-C: one line from this process, no traceback from each worker
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.WARNING)
     return Client(cluster)
 
 
@@ -89,6 +94,16 @@ def blockwise_summary(client, raw_path: str, gt_path: str) -> dict[str, object]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    checkpoint, model_config = sample_model()
+    overrides = list(DEMO_SETTINGS) + list(args.overrides)
+    experiment = open_experiment(root=args.root, exp=args.exp, configs=[model_config, *args.config],
+                                 overrides=overrides, name="demo")
+    with ExperimentLock(experiment.path, "ppp-dist demo").acquire():  # one run at a time per experiment
+        return _run_demo(args, experiment, checkpoint, started)
+
+
+def _run_demo(args: argparse.Namespace, experiment: Any, checkpoint: Path, started: float) -> int:
     from ppp_dist.evaluate import evaluate_with_config
     from ppp_dist.io.database import open_database
     from ppp_dist.model import read_checkpoint
@@ -96,11 +111,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from ppp_dist.plan import format_bytes, plan_volume
     from ppp_dist.run_tasks import summary_line
 
-    started = time.perf_counter()
-    checkpoint, model_config = sample_model()
-    overrides = list(DEMO_SETTINGS) + list(args.overrides)
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=[model_config, *args.config],
-                                 overrides=overrides, name="demo")
     config = experiment.config
     setup_logging("DEBUG" if args.verbose else config.general.log_level, experiment.log_path)
     print(f"experiment folder: {experiment.path}")

@@ -47,3 +47,7 @@ class BlockError(PppDistError):
         self.block_id = block_id
         self.reason = reason
         super().__init__(f"block {block_id}: {reason}")
+
+
+class LockedError(PppDistError):
+    """Another run holds the experiment (its lock file or the lock row of its database)."""

@@ -2,6 +2,10 @@
 
 ``--root DIR`` creates ``DIR/<name>_<yymmdd_HHMMSS>``; ``--exp DIR`` resumes an existing folder and, without
 ``--config``, reads the config saved in it.
+
+The saved ``config.toml`` never holds a password: a ``[database] dsn`` with one is saved without it, and the
+whole DSN goes to ``secrets.toml`` beside it, readable by its owner only (mode 0600), which resuming and
+``status`` read too. ``config.toml`` can be shown, copied and shared; ``secrets.toml`` cannot.
 """
 
 from __future__ import annotations
@@ -9,11 +13,15 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
+
 from ppp_dist.config import PipelineConfig, load_config, save_config
+from ppp_dist.config.loader import public_config
 from ppp_dist.errors import ConfigError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -24,6 +32,8 @@ PREDICTION = "prediction.zarr"
 INSTANCES = "instances.zarr"
 POSTPROCESSED = "postprocessed.zarr"
 ID_NAME = "experiment_id"  # a random id written once; the run database records it (one database, one run)
+SECRETS_NAME = "secrets.toml"  # the DSN with its password (mode 0600), apart from config.toml
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,16 @@ def experiment_id(path: Path | str, *, create: bool = True) -> str:
     """
     file = Path(path) / ID_NAME
     if file.is_file():
-        text = file.read_text().strip()
+        try:
+            text = file.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{file} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}): "
+                              "not ppp_dist's; remove it (a new id is written) or restore it from a copy") from err
+        except OSError as err:
+            raise StorageError(f"{file} cannot be read ({err.strerror}); fix its permissions") from err
+        if text and not _ID.match(text):
+            raise ConfigError(f"{file} holds {text[:40]!r}, not an experiment id (letters, digits, _.-): not "
+                              "ppp_dist's; remove it (a new id is written) or restore it from a copy")
         if text:
             return text
     if not create:
@@ -91,7 +110,22 @@ def experiment_configs(exp: Path | str, configs: list[Path] | list[str]) -> list
         return [Path(c) for c in configs]
     if not saved.is_file():
         raise ConfigError(f"experiment folder {path} has no {CONFIG_NAME}; pass --config FILE")
-    return [saved]
+    secrets = path / SECRETS_NAME
+    return [saved, secrets] if secrets.is_file() else [saved]
+
+
+def _save_secrets(path: Path, config: PipelineConfig) -> None:
+    """``secrets.toml`` (mode 0600) with the DSN when it has a password that ``config.toml`` leaves out."""
+    file = path / SECRETS_NAME
+    if public_config(config) == config:
+        file.unlink(missing_ok=True)
+        return
+    text = ("# The database DSN of this experiment with its password (config.toml keeps it without); readable by "
+            "its owner only. Never share this file.\n" + tomli_w.dumps({"database": {"dsn": config.database.dsn}}))
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _writable_folder_check(path: Path, what: str) -> None:
@@ -113,6 +147,7 @@ def check_experiment_location(*, root: Path | str | None, exp: Path | str | None
         raise ConfigError("give either --root (start a new experiment) or --exp (resume one), not both")
     if exp is not None:
         experiment_configs(exp, [Path("-")])  # existence only; the configs are checked by load_config
+        experiment_id(exp, create=False)  # a damaged id file is reported now, not after the config is saved
         _writable_folder_check(Path(exp), "experiment folder")
     else:
         _writable_folder_check(Path(root if root is not None else "experiments"), "experiment folder")
@@ -139,12 +174,13 @@ def open_experiment(*, root: Path | str | None, exp: Path | str | None, configs:
     config = load_config(configs, overrides)  # fails before anything is written
     _writable_folder(path, "experiment folder")
     saved = path / CONFIG_NAME
-    if saved.is_file() and load_config([saved]) != config:
+    if saved.is_file() and load_config([saved]) != public_config(config):
         backup = path / "backups" / f"config_{_dt.datetime.now().strftime('%y%m%d_%H%M%S_%f')}.toml"
         backup.parent.mkdir(exist_ok=True)
         saved.replace(backup)
         logger.info("config changed; the previous one is kept as %s", backup)
-    save_config(config, saved)
+    save_config(config, saved)  # without the DSN's password
+    _save_secrets(path, config)
     experiment_id(path)
     logger.debug("experiment folder: %s", path)
     return Experiment(path=path, config=config)

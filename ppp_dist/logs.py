@@ -6,7 +6,17 @@ import logging
 import sys
 from pathlib import Path
 
+from ppp_dist.redact import redact
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter that hides DSN passwords (``ppp_dist.redact``) in the whole formatted record, traceback
+    included: no log line of ppp_dist, at any level, in any file, holds one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -25,6 +35,21 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+class LogFile(logging.FileHandler):
+    """A log file that stops writing, silently, when it cannot (a full disk, a removed folder): the logging
+    module would otherwise print a traceback on stderr for every record, while the command reports the full
+    disk in its own one sentence."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+
 def setup_logging(level: str | int = "INFO", logfile: Path | str | None = None) -> None:
     """Log to stderr at ``level`` and, if given, to ``logfile`` at DEBUG.
 
@@ -40,13 +65,13 @@ def setup_logging(level: str | int = "INFO", logfile: Path | str | None = None) 
         handler.close()
     console = _CurrentStderr()
     console.setLevel(level if isinstance(level, int) else getattr(logging, str(level).upper()))
-    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.setFormatter(RedactingFormatter("%(levelname)s %(message)s"))
     root.addHandler(console)
     if logfile is not None:
         path = Path(logfile)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
+        handler = LogFile(path)
         handler.setLevel(logging.DEBUG)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(RedactingFormatter(_FORMAT))
         root.addHandler(handler)
     root.propagate = False

@@ -421,8 +421,14 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     if not isinstance(state, dict) or "model_state_dict" not in state or "architecture" not in state:
         raise CheckpointError(f"{path} is not a ppp_dist checkpoint (no model_state_dict/architecture)")
     state = dict(state)
-    state["architecture"] = json.loads(state["architecture"])
-    state["shapes"] = json.loads(state.get("shapes") or "{}")
+    for key, default in (("architecture", None), ("shapes", "{}")):
+        try:
+            state[key] = json.loads(state.get(key) or default)
+            if not isinstance(state[key], dict):
+                raise TypeError(f"a {type(state[key]).__name__}, not a JSON object")
+        except (TypeError, ValueError) as err:
+            # "from None": the preflight tells this (a readable file, not ppp_dist's) from torch failing to load
+            raise CheckpointError(f"checkpoint {path} has a damaged '{key}' entry ({err})") from None
     return state
 
 
@@ -441,6 +447,31 @@ def check_compatible(state: dict[str, Any], expected_arch: dict[str, Any], path:
         raise CheckpointError(f"checkpoint {path} belongs to another network: "
                               f"{describe_difference(found, expected_arch)}; use a matching [model] config "
                               f"or another experiment folder")
+
+
+def check_weights(state: dict[str, Any], path: Path | str) -> None:
+    """CheckpointError if the weights of ``state`` (whose architecture matched) do not fit its network: missing
+    or extra tensors, wrong shapes, NaN or infinite values. Builds the network on the meta device (no memory)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in PppModel(state["architecture"], state.get("padding", "valid"))
+                    .state_dict().items()}
+    weights = state["model_state_dict"]
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint {path} has no weights (model_state_dict is a {type(weights).__name__})")
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    wrong = [f"{k} is {tuple(getattr(weights[k], 'shape', ()))}, not {expected[k]}" for k in sorted(expected)
+             if k in weights and tuple(getattr(weights[k], "shape", ())) != expected[k]]
+    for what, names in (("lacks the weights", missing), ("holds unknown weights", extra), ("has weights of the "
+                                                                                          "wrong shape:", wrong)):
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            raise CheckpointError(f"checkpoint {path} {what} {', '.join(names[:3])}{more} for its own architecture: "
+                                  "a damaged or edited checkpoint; use another checkpoint")
+    for name, tensor in weights.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights (in {name}): the training "
+                                  "diverged; use an earlier checkpoint (prediction.checkpoint = ITERATION)")
 
 
 def load_weights(net: PppModel, path: Path | str) -> dict[str, Any]:
@@ -484,6 +515,6 @@ def load_network(model: ModelConfig, num_channels: int, checkpoint: Path | str, 
 
 __all__ = ["PppModel", "UNet", "CodeDecoder", "architecture", "build_model", "network_shapes",
            "expected_output_shape", "measure_output_shape", "save_checkpoint", "read_checkpoint",
-           "load_weights", "load_network", "read_normalization", "check_compatible", "list_checkpoints",
+           "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights", "list_checkpoints",
            "checkpoint_path",
            "resolve_checkpoint", "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]

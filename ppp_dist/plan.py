@@ -72,12 +72,12 @@ def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[
                                     model.padding)
     context = tuple((i - o) // 2 for i, o in zip(predict_in, predict_out))
     out_channels = int(np.prod(model.patch_shape)) if model.head == "patches" else model.code_units
-    predict_blocks = len(geometry.tile(spatial_shape, predict_out, context))
+    predict_blocks = geometry.BlockGrid(spatial_shape, predict_out, context).num_blocks  # O(1): no block is made
     in_bytes = int(np.prod(predict_in)) * config.data.num_channels * 4
     out_bytes = int(np.prod(predict_out)) * (out_channels + model.max_num_inst + 1) * 4
     block_shape = tuple(min(b, s) for b, s in zip(vote.block_shape, spatial_shape))
     halo = vote_halo(AssemblySettings.from_config(config))
-    vote_blocks = len(geometry.tile(spatial_shape, block_shape, halo))
+    vote_blocks = geometry.BlockGrid(spatial_shape, block_shape, halo).num_blocks
     return [
         StagePlan("predict", predict_blocks, predict_out, context, in_bytes + out_bytes,
                   f"network input {predict_in} -> output {predict_out}, {out_channels} "

@@ -9,6 +9,7 @@ folder, no partial array and no changed output behind (``tests/bad_input/test_ba
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -16,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ppp_dist import tasks
+from ppp_dist import limits, tasks
 from ppp_dist.config import PipelineConfig
-from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError, SchedulerError,
+from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError,
                              StorageError)
 from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION, experiment_id
+from ppp_dist.lock import check_database_free
 
 _NEEDS = {"decode": "a prediction group with codes", "label": "a prediction group (patches + numinst)",
           "postprocess": "instance labels", "evaluate": "predicted labels", "visualize": "a prediction group"}
+RAW_LIMIT = 1e20  # |raw| above this with normalization "none" overflows float32 activations (max 3.4e38)
 PREDICTION_SCAN_LIMIT = 2 ** 34  # float predictions above 16 GiB are not scanned before the run: the blocks check
 _NAN_IN_PREDICTION = ("predict it again (check the raw volume for NaN) or replace the values; label cannot vote "
                       "with them")
@@ -89,6 +92,8 @@ class Preflight:
 
     def _same_space(self, spatial: tuple[int, ...], what: str) -> None:
         spatial = tuple(int(s) for s in spatial)
+        blockwise = self.config.vote.blockwise and "label" in self.order  # cut into vote blocks
+        limits.check_volume(spatial, what, self.config.vote.block_shape if blockwise else None)  # crafted shapes
         if self.spatial is not None and spatial != self.spatial:
             raise InputDataError(f"{what} has spatial shape {spatial} but {self.spatial_from} has {self.spatial}; "
                                  "they must cover the same voxels")
@@ -107,6 +112,10 @@ class Preflight:
         if not os.access(probe, os.W_OK | os.X_OK):
             raise StorageError(f"cannot write {what} {path}: {probe} is read-only; fix its permissions or start "
                                "a new experiment with --root")
+        if path.suffix == ".zarr" and path.is_dir():
+            from ppp_dist.io import volumes
+
+            volumes.list_arrays(path)  # damaged (e.g. truncated) metadata of an earlier run: refused now
 
     # -- inputs
 
@@ -132,6 +141,7 @@ class Preflight:
                                      f"{data.num_channels}; set num_channels or give the right samples")
             if gt.dtype.kind not in "ui":
                 raise InputDataError(f"{gt_spec} must hold integer instance ids, got dtype {gt.dtype}")
+            volumes.check_ids(gt, gt_spec)
             volumes.check_finite(raw, raw_spec, f"replace them (e.g. with 0) before {key.split('_')[0]}ing")
             if key == "train_data":  # a nearly constant normalised input learns nothing (a strided subsample)
                 from ppp_dist.learning.normalize import check_spread, fit
@@ -151,14 +161,21 @@ class Preflight:
         if channels != self.config.data.num_channels:
             raise InputDataError(f"{spec} has {channels} channels but [data] num_channels = "
                                  f"{self.config.data.num_channels}; set num_channels or give the right volume")
+        volumes.check_real(arr, spec)
         volumes.check_not_empty(arr, spec)
         self._same_space(arr.shape[-3:], f"the raw volume {spec}")
         hint = "replace them (e.g. with 0) before predict: the network turns them into NaN predictions"
-        if isinstance(arr, np.ndarray):
+        unscaled = self.config.data.normalization == "none"  # values reach the float32 network as they are
+        bounds = (-RAW_LIMIT, RAW_LIMIT) if unscaled else None
+        bounds_hint = ("with [data] normalization = 'none' values this large overflow the network (float32) into "
+                       "NaN; set normalization to clip or minmax, or rescale the raw")
+        if isinstance(arr, np.ndarray):  # an image file (TIFF/PNG), read whole for this check
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise InputDataError(f"{spec} holds NaN or infinite values; {hint}")
+            if bounds and arr.dtype.kind == "f" and arr.size and float(np.abs(arr).max()) > RAW_LIMIT:
+                raise InputDataError(f"{spec} holds values beyond {RAW_LIMIT:g}; {bounds_hint}")
         else:
-            volumes.check_finite(arr, spec, hint)
+            volumes.check_finite(arr, spec, hint, bounds=bounds, bounds_hint=bounds_hint)
         return channels
 
     def _prediction_group(self, group: str, task: str) -> None:
@@ -183,7 +200,14 @@ class Preflight:
         volumes.check_not_empty(patches, patches_path)
         self._same_space(spatial, f"the prediction {group}")
         for arr, path in ((patches, patches_path), (numinst, numinst_path)):
-            volumes.check_finite(arr, path, _NAN_IN_PREDICTION, limit_bytes=PREDICTION_SCAN_LIMIT)
+            volumes.check_finite(arr, path, _NAN_IN_PREDICTION, limit_bytes=PREDICTION_SCAN_LIMIT, bounds=(0.0, 1.0),
+                                 bounds_hint="float predictions are probabilities in [0, 1] (the sigmoid/softmax "
+                                             "outputs predict writes); rescale them or store uint8 = value x 255")
+        if not self.config.vote.blockwise:  # the whole prediction in memory: as read + float32 + labels
+            voxels = math.prod(spatial)
+            need = voxels * (patches.shape[0] * (patches.dtype.itemsize + 4) + 64)
+            limits.check_memory(need, f"label with [vote] blockwise = false on {group}",
+                                "set [vote] blockwise = true (the default), which works block by block")
 
     def _labels(self, spec: str) -> tuple[int, ...]:
         """A label array as evaluate reads it (``evaluate._Labels``); returns its (Z, Y, X) shape."""
@@ -197,6 +221,7 @@ class Preflight:
             raise InputDataError(f"{spec}: labels must be (Y, X), (Z, Y, X) or (K, Z, Y, X) (or a 2D stack (K, Y, X) "
                                  f"with OME axes); got shape {arr.shape}")
         volumes.check_not_empty(arr, spec)
+        volumes.check_ids(arr, spec)
         spatial = tuple(int(s) for s in arr.shape[arr.ndim - n_spatial:])
         return (1, *spatial) if n_spatial == 2 else spatial
 
@@ -231,7 +256,7 @@ class Preflight:
         self.later.append(check)
 
     def _load_checkpoint(self, path: Path | str, channels: int) -> None:
-        from ppp_dist.model import architecture, check_compatible, read_checkpoint
+        from ppp_dist.model import architecture, check_compatible, check_weights, read_checkpoint
 
         try:
             state = read_checkpoint(path)
@@ -243,6 +268,7 @@ class Preflight:
             cause = err
         else:
             check_compatible(state, architecture(self.config.model, channels), path)
+            check_weights(state, path)
             return
         raise CheckpointError(f"cannot read checkpoint {path}: torch cannot load it (not a checkpoint, or a damaged "
                               "one); give a checkpoint_<iteration>.pt written by ppp-dist train") from cause
@@ -250,6 +276,7 @@ class Preflight:
     # -- one method per task
 
     def _train(self) -> None:
+        self._device("training", self.config.training.device)
         self._samples("train_data")
         if self.config.data.val_data and self.config.training.validate_every:
             self._samples("val_data")
@@ -262,12 +289,41 @@ class Preflight:
                                       "or leave it empty to start from random weights")
             self.later.append(lambda: self._load_checkpoint(init, self.config.data.num_channels))
 
+    def _metric(self) -> None:
+        from ppp_dist.config.checks import metric_problem
+
+        problem = metric_problem(self.config)
+        if problem:
+            raise ConfigError(problem)
+
+    def _device(self, section: str, device: str) -> None:
+        """ConfigError if ``device`` (cuda or cuda:N) is not on this machine (checked where the task runs here)."""
+        if not device.startswith("cuda"):
+            return
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            have = f"cuda:0 to cuda:{count - 1}" if count else "none"
+            raise ConfigError(f"[{section}] device = {device!r} but this machine has {count} CUDA device(s) ({have}); "
+                              "use 'auto', 'cpu' or a device that exists")
+
+    def _predicts_here(self) -> bool:
+        """Whether the network runs in this process or on this machine's workers (not on a remote cluster)."""
+        blockwise = self.config.vote.blockwise and "label" in self.order
+        return not blockwise or self.config.cluster.kind in ("local", "cuda")
+
     def _validate(self) -> None:
+        self._metric()
+        self._device("prediction", self.config.prediction.device)
         self._samples("val_data")
         self._checkpoints("validate")
         self._output("val", "validation results into")
 
     def _cross_validate(self) -> None:
+        self._metric()
+        self._device("prediction", self.config.prediction.device)
         for key in self.config.data.cross_val_folds:
             self._samples(key)
         self._checkpoints("cross_validate")
@@ -289,6 +345,8 @@ class Preflight:
 
     def _predict(self) -> None:
         spec = self.explicit_input or self.config.data.input
+        if self._predicts_here():
+            self._device("prediction", self.config.prediction.device)
         channels = self._raw(spec)
         self._checkpoint("predict", channels)
         self._output(PREDICTION, "the prediction")
@@ -301,6 +359,11 @@ class Preflight:
                     raise StorageError(f"{self.exp_dir / PREDICTION}/{name} holds the prediction of a volume of "
                                        f"shape {tuple(old.shape[-3:])}, not of {spec} {self.spatial}; pass --set "
                                        "general.overwrite=true to replace it, or start a new experiment with --root")
+                if name == "patches" and self.config.model.head == "patches" and \
+                        str(old.dtype) != self.config.prediction.patch_dtype:
+                    raise StorageError(f"{self.exp_dir / PREDICTION}/patches holds {old.dtype} patches, not "
+                                       f"[prediction] patch_dtype = {self.config.prediction.patch_dtype}; pass --set "
+                                       "general.overwrite=true to replace them, or start a new experiment with --root")
 
     def _decode(self) -> None:
         from ppp_dist.io import volumes
@@ -320,6 +383,7 @@ class Preflight:
             arr = volumes.open_array(f"{group}/codes")
             volumes.check_not_empty(arr, f"{group}/codes")
             self._same_space(arr.shape[-3:], f"the prediction {group}")
+        self._device("prediction", self.config.prediction.device)
         self._checkpoint("decode", self.config.data.num_channels)
         self._output(PREDICTION, "patches into")
 
@@ -334,6 +398,8 @@ class Preflight:
             AssemblySettings.from_config(self.config)  # settings that only the blockwise label refuses
             self._database()
             if self.config.cluster.kind == "scheduler":
+                from ppp_dist.scheduler_check import check_scheduler
+
                 check_scheduler(self.config.cluster.scheduler_address)
 
     def _postprocess(self) -> None:
@@ -349,6 +415,9 @@ class Preflight:
                 raise InputDataError(f"{spec} has dtype {arr.dtype}; postprocess needs integer instance labels")
             volumes.check_not_empty(arr, spec)
             self._same_space(arr.shape[-3:], f"the instances {spec}")
+            volumes.check_ids(arr, spec)
+            limits.check_memory(math.prod(int(s) for s in arr.shape) * (arr.dtype.itemsize + 16),
+                                f"postprocess of {spec} (in one process)", "postprocess a part of the volume")
         self._output(POSTPROCESSED, "the postprocessed instances")
 
     def _evaluate(self) -> None:
@@ -383,48 +452,11 @@ class Preflight:
         mine = experiment_id(self.exp_dir, create=False) if self.exp_dir is not None else ""
         if owner and owner != mine:
             raise DatabaseError(foreign_owner_message(where, meta.get(OWNER_PATH, "?")))
+        if self.exp_dir is not None or db.path:
+            check_database_free(db, self.exp_dir)  # another run of this experiment holds its database
 
 
 def _checkpoint_files(train_dir: Path) -> dict[int, Path]:
     """``{iteration: path}`` of the ``checkpoint_<iteration>.pt`` files in ``train_dir`` (without importing torch)."""
     return {int(m.group(1)): p for p in Path(train_dir).glob("checkpoint_*.pt")
             if (m := re.match(r"^checkpoint_(\d+)\.pt$", p.name))}
-
-
-def check_scheduler(address: str) -> None:
-    """SchedulerError unless a dask scheduler listens at ``address`` (tcp:// or tls://; others are left to dask).
-
-    Like ``distributed.Client``, it keeps trying for ``ppp_dist.cluster.CONNECT_TIMEOUT_S``, so a scheduler
-    that is still starting is found; each try opens and closes one TCP connection.
-    """
-    import socket
-    import time
-    from urllib.parse import urlsplit
-
-    from ppp_dist import cluster
-
-    text = address.strip() if "://" in address else f"tcp://{address.strip()}"
-    try:
-        parts = urlsplit(text)
-        host, port, scheme = parts.hostname, parts.port, parts.scheme
-    except ValueError:
-        host, port, scheme = None, None, "tcp"
-    if scheme not in ("tcp", "tls"):
-        return
-    if not host:
-        raise SchedulerError(f"{address!r} is not a scheduler address; give --scheduler tcp://HOST:PORT, e.g. "
-                             "tcp://127.0.0.1:8786")
-    timeout = float(cluster.CONNECT_TIMEOUT_S)
-    deadline, delay = time.monotonic() + timeout, 0.05
-    while True:
-        try:
-            socket.create_connection((host, port or 8786), timeout=max(0.1, deadline - time.monotonic())).close()
-            return
-        except OSError as err:
-            if time.monotonic() + delay >= deadline:
-                reason = err.strerror or str(err) or type(err).__name__
-                raise SchedulerError(f"cannot reach the dask scheduler at {address} ({reason}, for {timeout:g} s); "
-                                     "start it (dask scheduler) or fix --scheduler / [cluster] scheduler_address"
-                                     ) from err
-            time.sleep(delay)
-            delay = min(2 * delay, 0.5)

@@ -21,6 +21,7 @@ array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.errors import ConfigError
 from ppp_dist.experiment import (INSTANCES, POSTPROCESSED, PREDICTION, Experiment, check_experiment_location,
                                  experiment_configs, open_experiment)
+from ppp_dist.lock import ExperimentLock, check_free
 from ppp_dist.logs import setup_logging
 from ppp_dist.preflight import Preflight
 
@@ -44,6 +46,7 @@ class TaskContext:
     experiment: Experiment
     order: tuple[str, ...]
     explicit_input: str | None  # --input of this command line, if any
+    lock: ExperimentLock | None = None  # held for the whole run (the blockwise stages add the database row)
 
     @property
     def config(self) -> PipelineConfig:
@@ -73,6 +76,8 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
 
     exp_dir = Path(args.exp) if args.exp else None
     check_experiment_location(root=args.root, exp=exp_dir)
+    if exp_dir is not None:
+        check_free(exp_dir)  # another run of this experiment: refused before anything is read or written
     user_configs = checkpoint_layers(args) + list(args.config)
     configs = experiment_configs(exp_dir, user_configs) if exp_dir is not None else user_configs
     config = load_config(configs, overrides)  # config errors first, before anything is written
@@ -80,13 +85,23 @@ def run_tasks(args: argparse.Namespace, names: list[str], overrides: list[str]) 
     tasks.check_available(list(order))
     explicit_input = getattr(args, "input", None)
     Preflight(order, config, explicit_input, exp_dir).run()
-    experiment = open_experiment(root=args.root, exp=args.exp, configs=user_configs, overrides=overrides)
-    setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
-    print(f"experiment folder: {experiment.path}")
-    if is_image(explicit_input):
-        explicit_input = convert_input(explicit_input, experiment.path)
-        print(f"input: {args.input} converted to {explicit_input}")
-    context = TaskContext(experiment, order, explicit_input)
+    command = "ppp-dist " + " ".join(names)  # never the arguments: a --set may hold a password
+    with contextlib.ExitStack() as held:
+        lock = held.enter_context(ExperimentLock(exp_dir, command).acquire()) if exp_dir is not None else None
+        experiment = open_experiment(root=args.root, exp=args.exp, configs=user_configs, overrides=overrides)
+        if lock is None:  # a new folder: nobody else knows it yet
+            lock = held.enter_context(ExperimentLock(experiment.path, command).acquire())
+        setup_logging("DEBUG" if args.verbose else experiment.config.general.log_level, experiment.log_path)
+        print(f"experiment folder: {experiment.path}")
+        if is_image(explicit_input):
+            converted = convert_input(explicit_input, experiment.path)
+            print(f"input: {explicit_input} converted to {converted}")
+            explicit_input = converted
+        return _run_order(TaskContext(experiment, order, explicit_input, lock))
+
+
+def _run_order(context: TaskContext) -> int:
+    experiment, order = context.experiment, context.order
     chained = _blockwise_chain(order, experiment.config)
     for name in order:
         if name in chained[1:]:
@@ -234,6 +249,8 @@ def _label_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None =
 
     with open_database(ctx.config.database, ctx.experiment.path) as db:  # one database, one experiment
         db.claim(ctx.experiment.id, str(ctx.experiment.path.resolve()))
+    if ctx.lock is not None:
+        ctx.lock.hold_database(ctx.config.database)  # the run holds the database too (a copied folder, ...)
     # batch-system worker jobs write their output next to the driver's logs/run.log
     client = start_cluster(ctx.config.cluster, log_directory=ctx.experiment.path / "logs" / "jobs")
     print(f"dask dashboard: {dashboard_link(client, ctx.config.cluster)}", flush=True)

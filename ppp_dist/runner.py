@@ -44,6 +44,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ppp_dist.geometry import BlockSpec
 from ppp_dist.io.graph_store import GraphStore
+from ppp_dist.logs import LogFile, RedactingFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -169,9 +170,9 @@ def _ensure_worker_log(log_dir: str | None, stage: str, worker: str) -> None:
     if str(path) in _LOG_HANDLERS:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
+    handler = LogFile(path)
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(RedactingFormatter(_LOG_FORMAT))
     package = logging.getLogger("ppp_dist")
     if package.getEffectiveLevel() > logging.INFO:
         package.setLevel(logging.INFO)

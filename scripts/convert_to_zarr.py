@@ -20,6 +20,7 @@ import logging
 import sys
 
 from ppp_dist.convert import GT_KEY, RAW_KEY, convert_per_file, convert_sample
+from ppp_dist.cli import one_line
 from ppp_dist.errors import InputDataError, PppDistError
 
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [convert_sample(args.raw, args.out, labels=args.labels, label_masks=args.label_masks,
                                       labels_flat=args.labels_flat, **options)]
     except PppDistError as err:
-        print(f"convert_to_zarr: error: {err}", file=sys.stderr)
+        print(f"convert_to_zarr: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     for r in results:
         gt = (f", {r.gt_key} {r.gt_shape} with {r.num_instances} instances" if r.gt_key else "")

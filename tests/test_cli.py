@@ -155,6 +155,26 @@ def test_plan_prints_the_network_per_voxel_and_bounds_the_mutex_watershed(capsys
     assert code == 2 and "over [vote] mws_max_memory_gib = 1e-05" in err and len(err.strip().splitlines()) == 1
 
 
+def test_plan_counts_blocks_without_making_them(monkeypatch):
+    """plan's summary is O(1) in the block count: an 8192^3 volume (2 million vote blocks) makes no block."""
+    from ppp_dist import geometry
+    from ppp_dist.config import load_config
+    from ppp_dist.limits import grid_blocks
+    from ppp_dist.plan import plan_volume
+
+    def no_blocks(*args, **kwargs):
+        raise AssertionError("plan made the blocks one by one")
+
+    monkeypatch.setattr(geometry, "tile", no_blocks)
+    monkeypatch.setattr(geometry.BlockGrid, "__iter__", no_blocks)
+    monkeypatch.setattr(geometry.BlockGrid, "block", no_blocks)
+    stages = {s.stage: s for s in plan_volume(load_config([], []), (8192, 8192, 8192))}
+    assert stages["vote"].blocks == stages["paint"].blocks == 128 ** 3 == grid_blocks((8192,) * 3, (64,) * 3)
+    monkeypatch.undo()
+    for shape, block in (((40, 70, 90), (32, 32, 32)), ((1, 24, 24), (64, 64, 64)), ((7, 5, 3), (2, 2, 2))):
+        assert grid_blocks(shape, block) == len(geometry.tile(shape, tuple(min(b, s) for b, s in zip(block, shape))))
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["plan"], "needs a volume: pass --input"),
     (["plan", "--input", "{dir}/missing.zarr/raw"], "missing.zarr"),

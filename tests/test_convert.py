@@ -187,3 +187,19 @@ def test_packaged_nuclei_are_written_as_disjoint_labelled_splits(tmp_path):
         assert len(np.unique(gt)) > 25  # dozens of nuclei in each region
     assert covered.max() == 1 and covered.min() == 1  # disjoint, and together the whole image
     assert open_array(f"{three['test']}/volumes/raw").shape[-3:] == (31, 61, 14)
+
+
+def test_an_unreadable_file_is_one_line(tmp_path):
+    """imageio's error spans four lines; convert_to_zarr prints one."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bad.png").write_text("garbage\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_to_zarr.py"
+    result = subprocess.run([sys.executable, str(script), "--raw", str(tmp_path / "bad.png"), "--out",
+                             str(tmp_path / "o.zarr")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"convert_to_zarr: error: cannot read {tmp_path / 'bad.png'}: ") and "Traceback" not in line
+    assert not (tmp_path / "o.zarr").exists()

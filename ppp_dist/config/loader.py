@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -19,8 +20,10 @@ import tomli_w
 from ppp_dist import __version__
 from ppp_dist.config.sections import PipelineConfig
 from ppp_dist.errors import ConfigError
+from ppp_dist.redact import has_password, redact, without_password
 
 _MISSING = object()
+_INT_LIMIT = 2 ** 63  # integers are stored and computed as int64
 
 
 def _describe(hint: Any) -> str:
@@ -73,8 +76,14 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
         ok = isinstance(value, bool)
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -_INT_LIMIT <= value < _INT_LIMIT:
+            problems.append(f"{where} must be an integer below 2^63 in size, got {value}")
+            return _MISSING
     elif hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not (isinstance(value, int) or math.isfinite(value)):
+            problems.append(f"{where} must be a finite number, got {value!r}")
+            return _MISSING
         if ok:
             return float(value)
     elif hint is str:
@@ -149,6 +158,9 @@ def read_toml(path: Path | str) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}); save it as UTF-8") from err
     except OSError as err:
         raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from err
 
@@ -217,22 +229,38 @@ def _blame(problems: list[str], sources: list[tuple[str, dict[str, Any]]]) -> st
     return f" (from {' and '.join(named)})" if named else ""
 
 
-def config_to_table(config: PipelineConfig) -> dict[str, Any]:
-    """The resolved config as a TOML-ready table (tuples become lists)."""
+def public_config(config: PipelineConfig, mask: str = "") -> PipelineConfig:
+    """``config`` without secrets: the password of ``[database] dsn`` dropped (``mask`` = "") or masked."""
+    dsn = config.database.dsn
+    if not has_password(dsn):
+        return config
+    public = redact(dsn) if mask else without_password(dsn)
+    return dataclasses.replace(config, database=dataclasses.replace(config.database, dsn=public))
+
+
+def config_to_table(config: PipelineConfig, mask: str = "") -> dict[str, Any]:
+    """The resolved config as a TOML-ready table (tuples become lists), without the DSN's password
+    (see :func:`public_config`): every printed, saved or checkpointed config goes through here."""
     def plain(value: Any) -> Any:
         if isinstance(value, tuple):
             return [plain(v) for v in value]
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
-    return {k: plain(v) for k, v in dataclasses.asdict(config).items()}
+    return {k: plain(v) for k, v in dataclasses.asdict(public_config(config, mask)).items()}
 
 
 def save_config(config: PipelineConfig, path: Path | str) -> Path:
-    """Write the resolved config (with the package version) as TOML; it loads back to an equal config."""
+    """Write the resolved config (with the package version) as TOML; it loads back to an equal config, but
+    for the password of ``[database] dsn``, which is never written (``ppp_dist.experiment`` keeps it apart)."""
     path = Path(path)
     table = config_to_table(config)
     table["ppp_dist"] = {"version": __version__}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Resolved ppp_dist config: defaults <- files <- --set overrides.\n" + tomli_w.dumps(table))
+    tmp = path.with_name(f".{path.name}.tmp")  # a full disk must not leave a half-written config behind
+    try:
+        tmp.write_text("# Resolved ppp_dist config: defaults <- files <- --set overrides.\n" + tomli_w.dumps(table))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

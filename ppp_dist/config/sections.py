@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ppp_dist.config import checks
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Normalization = Literal["none", "clip", "dtype", "minmax", "percentile", "fixed"]
 RawPadding = Literal["mirror", "zeros"]
@@ -42,14 +44,14 @@ def _positive(section: str, **values: object) -> list[str]:
     problems = []
     for key, value in values.items():
         items = value if isinstance(value, tuple) else (value,)
-        if any(v <= 0 for v in items):  # type: ignore[operator]
+        if any(not v > 0 for v in items):  # type: ignore[operator]  (NaN is not > 0 either)
             problems.append(f"[{section}] {key} must be > 0, got {value!r}")
     return problems
 
 
 def _probability(section: str, **values: float) -> list[str]:
     return [f"[{section}] {key} must lie in [0, 1], got {value!r}"
-            for key, value in values.items() if not 0.0 <= value <= 1.0]
+            for key, value in values.items() if not 0.0 <= value <= 1.0]  # NaN fails too
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class GeneralConfig:
     seed: int = 0  # seed of every random choice (sampling, augmentation, synthetic data)
 
     def problems(self) -> list[str]:
-        return [] if self.seed >= 0 else [f"[general] seed must be >= 0, got {self.seed}"]
+        ok = 0 <= self.seed <= checks.MAX_SEED
+        return [] if ok else [f"[general] seed must lie in [0, {checks.MAX_SEED}], got {self.seed}"]
 
 
 @dataclass(frozen=True)
@@ -252,8 +255,7 @@ class TrainingConfig:
         if min(self.patch_loss_weight, self.numinst_loss_weight, self.background_weight,
                self.validate_every, self.num_workers, self.weight_decay) < 0:
             problems.append("[training] loss weights, weight_decay, validate_every and num_workers must be >= 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            problems.append(f"[training] device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        problems += checks.device_problems("training", self.device)
         if not all(0.0 <= b < 1.0 for b in self.adam_betas):
             problems.append(f"[training] adam_betas must lie in [0, 1), got {self.adam_betas}")
         return problems + self.sampling.problems() + self.augmentation.problems()
@@ -274,6 +276,7 @@ class PredictionConfig:
     def problems(self) -> list[str]:
         problems = _positive("prediction", batch_size=self.batch_size)
         problems += _probability("prediction", decode_foreground_threshold=self.decode_foreground_threshold)
+        problems += checks.device_problems("prediction", self.device)
         if not (self.checkpoint in ("last", "best") or
                 (isinstance(self.checkpoint, str) and self.checkpoint.endswith(".pt")) or
                 (isinstance(self.checkpoint, int) and not isinstance(self.checkpoint, bool)
@@ -426,7 +429,7 @@ class ClusterConfig:
         if self.interface and not _INTERFACE.fullmatch(self.interface):
             problems.append(f"[cluster] interface must be a network interface name such as ib0 or eth0, got "
                             f"{self.interface!r}")
-        return problems
+        return problems + checks.cluster_problems(self)
 
 
 @dataclass(frozen=True)
@@ -439,7 +442,7 @@ class DatabaseConfig:
     batch_size: int = 100_000  # rows per bulk insert / streamed read
 
     def problems(self) -> list[str]:
-        return _positive("database", batch_size=self.batch_size)
+        return _positive("database", batch_size=self.batch_size) + checks.database_problems(self)
 
 
 @dataclass(frozen=True)
@@ -463,4 +466,4 @@ class PipelineConfig:
         for name in ("general", "data", "model", "training", "prediction", "vote", "validation",
                      "evaluation", "postprocess", "cluster", "database"):
             problems += getattr(self, name).problems()
-        return problems
+        return problems + checks.validation_problems(self)

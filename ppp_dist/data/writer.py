@@ -196,7 +196,7 @@ def _create_arrays(path: Path, scene: Scene, chunks: Shape3, raw_dtype: str,
     if path.exists():
         if not overwrite:
             raise StorageError(f"{path} already exists; choose another output path or pass "
-                               f"overwrite=True (--overwrite) to replace it")
+                               f"overwrite=True (make_synthetic_volume.py: --overwrite) to replace it")
         logger.warning("replacing existing %s", path)
         if path.is_dir():
             shutil.rmtree(path)

@@ -5,7 +5,7 @@ written as ``?`` by callers and translated here), one transaction per ``transact
 holds the connection, the schema and its version, and the ``runs`` table (which config and version wrote the
 database); :mod:`ppp_dist.io.graph_store` reads and writes the graph tables on top of it.
 
-Schema (version 3; a version-1 or -2 database gains the missing tables when opened)::
+Schema (version 4; a version-1, -2 or -3 database gains the missing tables when opened)::
 
     meta       (key TEXT PK, value TEXT)                        schema_version, ...
     runs       (run_id TEXT PK, config_hash, version, created)
@@ -22,6 +22,8 @@ Schema (version 3; a version-1 or -2 database gains the missing tables when open
     instances  (cluster BIGINT PK, block BIGINT, instance BIGINT)                   index on block
     blocks     (stage TEXT, block BIGINT, status TEXT, worker TEXT, seconds DOUBLE, attempts INT,
                 counts TEXT (JSON), error TEXT, updated TEXT, PK (stage, block))    the ledger
+    locks      (name TEXT PK, token, host, pid BIGINT, boot, started, heartbeat DOUBLE, command)
+                                                                    the run holding the experiment (ppp_dist.lock)
 
 Many writers: SQLite runs in WAL mode with a 60 s busy timeout, write transactions start with
 ``BEGIN IMMEDIATE`` (so two writers never deadlock upgrading a read lock), and :meth:`Database.retrying`
@@ -46,10 +48,11 @@ from typing import Any, TypeVar
 from ppp_dist import __version__
 from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import DatabaseError
+from ppp_dist.redact import has_password, redact, without_password
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DSN_ENV = "PPP_DIST_DB_DSN"
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long one SQLite statement waits for another writer's lock
 RETRY_SECONDS = 600.0  # how long a transaction is repeated on lock/serialization errors before giving up
@@ -85,8 +88,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS tier2_roots (segment BIGINT PRIMARY KEY, root BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS instances (cluster BIGINT PRIMARY KEY, block BIGINT NOT NULL, instance BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS instances_block ON instances (block)",
+    "CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL, "
+    "pid BIGINT NOT NULL, boot TEXT NOT NULL, started TEXT NOT NULL, heartbeat DOUBLE PRECISION NOT NULL, "
+    "command TEXT NOT NULL)",
 )
-_MIGRATABLE = {1, 2}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
+_MIGRATABLE = {1, 2, 3}  # older schema versions that only lack tables: CREATE IF NOT EXISTS upgrades them
 _COLUMNS = {  # the columns of each table of _SCHEMA: a table of these names with other columns is foreign
     "meta": {"key", "value"},
     "runs": {"run_id", "config_hash", "version", "created"},
@@ -101,6 +107,7 @@ _COLUMNS = {  # the columns of each table of _SCHEMA: a table of these names wit
     "tier2_groups": {"segment", "grp"},
     "tier2_roots": {"segment", "root"},
     "instances": {"cluster", "block", "instance"},
+    "locks": {"name", "token", "host", "pid", "boot", "started", "heartbeat", "command"},
 }
 OWNER_ID, OWNER_PATH = "experiment_id", "experiment_path"  # meta keys: the experiment the database belongs to
 
@@ -116,13 +123,8 @@ def _is_transient(err: BaseException) -> bool:
 
 
 def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    if "@" in dsn and "://" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return dsn
+    """The DSN without its password (URL or libpq key=value form), for messages."""
+    return without_password(dsn)
 
 
 class Database:
@@ -425,8 +427,10 @@ def _connect_postgres(dsn: str) -> Database:
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10)
     except psycopg2.Error as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)} ({reason}); start the server or "
+        reason = redact(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
+        hint = "" if has_password(dsn) or "password" not in reason else \
+            f"; a saved config keeps no password: give it in {DSN_ENV}, PGPASSWORD or ~/.pgpass"
+        raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)} ({reason}){hint}; start the server or "
                             f"fix [database] dsn / {DSN_ENV}") from err
     return Database("postgres", conn, _redact(dsn))
 
@@ -474,6 +478,9 @@ def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = No
         db.ensure_schema()
     except db.driver_errors as err:
         db.close()
+        if "disk is full" in str(err):
+            raise DatabaseError(f"no space left for the database {db.where} ({err}); free some space, then run the "
+                                "same command again: it resumes where it stopped") from err
         raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this run") from err
     except DatabaseError:
         db.close()
@@ -491,18 +498,26 @@ def inspect_database(config: DatabaseConfig, experiment_dir: Path | str | None =
     database is (for messages) and its meta table: empty for a new database, with ``OWNER_ID`` /
     ``OWNER_PATH`` once an experiment claimed it.
     """
+    db = open_read_only(config, experiment_dir)
+    if db is None:
+        return str(sqlite_path(config, experiment_dir)), {}
+    try:
+        return db.where, db.state()
+    except db.driver_errors as err:
+        if "not a database" in str(err) or "malformed" in str(err):
+            raise _not_sqlite(Path(db.where), err) from err
+        raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this "
+                            "run") from err
+    finally:
+        db.close()
+
+
+def open_read_only(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> Database | None:
+    """The database of ``config`` opened for reading only (SQLite: no file is created or changed), or None
+    for an SQLite file that does not exist yet (DatabaseError if it could not be created)."""
     if config.backend == "postgres":
-        db = _connect_postgres(_postgres_dsn(config))
-        try:
-            return db.where, db.state()
-        except db.driver_errors as err:
-            raise DatabaseError(f"database {db.where} cannot be used ({err}); use a new database for this "
-                                "run") from err
-        finally:
-            db.close()
+        return _connect_postgres(_postgres_dsn(config))
     path = sqlite_path(config, experiment_dir)
-    if str(path) == ":memory:":
-        return str(path), {}
     if path.is_dir():
         raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / 'graph.sqlite'}")
     if not path.exists():
@@ -513,7 +528,7 @@ def inspect_database(config: DatabaseConfig, experiment_dir: Path | str | None =
             why = "is a file" if probe.exists() and not probe.is_dir() else "is not writable"
             raise DatabaseError(f"cannot create the SQLite database {path}: {probe} {why}; choose a writable "
                                 "[database] path")
-        return str(path), {}
+        return None
     # Without a -wal file the database file holds everything: opened immutable, SQLite creates no -wal/-shm
     # files (a plain read-only open of a WAL database leaves them behind). With one, the database is in use
     # and the -wal and -shm files are there already.
@@ -524,13 +539,4 @@ def inspect_database(config: DatabaseConfig, experiment_dir: Path | str | None =
     except sqlite3.Error as err:
         raise DatabaseError(f"cannot open the SQLite database {path} ({err}); choose a readable [database] "
                             "path") from err
-    db = Database("sqlite", conn, str(path))
-    try:
-        return db.where, db.state()
-    except sqlite3.DatabaseError as err:
-        if "not a database" in str(err) or "malformed" in str(err):
-            raise _not_sqlite(path, err) from err
-        raise DatabaseError(f"cannot read the SQLite database {path} ({err}); choose another [database] "
-                            "path") from err
-    finally:
-        db.close()
+    return Database("sqlite", conn, str(path))

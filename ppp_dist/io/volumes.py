@@ -14,6 +14,7 @@ because two blocks writing into one chunk silently lose data.
 from __future__ import annotations
 
 import difflib
+import errno
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundErro
 from zarr.storage import LocalStore, ZipStore
 
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
-from ppp_dist.geometry import Box, Shape, check_chunk_alignment, tile
+from ppp_dist.geometry import BlockGrid, Box, Shape, check_chunk_alignment, tile
 from ppp_dist.io import ome
 from ppp_dist.io.ome import (axes_of, check_array, describe, offset_of, spatial_ndim,
                              voxel_size_of)
@@ -60,6 +61,19 @@ def parse_array_path(text: str | os.PathLike[str]) -> tuple[Path, str]:
                       f".zip suffix, e.g. 'data.zarr/volumes/raw'")
 
 
+def _metadata(text: bytes, where: str) -> dict[str, Any]:
+    """A zarr.json document; InputDataError naming the file if it is damaged (truncated, not UTF-8 JSON)."""
+    try:
+        meta = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputDataError(f"zarr metadata {where} is damaged ({type(err).__name__}: {err}); the store was not "
+                             "written completely: write it again or restore it from a copy") from err
+    if not isinstance(meta, dict):
+        raise InputDataError(f"zarr metadata {where} is damaged (not a JSON object); write it again or restore it "
+                             "from a copy")
+    return meta
+
+
 def list_arrays(store_path: str | os.PathLike[str]) -> list[str]:
     """Keys of all arrays in a directory or zip store (chunk directories are not walked)."""
     store_path = Path(store_path)
@@ -69,14 +83,15 @@ def list_arrays(store_path: str | os.PathLike[str]) -> list[str]:
             for name in zf.namelist():
                 parent, _, leaf = name.rpartition("/")
                 if leaf == ".zarray" or (leaf == "zarr.json" and
-                                         json.loads(zf.read(name)).get("node_type") == "array"):
+                                         _metadata(zf.read(name), f"{store_path}/{name}").get("node_type") == "array"):
                     keys.append(parent)
         return sorted(keys)
     for dirpath, dirnames, filenames in os.walk(store_path):
         is_array = ".zarray" in filenames
         if not is_array and "zarr.json" in filenames:
-            with open(os.path.join(dirpath, "zarr.json"), encoding="utf-8") as f:
-                is_array = json.load(f).get("node_type") == "array"
+            meta = os.path.join(dirpath, "zarr.json")
+            with open(meta, "rb") as f:
+                is_array = _metadata(f.read(), meta).get("node_type") == "array"
         if is_array:
             rel = os.path.relpath(dirpath, store_path)
             keys.append("" if rel == "." else Path(rel).as_posix())
@@ -151,20 +166,10 @@ def check_not_empty(arr: zarr.Array, spec: str) -> None:
                              "volume with at least one voxel")
 
 
-def check_finite(arr: zarr.Array, spec: str, hint: str, *, max_bytes: int = 2 ** 26,
-                 limit_bytes: int | None = None) -> bool:
-    """``InputDataError`` naming the first NaN or infinite value of a floating-point array.
-
-    Integer arrays pass at once (they cannot hold NaN). Float arrays are read once, block by block, each
-    block a whole number of chunks along every spatial axis (all channels) of at most about ``max_bytes``
-    (one chunk at least), so memory stays bounded. An array larger than ``limit_bytes`` is not read (returns
-    False): its consumers check what they read. ``hint`` says what to do, e.g. "replace them before predict".
-    """
-    if np.dtype(arr.dtype).kind not in "fc" or any(int(s) == 0 for s in arr.shape):
-        return True
-    if limit_bytes is not None and arr.nbytes > limit_bytes:
-        logger.debug("%s: %d bytes, not scanned for NaN before the run", spec, arr.nbytes)
-        return False
+def _scan(arr: zarr.Array, max_bytes: int):
+    """``(box, values)`` over the whole array, each block a whole number of chunks along every spatial axis (all
+    channels) of at most about ``max_bytes`` (one chunk at least), so memory stays bounded; ``values`` has
+    all leading axes."""
     n = spatial_ndim(arr)
     lead = arr.ndim - n
     spatial, grain = tuple(int(s) for s in arr.shape[lead:]), [int(c) for c in arr.chunks[lead:]]
@@ -173,18 +178,71 @@ def check_finite(arr: zarr.Array, spec: str, hint: str, *, max_bytes: int = 2 **
     for ax in range(n):  # grow the block along the first axes while it stays under max_bytes
         while block[ax] < spatial[ax] and int(np.prod(block)) * 2 * per_voxel <= max_bytes:
             block[ax] *= 2
-    for spec_ in tile(spatial, tuple(block)):
+    for spec_ in BlockGrid(spatial, tuple(block)):
         box = spec_.write_box
-        values = np.asarray(arr[(slice(None),) * lead + box.slices])
+        yield box, np.asarray(arr[(slice(None),) * lead + box.slices])
+
+
+def _where(arr: zarr.Array, box: Box, first: tuple[int, ...]) -> str:
+    """``channel c, voxel (z, y, x)`` of the index ``first`` into the block ``box`` of ``arr``."""
+    lead = arr.ndim - spatial_ndim(arr)
+    where = list(first[:lead]) + [b + i for b, i in zip(box.begin, first[lead:])]
+    lead_part = ", ".join(map(str, where[:lead]))
+    return f"channel {lead_part}, voxel {tuple(where[lead:])}" if lead else f"voxel {tuple(where)}"
+
+
+def check_finite(arr: zarr.Array, spec: str, hint: str, *, max_bytes: int = 2 ** 26,
+                 limit_bytes: int | None = None, bounds: tuple[float, float] | None = None,
+                 bounds_hint: str = "") -> bool:
+    """``InputDataError`` naming the first NaN or infinite value of a floating-point array (and, with
+    ``bounds``, the first value outside ``[low, high]``).
+
+    Integer arrays pass at once (they cannot hold NaN); complex arrays are refused. Float arrays are read
+    once, block by block (see ``_scan``), so memory stays bounded. An array larger than ``limit_bytes`` is not
+    read (returns False): its consumers check what they read. ``hint`` says what to do, e.g. "replace them
+    before predict"; ``bounds_hint`` what to do about values out of bounds.
+    """
+    check_real(arr, spec)
+    if np.dtype(arr.dtype).kind != "f" or any(int(s) == 0 for s in arr.shape):
+        return True
+    if limit_bytes is not None and arr.nbytes > limit_bytes:
+        logger.debug("%s: %d bytes, not scanned for NaN before the run", spec, arr.nbytes)
+        return False
+    for box, values in _scan(arr, max_bytes):
         bad = ~np.isfinite(values)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             what = "NaN" if np.isnan(values[first]) else "infinite values"
-            where = list(first[:lead]) + [b + i for b, i in zip(box.begin, first[lead:])]
-            lead_part = ", ".join(map(str, where[:lead]))
-            at = f"channel {lead_part}, voxel {tuple(where[lead:])}" if lead else f"voxel {tuple(where)}"
-            raise InputDataError(f"{spec} contains {what} (for example at {at}); {hint}")
+            raise InputDataError(f"{spec} contains {what} (for example at {_where(arr, box, first)}); {hint}")
+        if bounds is not None:
+            outside = (values < bounds[0]) | (values > bounds[1])
+            if outside.any():
+                first = tuple(int(i) for i in np.argwhere(outside)[0])
+                raise InputDataError(f"{spec} holds {float(values[first]):g} at {_where(arr, box, first)}, outside "
+                                     f"[{bounds[0]:g}, {bounds[1]:g}]; {bounds_hint}")
     return True
+
+
+def check_real(arr: zarr.Array, spec: str) -> None:
+    """``InputDataError`` unless ``arr`` holds real numbers (bool, integer or float): complex values would lose
+    their imaginary part silently, strings and records cannot be computed with."""
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind not in "biuf":
+        kind = "complex numbers" if dtype.kind == "c" else f"values of dtype {dtype}"
+        raise InputDataError(f"{spec} holds {kind} ({dtype}); give real numbers (integer or float), e.g. the "
+                             "magnitude or the real part")
+
+
+def check_ids(arr: zarr.Array, spec: str, *, max_bytes: int = 2 ** 26) -> None:
+    """``InputDataError`` naming the first negative id of a signed-integer label array (read block by block;
+    unsigned and bool arrays pass at once)."""
+    if np.dtype(arr.dtype).kind != "i" or any(int(s) == 0 for s in arr.shape):
+        return
+    for box, values in _scan(arr, max_bytes):
+        if values.min() < 0:
+            first = tuple(int(i) for i in np.argwhere(values < 0)[0])
+            raise InputDataError(f"{spec} holds the negative id {int(values[first])} at {_where(arr, box, first)}; "
+                                 "instance ids must be >= 0 (0 = background)")
 
 
 def _as_array(arr: zarr.Array | str | os.PathLike[str], mode: str = "r") -> zarr.Array:
@@ -259,7 +317,8 @@ def prepare_array(text: str | os.PathLike[str], *, shape: Sequence[int], chunks:
                   dtype: Any, fill_value: Any = 0, overwrite: bool = False, axes: str | None = None,
                   voxel_size: Sequence[float] | None = None, offset: Sequence[float] | None = None,
                   kind: str = "image", attrs: dict[str, Any] | None = None,
-                  shards: Sequence[int] | None = None, unit: str | None = None) -> zarr.Array:
+                  shards: Sequence[int] | None = None, unit: str | None = None,
+                  overwrite_hint: str = "pass --set general.overwrite=true") -> zarr.Array:
     """Create an output array, or reuse an existing one with the same layout.
 
     Call it once on the client before blocks are submitted (it is not safe to race).
@@ -287,6 +346,8 @@ def prepare_array(text: str | os.PathLike[str], *, shape: Sequence[int], chunks:
         Shard shape (zarr v3 only); blocks must then write whole shards.
     unit : str, optional
         NGFF unit of the spatial axes, e.g. ``"micrometer"``.
+    overwrite_hint : str
+        How the caller's user asks for ``overwrite`` (an existing array of another layout is refused with it).
 
     Returns
     -------
@@ -333,7 +394,7 @@ def prepare_array(text: str | os.PathLike[str], *, shape: Sequence[int], chunks:
             diffs = _layout_differences(existing, shape, chunks, dtype, shards)
             if diffs:
                 raise StorageError(f"output {describe(existing)} already exists with a different "
-                                   f"layout: {'; '.join(diffs)}; rerun with overwrite (--overwrite) to "
+                                   f"layout: {'; '.join(diffs)}; {overwrite_hint} to "
                                    f"replace it, or choose a new output path")
             logger.info("reusing existing output %s", describe(existing))
             arr = existing
@@ -362,6 +423,9 @@ def prepare_array(text: str | os.PathLike[str], *, shape: Sequence[int], chunks:
     except (ContainsArrayError, ContainsGroupError) as err:
         raise StorageError(f"cannot create output {text}: {err}; choose another output path") from err
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(f"no space left on the device for output {text}; free some space, then run the same "
+                               "command again: it resumes where it stopped") from err
         raise StorageError(f"cannot write output {text}: {err}; choose a writable output location") from err
     return arr
 

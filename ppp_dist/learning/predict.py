@@ -35,7 +35,7 @@ from ppp_dist import __version__
 from ppp_dist.config.sections import DataConfig, ModelConfig, PipelineConfig
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
-from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array, read_box, write_box
+from ppp_dist.io.volumes import check_real, choose_chunks, open_array, prepare_array, read_box, write_box
 from ppp_dist.learning.background import zero_background, zeroed_attrs
 from ppp_dist.learning.normalize import fit, for_prediction
 from ppp_dist.learning.sampling import read_normalised
@@ -124,6 +124,11 @@ def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp:
     crop = tuple(slice(c, c + o) for c, o in zip(geometry.net_crop, geometry.output_shape))
     patch_logits = patch_logits[(Ellipsis, *crop)].float()
     numinst_logits = numinst_logits[(Ellipsis, *crop)].float()
+    if not bool(torch.isfinite(patch_logits).all() and torch.isfinite(numinst_logits).all()):
+        top = float(np.abs(batch).max()) if batch.size else 0.0
+        raise InputDataError(f"the network's output holds NaN or infinite values (input values up to {top:.3g}): "
+                             "raw values this large overflow the network (set [data] normalization to clip or "
+                             "minmax), or the checkpoint's weights are damaged; nothing of this tile was stored")
     if numinst_logits.shape[1] > 1:
         numinst = torch.softmax(numinst_logits, dim=1)
     else:
@@ -161,6 +166,7 @@ def open_raw(input_spec: str, data: Any) -> tuple[Any, int, tuple[int, ...]]:
     if channels != data.num_channels:
         raise InputDataError(f"{input_spec} has {channels} channels but [data] num_channels = "
                              f"{data.num_channels}; set num_channels or give the right volume")
+    check_real(arr, input_spec)
     return arr, channels, tuple(int(s) for s in arr.shape[-3:])
 
 

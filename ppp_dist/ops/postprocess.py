@@ -9,28 +9,32 @@ from ppp_dist.errors import InputDataError
 
 
 def _check_stack(labels: np.ndarray) -> np.ndarray:
+    """The (K, Z, Y, X) integer stack, checked as ``evaluate`` checks labels (``as_channel_stack``): negative
+    ids are refused; any id up to 2^64 - 1 is fine (counting never allocates by the largest id)."""
+    from ppp_dist.ops.overlap_table import as_channel_stack
+
     labels = np.asarray(labels)
     if labels.ndim != 4 or labels.dtype.kind not in "ui":
         raise InputDataError(f"labels must be an integer (K, Z, Y, X) channel stack; got {labels.dtype} {labels.shape}")
-    return labels
+    return as_channel_stack(labels)
 
 
-def instance_sizes(labels: np.ndarray) -> np.ndarray:
-    """Voxel count of every id (index = id) over all channels (a voxel counts once per id)."""
+def instance_sizes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, counts)``: every id present (ascending, 0 included if present) and its voxel count over all
+    channels (a voxel counts once per id). Memory is O(voxels), whatever the ids' values."""
     labels = _check_stack(labels)
-    return np.bincount(labels.ravel(), minlength=1)
+    return np.unique(labels.ravel(), return_counts=True)
 
 
 def remove_small_and_relabel(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     """Drop instances with <= min_size voxels, compact ids to 1..n keeping their order, and move
     surviving labels of a voxel to the lowest channels."""
     labels = _check_stack(labels)
-    sizes = instance_sizes(labels)
-    keep = sizes > int(min_size)
-    keep[0] = False
-    lut = np.zeros(len(sizes), dtype=np.uint32)
+    ids, inverse, sizes = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+    keep = (sizes > int(min_size)) & (ids != 0)
+    lut = np.zeros(len(ids), dtype=np.uint32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    out = lut[labels]
+    out = lut[inverse.reshape(labels.shape)]
     if out.shape[0] > 1:
         # stable compaction: non-zero labels first, in their channel order
         order = np.argsort(out == 0, axis=0, kind="stable")

@@ -106,6 +106,49 @@ ppp_show() {  # print a command as it would be typed, ppp-dist for the full path
     printf '+ %s\n' "$line" | ppp_redact
 }
 
+# What may be written into a job script. Values on #SBATCH lines cannot be quoted for the shell (sbatch reads
+# them, then bash sees a comment), so they are held to strict patterns; values on command lines are quoted
+# (ppp_quote); and no value may hold a control character (a newline would start a new command).
+PPP_RE_NAME='^[A-Za-z0-9_][A-Za-z0-9_.+@-]*(,[A-Za-z0-9_][A-Za-z0-9_.+@-]*)*$'  # partition, account
+PPP_RE_TIME='^([0-9]+-)?[0-9]{1,4}(:[0-9]{2}){0,2}$'  # SLURM: MM, HH:MM:SS, D-HH:MM:SS, ...
+PPP_RE_MEM='^[0-9]+[KMGT]?B?$'
+PPP_RE_INT='^[0-9]+$'
+PPP_RE_JOB='^[0-9]+(_[0-9]+)?(:[0-9]+(_[0-9]+)?)*$'  # --after JOBID[:JOBID...]
+PPP_RE_PATH='^[A-Za-z0-9_./@+=,:~-]+$'  # a path on an #SBATCH line (no blanks, quotes, $ or %)
+PPP_RE_OPT='^--?[A-Za-z][A-Za-z0-9_-]*([= ]([]A-Za-z0-9_.,:=/+@%*()[-]+|"[]A-Za-z0-9_.,:=/+@%*() [-]*"))?$'
+
+ppp_check_value() {  # ppp_check_value WHAT VALUE [REGEX EXPECTED]: refuse control characters / a mismatch
+    if [[ $2 == *[[:cntrl:]]* ]]; then
+        ppp_die "$1 holds a control character (newline, tab, ...): $(printf '%q' "$2"); job scripts take one line per value"
+    fi
+    if [ $# -ge 4 ] && [ -n "$2" ] && ! [[ $2 =~ $3 ]]; then
+        ppp_die "$1 must be $4, got $(printf '%q' "$2")"
+    fi
+    return 0
+}
+
+ppp_check_inputs() {  # every option and setting that a command line or a job script gets, before anything runs
+    local s name
+    for name in OPT_STEPS OPT_EXP OPT_DATA OPT_INPUT OPT_GT; do ppp_check_value "${name#OPT_}" "${!name}"; done
+    for s in ${OPT_SETS[@]+"${OPT_SETS[@]}"}; do ppp_check_value "--set" "$s"; done
+    ppp_check_value "--after" "$OPT_AFTER" "$PPP_RE_JOB" "a job id (or JOBID:JOBID...)"
+    for name in "${PPP_EXPORTED[@]}" PPP_PARTITION PPP_WALLTIME PPP_CPUS PPP_MEMORY PPP_GPUS PPP_SBATCH_EXTRA; do
+        ppp_check_value "$name (in $PPP_SITE)" "${!name-}"
+    done
+    [ "$PPP_MODE" = slurm ] || return 0
+    ppp_check_value "--exp" "$OPT_EXP" "$PPP_RE_PATH" "a path of letters, digits and _./@+=,:~- (it goes on an #SBATCH line)"
+    ppp_check_value "PPP_RUNS_ROOT (in $PPP_SITE)" "$PPP_RUNS_ROOT" "$PPP_RE_PATH" "a path of letters, digits and _./@+=,:~-"
+    ppp_check_value "PPP_PARTITION (in $PPP_SITE)" "$PPP_PARTITION" "$PPP_RE_NAME" "a partition name"
+    ppp_check_value "PPP_ACCOUNT (in $PPP_SITE)" "$PPP_ACCOUNT" "$PPP_RE_NAME" "an account name"
+    ppp_check_value "PPP_WALLTIME (in $PPP_SITE)" "$PPP_WALLTIME" "$PPP_RE_TIME" "a SLURM time such as 24:00:00 or 2-00:00:00"
+    ppp_check_value "PPP_CPUS (in $PPP_SITE)" "$PPP_CPUS" "$PPP_RE_INT" "a number"
+    ppp_check_value "PPP_GPUS (in $PPP_SITE)" "$PPP_GPUS" "$PPP_RE_INT" "a number"
+    ppp_check_value "PPP_MEMORY (in $PPP_SITE)" "$PPP_MEMORY" "$PPP_RE_MEM" "a SLURM memory size such as 64G"
+    while IFS= read -r s; do
+        ppp_check_value "PPP_SBATCH_EXTRA entry (in $PPP_SITE)" "$s" "$PPP_RE_OPT" "one option such as --qos=long"
+    done < <(ppp_split "$PPP_SBATCH_EXTRA")
+}
+
 ppp_has_samples() {  # a folder holding at least one *.zarr sample
     compgen -G "$1/*.zarr" >/dev/null 2>&1
 }
@@ -243,8 +286,13 @@ ppp_setup_run() {
 
 ppp_read_keys() {  # RAW_KEY, GT_KEY, HEAD of the resolved dataset config
     local line out
-    out=$("$PPP_PY" "$PPP_BATCH_DIR/batch_helper.py" keys "$DS_CONFIG" ${USER_SETS[@]+"${USER_SETS[@]}"}) ||
-        ppp_die "configs/$PPP_DATASET.toml with the --set values does not load (see above)"
+    # with dask-jobqueue, with the [cluster] of the label stage: its values reach the worker job scripts and are
+    # checked now, before anything is submitted
+    local jobqueue=()
+    case $PPP_CLUSTER_KIND in slurm | lsf | pbs) jobqueue=("${CLUSTER_SETS[@]}") ;; esac
+    out=$("$PPP_PY" "$PPP_BATCH_DIR/batch_helper.py" keys "$DS_CONFIG" ${USER_SETS[@]+"${USER_SETS[@]}"} \
+        ${jobqueue[@]+"${jobqueue[@]}"}) ||
+        ppp_die "configs/$PPP_DATASET.toml with the --set values and the [cluster] settings of $PPP_SITE does not load (see above)"
     while IFS= read -r line; do
         case $line in
             raw_key=*) RAW_KEY=${line#raw_key=} ;;
@@ -538,6 +586,7 @@ ppp_batch_main() {  # ppp_batch_main local|slurm DATASET [options]
     [ "$known" = 1 ] || ppp_die "no batch set-up for dataset '$PPP_DATASET'; known: ${PPP_DATASETS[*]}"
     ppp_parse_args "$@"
     ppp_load_site
+    ppp_check_inputs
     cd "$PPP_REPO" || exit 2
     [ -x "$PPP_PY" ] || ppp_die "no Python at $PPP_PY: run bash scripts/setup_env.sh or set PPP_VENV in $PPP_SITE"
     ppp_setup_run

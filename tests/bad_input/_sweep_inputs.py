@@ -122,6 +122,9 @@ def make_inputs(d: Path) -> Path:
     with sqlite3.connect(d / "future.sqlite") as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
+    from _hostile_inputs import make_hostile_inputs
+
+    make_hostile_inputs(d, _oracle)
     return d
 
 

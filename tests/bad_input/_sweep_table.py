@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _hostile_inputs import (exp_float16_prediction_wanted, exp_id_not_utf8, exp_truncated_instances, full_disk,
+                             nothing_written as nothing_but_mounts, read_only_experiment, read_only_status,
+                             relabelled_two, resumes_after_space_is_freed)
 from _sweep_inputs import (EVALUATE, INPROCESS, LABEL, ON_PRED, TINY, a_file, all_zero_instances, exp_checkpoint_5,
                            exp_empty, exp_evaluation_file, exp_garbage_checkpoint, exp_instances_file, exp_no_config,
                            exp_typo_config, exp_with_outputs, failed_block_recorded, nothing_written, one_vote_block,
                            other_experiments_database, postgres_foreign_schema, postgres_other_experiment,
                            prediction_written, read_only_root, samples, short_connect_timeout, too_large_to_scan)
+
+def _has_cuda_7() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 7
+
 
 @dataclass(frozen=True)
 class Row:
@@ -25,6 +34,7 @@ class Row:
     check: Callable[[Path, str, str], None] | None = None
     stream: str = "stderr"  # where `expected` appears for exit code 0
     marks: tuple = field(default=())
+    leaves: bool = False  # exit code 2 after writing (a full disk): `check` instead of "nothing written"
 
 
 def row(id_: str, argv: str, code: int, expected: str, **kw: Any):
@@ -267,7 +277,7 @@ ROWS = [
     row("database-not-sqlite", f"{ON_PRED} --set database.path='{{data}}/text.sqlite'", 2,
         "text.sqlite is not an SQLite database (file is not a database)"),
     row("database-newer-schema", f"{ON_PRED} --set database.path='{{data}}/future.sqlite'", 2,
-        "future.sqlite has schema version 99, this ppp_dist expects 2"),
+        "future.sqlite has schema version 99, this ppp_dist expects 4"),
     row("database-postgres-unreachable", f"{ON_PRED} --set database.backend=postgres "
         "--set database.dsn='postgresql://me:secret@127.0.0.1:1/graph'", 2,
         "cannot reach PostgreSQL at postgresql://me@127.0.0.1:1/graph ("),
@@ -322,4 +332,100 @@ ROWS = [
     row("checkpoint-init-missing", f"train {TINY} --root runs {samples('good')} "
         "--set training.init_checkpoint='{data}/none.pt'", 2,
         "[training] init_checkpoint {data}/none.pt does not exist"),
+    *[row(f"checkpoint-{name.replace('_', '-')}", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+          f"--set prediction.checkpoint='{{data}}/{name}.pt'", 2, message, inproc=True)
+      for name, message in (("missing_keys", "missing_keys.pt lacks the weights "),
+                            ("wrong_shapes", "wrong_shapes.pt has weights of the wrong shape: "),
+                            ("nan_weights", "nan_weights.pt holds NaN or infinite weights (in "),
+                            ("bad_architecture", "bad_architecture.pt has a damaged 'architecture' entry ("))],
+    row("checkpoint-missing-keys-in-experiment", "predict --exp exp --input {data}/raw.zarr/raw "
+        "--set prediction.checkpoint='{data}/missing_keys.pt'", 2, "lacks the weights", setup=exp_empty, inproc=True),
+
+    # -- values the config checks when it loads (issue #15): one sentence before anything runs
+    row("config-nan-clip-max", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw --set data.clip_max=nan",
+        2, "[data] clip_max must be a finite number, got nan"),
+    row("config-nan-learning-rate", f"train {TINY} --root runs {samples('good')} --set training.learning_rate=nan",
+        2, "[training] learning_rate must be a finite number, got nan"),
+    row("config-huge-seed", f"train {TINY} --root runs {samples('good')} --set general.seed=12345678901234567890", 2,
+        "[general] seed must be an integer below 2^63 in size, got 12345678901234567890"),
+    row("config-seed-over-32-bits", f"train {TINY} --root runs {samples('good')} --set general.seed=4294967296", 2,
+        "[general] seed must lie in [0, 4294967295], got 4294967296"),
+    row("config-unknown-device", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.device=gpu9", 2, "[prediction] device must be auto, cpu, cuda or cuda:N, got 'gpu9'"),
+    row("config-absent-device", f"predict {TINY} --root runs --input {{data}}/raw.zarr/raw "
+        "--set prediction.device=cuda:7", 2, "[prediction] device = 'cuda:7' but this machine has ",
+        marks=pytest.mark.skipif(_has_cuda_7(), reason="this machine has cuda:7")),
+    row("config-absent-training-device", f"train {TINY} --root runs {samples('good')} --set training.device=cuda:7",
+        2, "[training] device = 'cuda:7' but this machine has ",
+        marks=pytest.mark.skipif(_has_cuda_7(), reason="this machine has cuda:7")),
+    row("config-memory-limit", f"{ON_PRED} --set cluster.memory_limit=lots", 2,
+        "[cluster] memory_limit must be \"auto\" or a size such as 8GiB, got 'lots'"),
+    row("config-dashboard-address", f"{ON_PRED} --set cluster.dashboard_address=not-an-address", 2,
+        "[cluster] dashboard_address must be [HOST]:PORT, e.g. :8787 or :0 (any free port), got 'not-an-address'"),
+    row("config-validation-grid", f"validate {TINY} --root runs {samples('good', 'val_data')} "
+        "--set 'validation.grid={{patch_threshold=[0.5, 2.0]}}'", 2,
+        "[validation.grid] patch_threshold = 2.0: [vote] patch_threshold must lie strictly between 0 and 1"),
+    row("config-validation-metric", f"validate {TINY} --root runs {samples('good', 'val_data')} "
+        "--set validation.metric=avs", 2, "[validation] metric = 'avs' is not a number evaluate reports"),
+    row("config-validation-metric-of-criterion", f"validate {TINY} --root runs {samples('good', 'val_data')} "
+        "--set evaluation.criterion=cldice", 2,
+        "[validation] metric = 'avS' is not a number evaluate reports with [evaluation] criterion = 'cldice'"),
+
+    # -- files that are damaged or not what they say (issue #15)
+    row("file-config-not-utf8", f"{LABEL} -c {{data}}/latin1.toml --input {{data}}/pred.zarr", 2,
+        "config file {data}/latin1.toml is not UTF-8 text (byte 0xfc at offset 24); save it as UTF-8"),
+    row("file-experiment-id-not-utf8", "label --exp exp --input {data}/pred.zarr", 2,
+        "exp/experiment_id is not UTF-8 text (byte 0xff at offset 0)", setup=exp_id_not_utf8),
+    row("file-truncated-zarr-json-prediction", f"{LABEL} --input {{data}}/truncated.zarr", 2,
+        "zarr metadata {data}/truncated.zarr/patches/zarr.json is damaged (JSONDecodeError: "),
+    row("file-truncated-zarr-json-raw", f"predict {TINY} --root runs --input {{data}}/truncated_raw.zarr/raw", 2,
+        "cannot read the zarr metadata of 'raw' in {data}/truncated_raw.zarr"),
+    row("file-truncated-zarr-json-existing-output", "label --exp exp --input {data}/pred.zarr", 2,
+        "zarr metadata exp/instances.zarr/instances/zarr.json is damaged", setup=exp_truncated_instances),
+
+    # -- label ids postprocess must take as evaluate does (issue #15)
+    row("ids-negative-postprocess", "postprocess --root runs --input {data}/ids.zarr/negative", 2,
+        "ids.zarr/negative holds the negative id -3 at channel 0, voxel (0, 3, 3); instance ids must be >= 0"),
+    row("ids-negative-evaluate", f"{EVALUATE} --input {{data}}/ids.zarr/negative --gt {{data}}/labels.zarr/gt", 2,
+        "ids.zarr/negative holds the negative id -3"),
+    row("ids-above-2-63-postprocess", "postprocess --root runs --input {data}/ids.zarr/above_2_63", 0,
+        "-> 2 instances", stream="stdout", check=relabelled_two),
+    row("ids-near-4e9-postprocess", "postprocess --root runs --input {data}/ids.zarr/near_4e9", 0,
+        "postprocess: 4000000000 -> 2 instances", stream="stdout", check=relabelled_two),
+
+    # -- values the network or the vote cannot take (issue #15)
+    row("value-raw-overflows-network", f"predict {TINY} --root runs --input {{data}}/hostile_raw.zarr/overflow", 2,
+        "hostile_raw.zarr/overflow holds 1e+38 at channel 0, voxel (0, 0, 0), outside [-1e+20, 1e+20]; with [data] "
+        "normalization = 'none' values this large overflow the network"),
+    row("value-float-patches-above-one", f"{LABEL} --input {{data}}/wide_patches.zarr", 2,
+        "wide_patches.zarr/patches holds 1.7 at channel 4, voxel (0, 6, 6), outside [0, 1]; float predictions are "
+        "probabilities"),
+    row("value-float-patches-above-one-in-process", f"{INPROCESS} --input {{data}}/wide_patches.zarr", 2,
+        "outside [0, 1]"),
+    row("value-complex-raw", f"predict {TINY} --root runs --input {{data}}/hostile_raw.zarr/complex", 2,
+        "hostile_raw.zarr/complex holds complex numbers (complex64); give real numbers"),
+    row("value-complex-raw-plan", "plan --input {data}/hostile_raw.zarr/complex", 2, "holds complex numbers (complex64)"),
+
+    # -- crafted shapes: refused at once, plan is O(1) in the blocks (issue #15)
+    row("shape-crafted-huge-plan", "plan --input {data}/huge_raw.zarr/raw", 2,
+        "would be cut into 24,414,062,500 blocks of (64, 64, 64), more than 10,000,000; raise [vote] block_shape"),
+    row("shape-crafted-huge-label", f"{LABEL} --input {{data}}/huge_pred.zarr", 2,
+        "the prediction {data}/huge_pred.zarr of shape (1, 10000000, 10000000) would be cut into "),
+    row("shape-crafted-label-in-process-memory", f"{INPROCESS} --set vote.block_shape=[1,4096,4096] "
+        "--input {data}/wide_pred.zarr", 2, "label with [vote] blockwise = false on {data}/wide_pred.zarr needs "
+        "about "),
+    row("shape-plan-8192-cubed-metadata-only", "plan --input {data}/big_raw.zarr/raw", 0,
+        "vote     2097152     (64, 64, 64)", stream="stdout", check=nothing_written),
+
+    # -- full disk, read-only experiment, flags that do not exist (issue #15)
+    row("disk-full-label", f"{INPROCESS.replace('--root runs', '--root full/runs')} --input {{data}}/pred.zarr", 2,
+        "no space left on the device for output full/runs/", setup=full_disk, leaves=True,
+        check=resumes_after_space_is_freed),
+    row("read-only-status", "status ro/exp", 0, "blockwise stages (ledger):", stream="stdout",
+        setup=read_only_experiment, check=read_only_status),
+    row("flag-overwrite-is-a-setting", f"predict --exp exp --input {{data}}/raw.zarr/raw "
+        "--set prediction.patch_dtype=float16", 2, "exp/prediction.zarr/patches holds uint8 patches, not [prediction] "
+        "patch_dtype = float16; pass --set general.overwrite=true", setup=exp_float16_prediction_wanted),
+    row("usage-demo-workers-zero", "demo --workers 0 --root runs", 2, "--workers must be at least 1, got 0"),
+    row("usage-demo-workers-negative", "demo --workers -1 --root runs", 2, "--workers must be at least 1, got -1"),
 ]

@@ -179,7 +179,7 @@ def test_prepare_reuses_matching_and_lists_every_difference(tmp_path):
                                            r"layout: "
                                            r"shape is \(2, 8, 8\) but \(2, 8, 9\) was requested; chunks is "
                                            r"\(2, 4, 4\) but \(2, 2, 4\) was requested; dtype is uint8 but "
-                                           r"uint16 was requested; rerun with overwrite"):
+                                           r"uint16 was requested; pass --set general.overwrite=true to replace it"):
         prepare_array(text, shape=(2, 8, 9), chunks=(2, 2, 4), dtype="u2", axes="cyx")
     replaced = prepare_array(text, shape=(2, 8, 9), chunks=(2, 2, 4), dtype="u2", axes="cyx", overwrite=True)
     assert replaced.shape == (2, 8, 9) and read_box(replaced, Box((0, 0), (4, 4))).max() == 0

@@ -131,3 +131,23 @@ def test_wrong_channels_and_wrong_checkpoint_are_clear_errors(tmp_path):
     other = make_config(model={**TINY_2D, "num_fmaps": 5}, data={"num_channels": 2})
     with pytest.raises(CheckpointError, match="num_fmaps is 4 in the checkpoint but 5"):
         predict_volume(other, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+
+
+@pytest.mark.parametrize("cause", ["nan_weights", "huge_input"])
+def test_network_output_that_is_not_finite_is_refused_not_stored(tmp_path, cause):
+    """NaN weights, or raw values near 1e38 with normalization none, make NaN logits: refused in one sentence
+    (they used to be stored as 0 and the run exited 0)."""
+    config = make_config(model=TINY_2D)
+    checkpoint = _checkpoint(config, tmp_path)
+    net = load_network(config.model, 1, checkpoint, "cpu")
+    geometry = tile_geometry(config.model)
+    tiles = np.random.default_rng(1).random((1, 1) + geometry.input_shape, dtype=np.float32)
+    if cause == "nan_weights":
+        net = build_model(config.model, 1).eval()
+        with torch.no_grad():
+            next(net.parameters()).fill_(float("nan"))
+    else:  # values near the float32 limit: the first convolution's sums overflow (inf - inf = NaN)
+        tiles[..., ::2] = 1e38
+        tiles[..., 1::2] = -1e38
+    with pytest.raises(InputDataError, match="the network's output holds NaN or infinite values"):
+        predict_tile(net, tiles, geometry)

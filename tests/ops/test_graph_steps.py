@@ -151,3 +151,21 @@ def test_remove_small_relabel_and_dilate():
 def test_node_ids_are_global_linear_index_plus_one():
     ids = node_ids(np.array([[0, 0, 0], [1, 2, 3]]), origin=(10, 0, 0), global_shape=(20, 5, 6))
     np.testing.assert_array_equal(ids, [10 * 30 + 1, 11 * 30 + 2 * 6 + 3 + 1])
+
+
+@pytest.mark.parametrize("dtype, ids", [(np.uint32, (2_000_000_000, 4_000_000_000)),
+                                        (np.uint64, (2 ** 63 + 5, 2 ** 64 - 1)), (np.int64, (1, 2))])
+def test_relabel_takes_any_id_without_allocating_by_its_size(dtype, ids):
+    """ids near 4e9 or above 2^63 (as evaluate takes them): relabelled 1..n in order, memory by the voxels."""
+    lab = np.zeros((1, 1, 24, 24), dtype)
+    lab[0, 0, 2:9, 2:9] = ids[0]
+    lab[0, 0, 12:20, 12:20] = ids[1]
+    out = remove_small_and_relabel(lab)
+    assert out.dtype == np.uint32 and out[0, 0, 3, 3] == 1 and out[0, 0, 13, 13] == 2 and out.max() == 2
+
+
+def test_relabel_refuses_negative_ids():
+    from ppp_dist.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="negative ids"):
+        remove_small_and_relabel(np.full((1, 1, 4, 4), -3, np.int32))
