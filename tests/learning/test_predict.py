@@ -61,10 +61,16 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("patch_dtype", ["uint8", "float16"])
-def test_tiled_prediction_equals_single_pass(name, patch_dtype, tmp_path):
+@pytest.mark.parametrize("zero", [False, True], ids=["as-predicted", "zeroed-background"])
+def test_tiled_prediction_equals_single_pass(name, patch_dtype, zero, tmp_path):
+    """With [prediction] zero_background (the default) the patches of voxels that the assembly counts as
+    background (numinst 0 at [vote] numinst_thresholds) are stored as 0; every other value is the single pass's."""
+    from ppp_dist.ops._geometry import numinst_from_prob
+
     model, shape = CASES[name]
     config = make_config(model=model, data={"num_channels": shape[0]},
-                         prediction={"device": "cpu", "patch_dtype": patch_dtype, "batch_size": 2})
+                         prediction={"device": "cpu", "patch_dtype": patch_dtype, "batch_size": 2,
+                                     "zero_background": zero})
     geometry = tile_geometry(config.model)
     assert any(s % o for s, o in zip(shape[1:], geometry.output_shape)), "the volume must not be a tile multiple"
     raw = _write_raw(tmp_path / "in.zarr", shape)
@@ -78,11 +84,16 @@ def test_tiled_prediction_equals_single_pass(name, patch_dtype, tmp_path):
     assert patches.dtype == np.dtype(patch_dtype) and patches.shape == (int(np.prod(model["patch_shape"])),) + shape[1:]
     assert expected["patches"].std() > 0.05  # a meaningful comparison
     np.testing.assert_allclose(numinst.astype(int), to_storage("numinst", expected["numinst"]).astype(int), atol=1)
+    want = to_storage("patches", expected["patches"], patch_dtype)
+    if zero:
+        background = numinst_from_prob(numinst, config.vote.numinst_thresholds) == 0
+        assert 0 < background.mean() < 1, "the case should hold both background and foreground"
+        want[:, background] = 0
+        assert (patches[:, background] == 0).all()
     if patch_dtype == "uint8":
-        np.testing.assert_allclose(patches.astype(int), to_storage("patches", expected["patches"]).astype(int),
-                                   atol=1)
+        np.testing.assert_allclose(patches.astype(int), want.astype(int), atol=1)
     else:
-        np.testing.assert_allclose(patches.astype(np.float32), expected["patches"], atol=2e-3)
+        np.testing.assert_allclose(patches.astype(np.float32), want.astype(np.float32), atol=2e-3)
 
 
 def test_an_older_checkpoint_is_predicted_with_zeros_outside_the_volume(tmp_path):
