@@ -496,12 +496,40 @@ def mutex_watershed(n, pairs, attractive, order):
     return out
 
 
+@njit(cache=True, inline="always")
+def _add_vote(labs, acc, nf, lab, v, use_count):
+    """Add a vote ``v`` (or 1) for instance ``lab`` to the voxel's list of (labs, acc); returns its length."""
+    f = 0
+    while f < nf and labs[f] != lab:
+        f += 1
+    if f == nf:
+        labs[nf] = lab
+        nf += 1
+    acc[f] += 1.0 if use_count else v
+    return nf
+
+
+@njit(cache=True, inline="always")
+def _write_winners(labs, acc, nf, n, out, col):
+    """``out[k, col]`` = the k-th largest accumulated instance (ties -> smaller id), for k < n."""
+    for k in range(min(n, out.shape[0])):
+        best = -1
+        for f in range(nf):
+            if labs[f] == 0:
+                continue
+            if best < 0 or acc[f] > acc[best] or (acc[f] == acc[best] and labs[f] < labs[best]):
+                best = f
+        if best < 0:
+            break
+        out[k, col] = labs[best]
+        labs[best] = 0
+
+
 @njit(parallel=True, cache=True)
 def paint(voxels_pflat, voxels_flat, nlab, woff, sel_pad, sel_vi, sel_label, vrows, th, use_count, out):
     """Each voxel takes the nlab[i] instances with the largest summed patch value (or count) over the
     selected patches covering it with value > th; ties -> smaller id."""
     npos = len(woff)
-    kmax = out.shape[0]
     for i in prange(len(voxels_pflat)):
         xp = voxels_pflat[i]
         labs = np.zeros(npos, dtype=np.int64)
@@ -512,27 +540,9 @@ def paint(voxels_pflat, voxels_flat, nlab, woff, sel_pad, sel_vi, sel_label, vro
             if si < 0:
                 continue
             v = vrows[sel_vi[si], e]
-            if v <= th:
-                continue
-            lab = sel_label[si]
-            f = 0
-            while f < nf and labs[f] != lab:
-                f += 1
-            if f == nf:
-                labs[nf] = lab
-                nf += 1
-            acc[f] += 1.0 if use_count else v
-        for k in range(min(nlab[i], kmax)):
-            best = -1
-            for f in range(nf):
-                if labs[f] == 0:
-                    continue
-                if best < 0 or acc[f] > acc[best] or (acc[f] == acc[best] and labs[f] < labs[best]):
-                    best = f
-            if best < 0:
-                break
-            out[k, voxels_flat[i]] = labs[best]
-            labs[best] = 0
+            if v > th:
+                nf = _add_vote(labs, acc, nf, sel_label[si], v, use_count)
+        _write_winners(labs, acc, nf, nlab[i], out, voxels_flat[i])
 
 
 @njit(parallel=True, cache=True)
@@ -541,7 +551,6 @@ def paint_rows(voxels, nlab, dpos, sel_index, box_strides, rows, sel_label, th, 
     coordinates ``voxels[i]``) sums, over window positions e in order, the value ``rows[s, e]`` of the
     selected patch s centred at ``voxels[i] - dpos[e]`` (``sel_index`` over the box, -1 where none)."""
     npos = dpos.shape[0]
-    kmax = out.shape[0]
     for i in prange(voxels.shape[0]):
         labs = np.zeros(npos, dtype=np.int64)
         acc = np.zeros(npos, dtype=np.float64)
@@ -553,24 +562,6 @@ def paint_rows(voxels, nlab, dpos, sel_index, box_strides, rows, sel_label, th, 
             if si < 0:
                 continue
             v = rows[si, e]
-            if v <= th:
-                continue
-            lab = sel_label[si]
-            f = 0
-            while f < nf and labs[f] != lab:
-                f += 1
-            if f == nf:
-                labs[nf] = lab
-                nf += 1
-            acc[f] += 1.0 if use_count else v
-        for k in range(min(nlab[i], kmax)):
-            best = -1
-            for f in range(nf):
-                if labs[f] == 0:
-                    continue
-                if best < 0 or acc[f] > acc[best] or (acc[f] == acc[best] and labs[f] < labs[best]):
-                    best = f
-            if best < 0:
-                break
-            out[k, i] = labs[best]
-            labs[best] = 0
+            if v > th:
+                nf = _add_vote(labs, acc, nf, sel_label[si], v, use_count)
+        _write_winners(labs, acc, nf, nlab[i], out, i)

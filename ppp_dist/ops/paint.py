@@ -18,15 +18,20 @@ from ppp_dist.ops.consensus import PatchField
 ACCUMULATE = ("sum", "count")
 
 
-def paint_instances(field: PatchField, selected: np.ndarray, labels: np.ndarray, *, patch_threshold: float = 0.5,
-                    max_num_inst: int = 2, accumulate: str = "sum") -> np.ndarray:
-    """(max_num_inst, Z, Y, X) uint32 labels; ``labels[i]`` (>= 1) is the instance of selected[i]."""
+def _checked(patch_threshold: float, max_num_inst: int, accumulate: str) -> tuple[float, int]:
     th = check_threshold("patch_threshold", patch_threshold)
     if accumulate not in ACCUMULATE:
         raise ValueError(f"accumulate must be one of {ACCUMULATE}; got {accumulate!r}")
     k = int(max_num_inst)
     if k < 1:
         raise ValueError(f"max_num_inst must be >= 1; got {max_num_inst}")
+    return th, k
+
+
+def paint_instances(field: PatchField, selected: np.ndarray, labels: np.ndarray, *, patch_threshold: float = 0.5,
+                    max_num_inst: int = 2, accumulate: str = "sum") -> np.ndarray:
+    """(max_num_inst, Z, Y, X) uint32 labels; ``labels[i]`` (>= 1) is the instance of selected[i]."""
+    th, k = _checked(patch_threshold, max_num_inst, accumulate)
     selected = np.asarray(selected, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != selected.shape or (labels.size and labels.min() < 1):
@@ -59,12 +64,7 @@ def paint_core(numinst: np.ndarray, centres: np.ndarray, rows: np.ndarray, label
     (max_num_inst, Z, Y, X) uint32: the labels ``paint_instances`` gives these voxels on the whole volume,
     bit for bit (the same sums in the same order: window positions ascending).
     """
-    th = check_threshold("patch_threshold", patch_threshold)
-    if accumulate not in ACCUMULATE:
-        raise ValueError(f"accumulate must be one of {ACCUMULATE}; got {accumulate!r}")
-    k = int(max_num_inst)
-    if k < 1:
-        raise ValueError(f"max_num_inst must be >= 1; got {max_num_inst}")
+    th, k = _checked(patch_threshold, max_num_inst, accumulate)
     numinst = np.asarray(numinst)
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
     rows = np.ascontiguousarray(rows, dtype=np.float32)

@@ -28,17 +28,8 @@ def _label_stack(instances: np.ndarray) -> np.ndarray:
 
 
 def _as_channel_stack(instances: np.ndarray) -> np.ndarray:
-    inst = np.asarray(instances)
-    if inst.dtype.kind not in "ui":
-        raise InputDataError(f"instances must be an integer label array; got dtype {inst.dtype}")
-    if inst.ndim == 3:
-        inst = inst[None]
-    if inst.ndim != 4:
-        raise InputDataError(
-            f"instances must be a flat label image (Z, Y, X) or a channel stack (K, Z, Y, X); got shape {inst.shape}")
-    if inst.dtype.kind == "i" and inst.size and inst.min() < 0:
-        raise InputDataError("instances must not contain negative labels")
-    return np.ascontiguousarray(inst.astype(np.int64, copy=False))
+    """:func:`_label_stack` as int64 (the dtype the whole-volume kernels are compiled for)."""
+    return _label_stack(instances).astype(np.int64, copy=False)
 
 
 @njit(parallel=True, cache=True)
