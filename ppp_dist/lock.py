@@ -30,6 +30,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ppp_dist.errors import LockedError, StorageError
@@ -40,7 +41,6 @@ LOCK_NAME = "run.lock"
 ROW = "experiment"  # the name of the lock row in the run database
 HEARTBEAT_S = 30.0  # how often the holder renews its heartbeat
 STALE_S = 300.0  # a heartbeat older than this means the holder is gone (e.g. killed on another node)
-_COLUMNS = "token, host, pid, boot, started, heartbeat, command"
 
 
 def _process_start(pid: int) -> str:
@@ -120,8 +120,9 @@ def check_free(folder: Path | str) -> None:
 
 
 def _row(cur: Any) -> Holder | None:
-    cur.execute(f"SELECT {_COLUMNS} FROM locks WHERE name = ?", (ROW,))
-    found = cur.fetchone()
+    from ppp_dist.io.lock_rows import read_lock_row
+
+    found = read_lock_row(cur, ROW)
     if found is None:
         return None
     token, host, pid, boot, started, heartbeat, command = found
@@ -241,6 +242,7 @@ class ExperimentLock:
         """Take the lock row of the run database of ``config`` too (blockwise stages); LockedError if a live
         run holds it. Released with the file."""
         from ppp_dist.io.database import open_database
+        from ppp_dist.io.lock_rows import replace_lock_row
 
         with open_database(config, self.folder) as db:
             def work() -> None:
@@ -252,20 +254,19 @@ class ExperimentLock:
                             raise LockedError(locked_message(f"the run database {db.where}", found))
                         logger.warning("database %s: took over the lock row of %s: %s", db.where, found.describe(),
                                        reason)
-                    cur.execute("DELETE FROM locks WHERE name = ?", (ROW,))
                     h = self.holder
-                    cur.execute(f"INSERT INTO locks (name, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                (ROW, h.token, h.host, h.pid, h.boot, h.started, h.heartbeat, h.command))
+                    replace_lock_row(cur, ROW, (h.token, h.host, h.pid, h.boot, h.started, h.heartbeat, h.command))
             db.retrying(work, "taking the lock row of the run")
         self._databases.append((config, self.folder))
 
-    def _database_rows(self, sql: str, params: tuple) -> None:
+    def _database_rows(self, change: Callable[[Any], None]) -> None:
+        """``change(db)`` on each run database whose lock row this run holds."""
         from ppp_dist.io.database import open_database
 
         for config, folder in self._databases:
             try:
                 with open_database(config, folder) as db:
-                    db.execute(sql, params)
+                    change(db)
             except Exception as err:  # a heartbeat or release that fails is logged; the run goes on
                 logger.warning("lock row of the run database: %s", str(err).splitlines()[0] if str(err) else err)
 
@@ -291,15 +292,20 @@ class ExperimentLock:
             os.replace(tmp, self.path)
         except OSError as err:
             logger.warning("experiment %s: cannot renew the lock file (%s)", self.folder, err.strerror)
-        self._database_rows("UPDATE locks SET heartbeat = ? WHERE name = ? AND token = ?",
-                            (self.holder.heartbeat, ROW, self.holder.token))
+        from ppp_dist.io.lock_rows import renew_lock_row
+
+        token, heartbeat = self.holder.token, self.holder.heartbeat
+        self._database_rows(lambda db: renew_lock_row(db, ROW, token, heartbeat))
 
     def release(self) -> None:
         """Stop the heartbeat, delete the row(s) and the lock file (only if they are still this run's)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._database_rows("DELETE FROM locks WHERE name = ? AND token = ?", (ROW, self.holder.token))
+        from ppp_dist.io.lock_rows import delete_lock_row
+
+        token = self.holder.token
+        self._database_rows(lambda db: delete_lock_row(db, ROW, token))
         current = read_holder(self.path)
         if current is not None and current.token == self.holder.token:
             self.path.unlink(missing_ok=True)

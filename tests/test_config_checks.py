@@ -34,7 +34,7 @@ def _override(field: str, value: str) -> str:
 
 def test_the_suite_covers_every_cluster_string_field():
     assert set(STRING_FIELDS) == {"scheduler_address", "memory_limit", "dashboard_address", "queue", "account",
-                                  "walltime", "memory", "job_extra_directives"}
+                                  "walltime", "memory", "job_extra_directives", "interface"}
 
 
 @pytest.mark.parametrize("attempt", ATTEMPTS, ids=range(len(ATTEMPTS)))
