@@ -71,6 +71,22 @@ def patch_targets(instances: np.ndarray, patch_shape) -> np.ndarray:
     return out
 
 
+@njit(cache=True, inline="always")
+def _fill_patch(seg, offsets, z, y, x, value, row):
+    """``row[e] = value`` where some channel has the same non-zero label at (z, y, x) and at (z, y, x) +
+    offsets[e] (inside the array)."""
+    k, nz, ny, nx = seg.shape
+    for e in range(len(offsets)):
+        z2, y2, x2 = z + offsets[e, 0], y + offsets[e, 1], x + offsets[e, 2]
+        if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
+            continue
+        for c in range(k):
+            s = seg[c, z, y, x]
+            if s != 0 and s == seg[c, z2, y2, x2]:
+                row[e] = value
+                break
+
+
 @njit(parallel=True, cache=True)
 def _targets_inner(seg, offsets, begin, value, out):
     """``out[e, v] = value`` where ``patch_targets(seg)[e, begin + v]`` is 1, for the voxels v of ``out``."""
@@ -89,15 +105,7 @@ def _targets_inner(seg, offsets, begin, value, out):
                         break
                 if background:  # no channel: every entry of its patch is 0
                     continue
-                for e in range(len(offsets)):
-                    z2, y2, x2 = z + offsets[e, 0], y + offsets[e, 1], x + offsets[e, 2]
-                    if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
-                        continue
-                    for c in range(k):
-                        s = seg[c, z, y, x]
-                        if s != 0 and s == seg[c, z2, y2, x2]:
-                            out[e, zi, yi, xi] = value
-                            break
+                _fill_patch(seg, offsets, z, y, x, value, out[:, zi, yi, xi])
 
 
 def patch_targets_box(instances: np.ndarray, patch_shape, begin, shape, value: int = 1) -> np.ndarray:
@@ -121,18 +129,8 @@ def patch_targets_box(instances: np.ndarray, patch_shape, begin, shape, value: i
 @njit(parallel=True, cache=True)
 def _target_rows(seg, offsets, coords, value, out):
     """``out[i, e] = value`` where ``patch_targets(seg)[e, coords[i]]`` is 1."""
-    k, nz, ny, nx = seg.shape
     for i in prange(coords.shape[0]):
-        z, y, x = coords[i, 0], coords[i, 1], coords[i, 2]
-        for e in range(len(offsets)):
-            z2, y2, x2 = z + offsets[e, 0], y + offsets[e, 1], x + offsets[e, 2]
-            if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
-                continue
-            for c in range(k):
-                s = seg[c, z, y, x]
-                if s != 0 and s == seg[c, z2, y2, x2]:
-                    out[i, e] = value
-                    break
+        _fill_patch(seg, offsets, coords[i, 0], coords[i, 1], coords[i, 2], value, out[i])
 
 
 def patch_target_rows(instances: np.ndarray, patch_shape, coords: np.ndarray, value: int = 1) -> np.ndarray:
