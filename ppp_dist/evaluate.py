@@ -25,14 +25,14 @@ import numpy as np
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
 from ppp_dist.ops.metrics_cldice import aggregate_cldice, cldice_metrics, filter_predictions
-from ppp_dist.ops.metrics_iou import (DEFAULT_THRESHOLDS, Assignment, aggregate_images, iou_metrics,
-                                      prepare_table)
+from ppp_dist.ops.metrics_iou import DEFAULT_THRESHOLDS, Assignment, aggregate_images, iou_metrics, prepare_table
 from ppp_dist.ops.metrics_isbi import isbi_scores
 from ppp_dist.ops.overlap_table import OverlapTable, merge_tables, overlap_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_files", "evaluate_with_config", "evaluate_arrays", "compute_overlap_table", "read_labels", "label_projection"]
+__all__ = ["evaluate_files", "evaluate_with_config", "evaluate_arrays", "compute_overlap_table", "read_labels",
+           "label_projection"]
 
 Criterion = Literal["iou", "cldice"]
 

@@ -28,9 +28,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from ppp_dist.errors import LockedError, StorageError
@@ -169,7 +169,7 @@ class ExperimentLock:
 
     # -- the file
 
-    def acquire(self) -> "ExperimentLock":
+    def acquire(self) -> ExperimentLock:
         """Take the lock (taking over a stale one, with a log line); LockedError if a live run holds it."""
         for _ in range(5):
             if self._create():
@@ -311,7 +311,7 @@ class ExperimentLock:
             self.path.unlink(missing_ok=True)
         logger.debug("experiment %s unlocked", self.folder)
 
-    def __enter__(self) -> "ExperimentLock":
+    def __enter__(self) -> ExperimentLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -515,6 +515,6 @@ def load_network(model: ModelConfig, num_channels: int, checkpoint: Path | str, 
 
 __all__ = ["PppModel", "UNet", "CodeDecoder", "architecture", "build_model", "network_shapes",
            "expected_output_shape", "measure_output_shape", "save_checkpoint", "read_checkpoint",
-           "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights", "list_checkpoints",
-           "checkpoint_path",
+           "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights",
+           "list_checkpoints", "checkpoint_path",
            "resolve_checkpoint", "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]

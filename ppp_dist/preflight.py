@@ -19,8 +19,7 @@ import numpy as np
 
 from ppp_dist import limits, tasks
 from ppp_dist.config import PipelineConfig
-from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError,
-                             StorageError)
+from ppp_dist.errors import CheckpointError, ConfigError, DatabaseError, InputDataError, StorageError
 from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION, experiment_id
 from ppp_dist.lock import check_database_free
 

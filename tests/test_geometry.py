@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppp_dist.errors import ConfigError, StorageError
-from ppp_dist.geometry import (BlockGrid, Box, check_chunk_alignment, grid_shape, neighbors,
-                               owner_of, tile)
+from ppp_dist.geometry import BlockGrid, Box, check_chunk_alignment, grid_shape, neighbors, owner_of, tile
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -31,10 +31,9 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundErro
 from zarr.storage import LocalStore, ZipStore
 
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
-from ppp_dist.geometry import BlockGrid, Box, Shape, check_chunk_alignment, tile
+from ppp_dist.geometry import BlockGrid, Box, Shape, check_chunk_alignment
 from ppp_dist.io import ome
-from ppp_dist.io.ome import (axes_of, check_array, describe, offset_of, spatial_ndim,
-                             voxel_size_of)
+from ppp_dist.io.ome import axes_of, check_array, describe, offset_of, spatial_ndim, voxel_size_of
 
 logger = logging.getLogger(__name__)
 

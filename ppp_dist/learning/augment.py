@@ -68,7 +68,7 @@ def deformed_crop(read_raw, read_gt, raw_box: Box, gt_box: Box, rng: np.random.G
     hi = np.floor(coords.reshape(3, -1).max(axis=1)).astype(int) + 2
     if planar:
         lo[0], hi[0] = 0, union.shape[0]
-    source = Box(tuple(int(u + l) for u, l in zip(union.begin, lo)),
+    source = Box(tuple(int(u + low) for u, low in zip(union.begin, lo)),
                  tuple(int(u + h) for u, h in zip(union.begin, hi)))
     shift = np.asarray(lo, dtype=np.float32)[:, None, None, None]
     raw_src, gt_src = read_raw(source), read_gt(source)

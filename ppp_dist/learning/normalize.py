@@ -11,16 +11,17 @@
 * ``none``: as stored (uint8 divided by 255).
 
 ``percentile`` and ``minmax`` read a strided subsample of the volume (at most :data:`SUBSAMPLE_VOXELS`
-voxels: small blocks on a regular grid over the whole volume) once, before any block runs: every block, tile and worker then
-uses the same two numbers, so blockwise prediction equals whole-volume prediction. :func:`fit` returns them
+voxels: small blocks on a regular grid over the whole volume) once, before any block runs: every block, tile and
+worker then uses the same two numbers, so blockwise prediction equals whole-volume prediction. :func:`fit` returns them
 as a :class:`Normalizer`; :func:`as_fixed` writes them into ``[data]`` as ``normalization = "fixed"``, the
 form the prediction stages and checkpoints carry.
 
 Checkpoints record the normalisation settings they were trained with (:func:`settings_of`), and prediction
 uses the checkpoint's settings (:func:`for_prediction`): a model always sees its inputs normalised the way
 it was trained. ``[data] raw_padding`` says what lies outside the volume: its mirror image (the default) or
-zeros; checkpoints without recorded settings were trained with zeros and are predicted so. A training input whose normalised values span less than :data:`MIN_SPREAD` is refused
-(:func:`check_spread`): such an input is nearly constant for the network, and nothing is learnt.
+zeros; checkpoints without recorded settings were trained with zeros and are predicted so. A training input
+whose normalised values span less than :data:`MIN_SPREAD` is refused (:func:`check_spread`): such an input is
+nearly constant for the network, and nothing is learnt.
 """
 
 from __future__ import annotations

@@ -29,8 +29,16 @@ from ppp_dist.learning.dataset import build_sampler, fixed_batches, make_loader
 from ppp_dist.learning.losses import LossSettings, ppp_loss
 from ppp_dist.learning.normalize import settings_of
 from ppp_dist.learning.sampling import CropGeometry
-from ppp_dist.model import (PppModel, build_model, checkpoint_path, list_checkpoints, load_weights, network_shapes,
-                            resolve_device, save_checkpoint)
+from ppp_dist.model import (
+    PppModel,
+    build_model,
+    checkpoint_path,
+    list_checkpoints,
+    load_weights,
+    network_shapes,
+    resolve_device,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -34,10 +34,21 @@ import numpy as np
 from scipy import ndimage
 
 from ppp_dist.ops import _vote_kernels as _k
+from ppp_dist.ops._geometry import (
+    CONSENSUS_RULES,
+    DIFFERENT_RULES,
+    Grid,
+    PairOffsets,
+    check_numinst,
+    check_patch_array,
+    check_patch_shape,
+    check_threshold,
+    numinst_from_prob,
+    pair_offsets,
+    patch_rows,
+    window_positions,
+)
 from ppp_dist.ops._schedule import schedule
-from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, check_numinst,
-                                    check_patch_array, check_patch_shape, check_threshold, numinst_from_prob,
-                                    pair_offsets, patch_rows, window_positions)
 
 __all__ = ["PatchField", "Consensus", "numinst_from_prob", "prepare_field", "compute_consensus", "compute_scores",
            "agreeing_rows", "supports", "vote_parameters"]

@@ -75,15 +75,15 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     dict: ``stages`` (name -> blocks, done, skipped, failed, seconds, voxels, voxels_per_s, ok), ``instances``,
     ``output``, ``prediction``, ``ok``.
     """
+    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.geometry import check_chunk_alignment
     from ppp_dist.io.graph_store import StoreFactory
     from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
+    from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.pipeline import paint as paint_mod
     from ppp_dist.pipeline import vote as vote_mod
-    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
     from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
-    from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.runner import run_stage
 
     if sum(x is not None for x in (raw, prediction, labels)) != 1:

@@ -61,7 +61,7 @@ class AssemblySettings:
                               "mutex_watershed")
 
     @classmethod
-    def from_config(cls, config: Any) -> "AssemblySettings":
+    def from_config(cls, config: Any) -> AssemblySettings:
         """From a ``PipelineConfig`` ([model] patch_shape/max_num_inst, [vote], [postprocess])."""
         vote, model = config.vote, config.model
         if config.postprocess.dilate:

@@ -16,8 +16,8 @@ result equals the stored-prediction result (and the whole-volume ``ops.assemble`
   would not fit (125 x 512^3 bytes = 16.7 GB for 5^3 patches).
 
 ``has_foreground(box)`` lets a block without foreground skip its patches (a numinst read instead of P
-channels; what the original's foreground bounding box saved). Sources are small frozen dataclasses (paths and settings) so stages stay picklable; arrays and networks
-are opened once per worker process.
+channels; what the original's foreground bounding box saved). Sources are small frozen dataclasses (paths and
+settings) so stages stay picklable; arrays and networks are opened once per worker process.
 """
 
 from __future__ import annotations

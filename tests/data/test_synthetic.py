@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppp_dist.data import (
-    Sample, channel_stack_from_flat, instance_ids, instance_masks, numinst)
+from ppp_dist.data import Sample, channel_stack_from_flat, instance_ids, instance_masks, numinst
 from ppp_dist.data.synthetic import (
-    crossing_tubes_3d, crossing_worms_2d, make_scene, touching_nuclei_2d, touching_nuclei_3d)
+    crossing_tubes_3d,
+    crossing_worms_2d,
+    make_scene,
+    touching_nuclei_2d,
+    touching_nuclei_3d,
+)
 from ppp_dist.data.writer import write_synthetic_volume
 from ppp_dist.errors import InputDataError, StorageError
 from ppp_dist.geometry import Box
