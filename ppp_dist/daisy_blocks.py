@@ -116,7 +116,9 @@ def to_daisy_blocks(grid: BlockGrid, task_id: str = "blocks") -> list[DaisyBlock
     """daisy's enumeration of ``grid``'s blocks, sorted by our block id."""
     blocks = [b for b, _ in daisy_graph(grid, task_id).enumerate_all_dependencies()]
     writes = [_box(b.write_roi) for b in blocks]
-    ids = grid.owners_of(np.asarray([w.begin for w in writes], dtype=np.int64)) if blocks else []
+    ids: np.ndarray | list[int] = []
+    if blocks:
+        ids = grid.owners_of(np.asarray([w.begin for w in writes], dtype=np.int64))
     out = [DaisyBlock(int(i), int(b.block_id[1]), w, _box(b.read_roi)) for i, b, w in zip(ids, blocks, writes)]
     return sorted(out, key=lambda d: d.block_id)
 
@@ -196,7 +198,7 @@ def _drain(sched: Any, grids: dict[str, BlockGrid]) -> list[dict[str, list[int]]
     daisy = _daisy()
     waves = []
     while True:
-        ready = {name: [] for name in grids}
+        ready: dict[str, list[int]] = {name: [] for name in grids}
         blocks = []
         for name in grids:
             while (block := sched.acquire_block(name)) is not None:

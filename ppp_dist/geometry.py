@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 import numpy as np
 
@@ -33,6 +34,12 @@ from ppp_dist.errors import ConfigError, StorageError
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
+Index = tuple[EllipsisType | slice, ...]
+
+
+def trailing(slices: Sequence[slice]) -> Index:
+    """``(..., *slices)``: an index of the trailing (spatial) axes that keeps the leading ones (channels)."""
+    return (..., *slices)
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class BlockSpec:
         if tuple(data.shape[data.ndim - nd:]) != self.read_box.shape:
             raise ValueError(f"block {self.block_id}: data of shape {data.shape} does not cover the "
                              f"read box {self.read_box} of shape {self.read_box.shape}")
-        return data[(Ellipsis, *self.write_in_read)]
+        return data[trailing(self.write_in_read)]
 
 
 def _as_shape(value: int | Sequence[int], ndim: int, what: str, *, minimum: int) -> Shape:

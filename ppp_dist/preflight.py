@@ -235,7 +235,7 @@ class Preflight:
                                   "checkpoints; add train to the tasks, resume an experiment that has them (--exp "
                                   "DIR), or set prediction.checkpoint to a checkpoint file")
         train_dir = Path(self.exp_dir or ".") / "train"
-        if explicit and not Path(which).is_file():
+        if explicit and not Path(str(which)).is_file():
             raise CheckpointError(f"checkpoint {which} does not exist; give 'last', an iteration number or a file")
         found = _checkpoint_files(train_dir)
         if not explicit and not found:

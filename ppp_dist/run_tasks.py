@@ -232,7 +232,7 @@ def _label(ctx: TaskContext) -> bool:
     return True
 
 
-def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str) -> None:
+def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> None:
     """An all-background prediction is no error (label writes an all-zero volume) but deserves one line."""
     if instances == 0:
         print(f"ppp-dist: warning: label found no instances in {prediction}: it is all background at [vote] "
@@ -312,7 +312,7 @@ def summary_line(result: dict) -> str:
     return "evaluation: " + (", ".join(parts) if parts else "no scores")
 
 
-HANDLERS: dict[str, Callable[[TaskContext], None]] = {
+HANDLERS: dict[str, Callable[[TaskContext], bool | None]] = {  # False: finished with failed blocks
     "train": _train, "validate": _validate, "predict": _predict, "decode": _decode, "label": _label,
     "postprocess": _postprocess, "evaluate": _evaluate, "cross_validate": _cross_validate, "visualize": _visualize,
 }

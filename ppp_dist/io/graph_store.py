@@ -412,7 +412,7 @@ class GraphStore:
         out = {}
         for table, dtype, order in (("clusters", CLUSTER_DTYPE, "id"), ("patch_map", MAP_DTYPE, "patch"),
                                     ("links", LINK_DTYPE, "u, v")):
-            names = ", ".join(dtype.names)
+            names = ", ".join(dtype.names or ())
             rows = self.db.execute(f"SELECT {names} FROM {table} WHERE block = ? ORDER BY {order}", (int(block_id),))
             out[table] = np.array([tuple(r) for r in rows], dtype=dtype)
         return out

@@ -36,7 +36,7 @@ def _rotation_matrix(rng: np.random.Generator, max_degrees: float, planar: bool)
     return np.eye(3) + s * k + (1 - c) * (k @ k)
 
 
-def random_transform(rng: np.random.Generator, shape: tuple[int, int, int], aug: AugmentationConfig,
+def random_transform(rng: np.random.Generator, shape: tuple[int, ...], aug: AugmentationConfig,
                      planar: bool) -> np.ndarray:
     """(3, *shape) float32 source coordinates (relative to the same box) of a smooth random deformation."""
     grid = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij"))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ppp_dist.config.sections import DataConfig
+from ppp_dist.config.sections import DataConfig, PipelineConfig
 from ppp_dist.errors import InputDataError
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,8 @@ def with_settings(data: DataConfig, settings: dict[str, Any] | None) -> DataConf
     """``[data]`` with the normalisation ``settings`` of a checkpoint (unchanged for None / old checkpoints)."""
     if not settings:
         return data
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in SETTINGS_KEYS}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                              if k in SETTINGS_KEYS}
     changed = {k: v for k, v in values.items() if getattr(data, k) != v}
     if changed:
         logger.info("normalising as the checkpoint was trained: %s",
@@ -186,7 +187,7 @@ def with_settings(data: DataConfig, settings: dict[str, Any] | None) -> DataConf
     return dataclasses.replace(data, **values)
 
 
-def for_prediction(config: Any, raw_spec: str, checkpoint: Any) -> Any:
+def for_prediction(config: PipelineConfig, raw_spec: str, checkpoint: Any) -> PipelineConfig:
     """``config`` whose ``[data]`` normalises the volume ``raw_spec`` as ``checkpoint`` was trained, with the
     volume's numbers found once (``normalization = "fixed"``): what every prediction tile and block uses."""
     from ppp_dist.io.volumes import open_array

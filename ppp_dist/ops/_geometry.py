@@ -31,7 +31,7 @@ def check_patch_shape(patch_shape) -> tuple[int, int, int]:
     if len(ps) != 3 or any(s < 1 or s % 2 == 0 for s in ps):
         raise ValueError(f"patch_shape must be 3 odd positive ints (pz, py, px), 2D as (1, py, px); "
                          f"got {patch_shape!r}")
-    return ps  # type: ignore[return-value]
+    return ps
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SparsePatches:
     patches of the voxels ``coords`` (N, 3), in ``dtype``; every step reads only foreground voxels' patches,
     so a source that can compute them per voxel (the oracle) never builds the dense array."""
 
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]  # (P, Z, Y, X)
     dtype: np.dtype
     rows: Callable[[np.ndarray], np.ndarray]
 
@@ -207,7 +207,7 @@ class PairOffsets:
 
 def pair_offsets(patch_shape) -> PairOffsets:
     h = np.asarray(patch_shape, dtype=np.int64) // 2
-    lut_shape = tuple(int(4 * x + 1) for x in h)
+    lut_shape = (int(4 * h[0] + 1), int(4 * h[1] + 1), int(4 * h[2] + 1))
     g = np.stack(np.meshgrid(*[np.arange(-2 * x, 2 * x + 1) for x in h], indexing="ij"), axis=-1).reshape(-1, 3)
     positive = (g[:, 0] > 0) | ((g[:, 0] == 0) & (g[:, 1] > 0)) | ((g[:, 0] == 0) & (g[:, 1] == 0) & (g[:, 2] > 0))
     lut = np.full(len(g), -1, dtype=np.int32)

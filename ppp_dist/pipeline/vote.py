@@ -48,7 +48,7 @@ def set_threads(threads: int | None) -> None:
     if threads:
         import numba
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]  # set at run time
 
 
 @dataclass(frozen=True)
