@@ -6,10 +6,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from ppp_dist.daisy_blocks import (
+from _daisy_blocks import (
     DAISY_TESTED,
     chained_dependencies,
     conflict_waves,
@@ -21,6 +18,9 @@ from ppp_dist.daisy_blocks import (
     to_daisy_blocks,
     to_daisy_task,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ppp_dist.geometry import BlockGrid, Box
 from ppp_dist.pipeline.vote import vote_blocks_touching
 

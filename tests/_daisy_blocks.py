@@ -1,4 +1,8 @@
-"""daisy 2 as a second description of our block grids and of the order of chained stages.
+"""daisy 2 as a second description of our block grids and of the order of chained stages (a test helper).
+
+It lives with the tests because only ``tests/test_daisy_blocks.py`` uses it: dask runs the blocks, and
+daisy has no job at run time (docs/geometry.md, section "daisy"), so daisy is a test dependency (the
+``test`` extra), not a dependency of ``ppp_dist``.
 
 What this module is for: express a ``geometry.BlockGrid`` as a daisy task (``total_roi``, template
 ``read_roi`` / ``write_roi``, ``fit="shrink"``), let daisy enumerate the blocks and the block-level
@@ -17,8 +21,8 @@ The correspondence (all coordinates are voxels; daisy's ROIs are ``funlib.geomet
 daisy's write ROIs then equal our write boxes exactly, and daisy's read ROIs equal our
 ``read_box_unclipped`` (write box grown by the halo); our ``read_box`` is that clipped to the volume.
 
-Only ``daisy.v2`` (the native API, no 1.x shims) is used, imported lazily: importing ``ppp_dist`` does not
-import daisy. Tested with daisy 2.0.0 (``DAISY_TESTED``).
+Only ``daisy.v2`` (the native API, no 1.x shims) is used, imported lazily (a test that does not need it
+runs without it). Tested with daisy 2.0.0 (``DAISY_TESTED``).
 """
 
 from __future__ import annotations
