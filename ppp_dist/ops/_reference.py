@@ -2,6 +2,11 @@
 
 Slow reference for tests and scripts/bench_assembly.py: one Python iteration per patch, NumPy over
 its voxel pairs. Same math as the numba kernels (consensus.py, patch_graph.py).
+
+Nothing in the package calls it. It stays in the package (private, underscore) rather than next to the
+tests because the benchmark ``scripts/bench_assembly.py`` times the kernels against it as well, and the
+scripts import only the installed package, not ``tests/``; it also imports the package's private
+``PatchField``/``vote_parameters``, so it has to change together with ``consensus.py``.
 """
 
 from __future__ import annotations
