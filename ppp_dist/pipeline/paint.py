@@ -111,7 +111,7 @@ def compact(labels: np.ndarray, removed: np.ndarray) -> np.ndarray:
 def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, allow_pickle=False, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # the names are array names, none is allow_pickle
     os.replace(tmp, path)
 
 
