@@ -38,13 +38,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.errors import DatabaseError
 from ppp_dist.io.graph_store import GraphStore
 from ppp_dist.ops.union_find import UnionFind, apply_table, edge_table, merge_tables
+
+if TYPE_CHECKING:
+    from ppp_dist.pipeline.settings import AssemblySettings
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +365,8 @@ def _mutex_watershed(store: GraphStore, threshold: float, batch_size: int, budge
     return {"edges_in_memory": len(u), "instances": int(labels.max()) if len(labels) else 0}
 
 
-def agglomerate_instances(store: GraphStore, settings: Any, *, store_factory: Callable[[], GraphStore] | None = None,
+def agglomerate_instances(store: GraphStore, settings: AssemblySettings, *,
+                          store_factory: Callable[[], GraphStore] | None = None,
                           client: Any = None, agglomeration: str = "auto", blocks_per_leaf: int | None = None,
                           fan_in: int | None = None, batch_size: int = 1_000_000, tier2_batch_links: int = 1_000_000,
                           mws_max_memory_gib: float = 16.0) -> dict[str, Any]:

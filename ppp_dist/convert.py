@@ -203,7 +203,7 @@ def read_image(spec: str | os.PathLike[str], *, channel_axis: int | None = None,
     if len(files) == 1:
         image, axes = _read_file(files[0])
         return _to_czyx(image, axes, str(files[0]), channel_axis=channel_axis, gray=gray, colour=colour)
-    slices = []
+    slices: list[np.ndarray] = []
     for path in files:
         image, axes = _read_file(path)
         czyx = _to_czyx(image, axes, str(path), channel_axis=channel_axis, gray=gray, colour=colour)
@@ -341,7 +341,7 @@ def _voxel_size(voxel_size: Sequence[float]) -> tuple[float, float, float]:
         values = (1.0,) + values
     if len(values) != 3 or min(values) <= 0:
         raise InputDataError(f"voxel size {list(voxel_size)} must be 3 positive numbers (Z, Y, X) or 2 (Y, X)")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def convert_sample(raw: str | Sequence[str], out: str | os.PathLike[str], *, labels: str | None = None,

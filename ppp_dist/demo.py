@@ -35,7 +35,7 @@ MODEL_FOLDER = ("sample", "model")
 
 def sample_model() -> tuple[Path, Path]:
     """(checkpoint, resolved training config) of the network shipped in ``ppp_dist/data/sample/model/``."""
-    folder = Path(os.fspath(importlib.resources.files("ppp_dist.data").joinpath(*MODEL_FOLDER)))  # type: ignore
+    folder = Path(os.fspath(importlib.resources.files("ppp_dist.data").joinpath(*MODEL_FOLDER)))  # type: ignore[call-overload]  # a regular install
     checkpoint, config = folder / "checkpoint.pt", folder / "config.toml"
     if not (checkpoint.is_file() and config.is_file()):
         raise InputDataError(f"the sample model ({checkpoint}, {config}) is missing; the package was installed "

@@ -25,14 +25,14 @@ import numpy as np
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
 from ppp_dist.ops.metrics_cldice import aggregate_cldice, cldice_metrics, filter_predictions
-from ppp_dist.ops.metrics_iou import (DEFAULT_THRESHOLDS, Assignment, aggregate_images, iou_metrics,
-                                      prepare_table)
+from ppp_dist.ops.metrics_iou import DEFAULT_THRESHOLDS, Assignment, aggregate_images, iou_metrics, prepare_table
 from ppp_dist.ops.metrics_isbi import isbi_scores
 from ppp_dist.ops.overlap_table import OverlapTable, merge_tables, overlap_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_files", "evaluate_with_config", "evaluate_arrays", "compute_overlap_table", "read_labels", "label_projection"]
+__all__ = ["evaluate_files", "evaluate_with_config", "evaluate_arrays", "compute_overlap_table", "read_labels",
+           "label_projection"]
 
 Criterion = Literal["iou", "cldice"]
 
@@ -73,8 +73,8 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
         raise ConfigError("no predictions to evaluate")
     assignment = _check_options(criterion, assignment, thresholds, min_instance_size, block_shape)
     out_dir = Path(out_dir)
-    images = []
-    projections = []
+    images: list[dict[str, Any]] = []
+    projections: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
     for pred_spec, gt_spec in zip(predictions, ground_truths):
         t0 = time.perf_counter()
         result = _evaluate_one(os.fspath(pred_spec), os.fspath(gt_spec), criterion, assignment, thresholds,
@@ -86,7 +86,7 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
         if write_images:
             projections.append((label_projection(gt_spec, client=client),
                                 label_projection(pred_spec, client=client),
-                                tuple(read_labels(os.fspath(gt_spec), lazy=True).spatial_shape[1:])))
+                                _yx(read_labels(os.fspath(gt_spec), lazy=True).spatial_shape)))
     agg = aggregate_cldice(images) if criterion == "cldice" else aggregate_images(images)
     if isbi:
         for key in ("v_rand", "v_info", "v_rand_split", "v_rand_merge", "v_info_split", "v_info_merge"):
@@ -282,6 +282,11 @@ def _block_table(gt_spec: str, pred_spec: str, box: Box) -> OverlapTable:
 
 def _merge(*tables: OverlapTable) -> OverlapTable:
     return merge_tables(tables)
+
+
+def _yx(spatial_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(Y, X) of a (Z, Y, X) shape: the full size that a label projection was subsampled from."""
+    return int(spatial_shape[1]), int(spatial_shape[2])
 
 
 def _sample_name(spec: str, index: int) -> str:

@@ -25,6 +25,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 import numpy as np
 
@@ -33,6 +34,12 @@ from ppp_dist.errors import ConfigError, StorageError
 logger = logging.getLogger(__name__)
 
 Shape = tuple[int, ...]
+Index = tuple[EllipsisType | slice, ...]
+
+
+def trailing(slices: Sequence[slice]) -> Index:
+    """``(..., *slices)``: an index of the trailing (spatial) axes that keeps the leading ones (channels)."""
+    return (..., *slices)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class Box:
         object.__setattr__(self, "end", tuple(int(e) for e in self.end))
 
     @classmethod
-    def from_shape(cls, shape: Shape, begin: Shape | None = None) -> "Box":
+    def from_shape(cls, shape: Shape, begin: Shape | None = None) -> Box:
         begin = tuple(0 for _ in shape) if begin is None else tuple(begin)
         return cls(begin, tuple(b + s for b, s in zip(begin, shape)))
 
@@ -76,29 +83,29 @@ class Box:
     def slices(self) -> tuple[slice, ...]:
         return tuple(slice(b, e) for b, e in zip(self.begin, self.end))
 
-    def intersect(self, other: "Box") -> "Box":
+    def intersect(self, other: Box) -> Box:
         begin = tuple(max(a, b) for a, b in zip(self.begin, other.begin))
         end = tuple(max(lo, min(a, b)) for lo, a, b in zip(begin, self.end, other.end))
         return Box(begin, end)
 
-    def grow(self, amount: Shape) -> "Box":
+    def grow(self, amount: Shape) -> Box:
         """Grow by ``amount`` voxels on every side (negative values shrink)."""
         return Box(tuple(b - a for b, a in zip(self.begin, amount)),
                    tuple(e + a for e, a in zip(self.end, amount)))
 
-    def shift(self, offset: Shape) -> "Box":
+    def shift(self, offset: Shape) -> Box:
         return Box(tuple(b + o for b, o in zip(self.begin, offset)),
                    tuple(e + o for e, o in zip(self.end, offset)))
 
     def contains(self, point: Shape) -> bool:
         return all(b <= p < e for b, p, e in zip(self.begin, point, self.end))
 
-    def contains_box(self, other: "Box") -> bool:
+    def contains_box(self, other: Box) -> bool:
         """True if ``other`` lies inside this box (an empty ``other`` counts as inside)."""
         return other.empty or all(sb <= ob and oe <= se for sb, ob, oe, se in
                                   zip(self.begin, other.begin, other.end, self.end))
 
-    def relative_to(self, outer: "Box") -> tuple[slice, ...]:
+    def relative_to(self, outer: Box) -> tuple[slice, ...]:
         """Slices selecting this box inside an array that covers ``outer``."""
         return tuple(slice(b - o, e - o) for b, e, o in zip(self.begin, self.end, outer.begin))
 
@@ -158,7 +165,7 @@ class BlockSpec:
         if tuple(data.shape[data.ndim - nd:]) != self.read_box.shape:
             raise ValueError(f"block {self.block_id}: data of shape {data.shape} does not cover the "
                              f"read box {self.read_box} of shape {self.read_box.shape}")
-        return data[(Ellipsis, *self.write_in_read)]
+        return data[trailing(self.write_in_read)]
 
 
 def _as_shape(value: int | Sequence[int], ndim: int, what: str, *, minimum: int) -> Shape:

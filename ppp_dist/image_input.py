@@ -10,6 +10,7 @@ and the tasks read ``input.zarr/volumes/raw``. Before anything is written the im
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from ppp_dist.convert import IMAGE_SUFFIXES, RAW_KEY
 INPUT_NAME = "input.zarr"
 
 
-def is_image(spec: str | None) -> bool:
+def is_image(spec: str | None) -> TypeGuard[str]:
     """True for a path ending in .tif, .tiff or .png (any case)."""
     return bool(spec) and Path(str(spec)).suffix.lower() in IMAGE_SUFFIXES
 

@@ -28,11 +28,12 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
+from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import LockedError, StorageError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def _row(cur: Any) -> Holder | None:
     return Holder(str(token), str(host), int(pid), str(boot), str(started), float(heartbeat), str(command))
 
 
-def check_database_free(config: Any, folder: Path | str) -> None:
+def check_database_free(config: DatabaseConfig, folder: Path | str | None) -> None:
     """LockedError if a live run holds the lock row of the run database of ``config``; reads only."""
     from ppp_dist.io.database import open_read_only
 
@@ -169,7 +170,7 @@ class ExperimentLock:
 
     # -- the file
 
-    def acquire(self) -> "ExperimentLock":
+    def acquire(self) -> ExperimentLock:
         """Take the lock (taking over a stale one, with a log line); LockedError if a live run holds it."""
         for _ in range(5):
             if self._create():
@@ -238,7 +239,7 @@ class ExperimentLock:
 
     # -- the database row
 
-    def hold_database(self, config: Any) -> None:
+    def hold_database(self, config: DatabaseConfig) -> None:
         """Take the lock row of the run database of ``config`` too (blockwise stages); LockedError if a live
         run holds it. Released with the file."""
         from ppp_dist.io.database import open_database
@@ -311,7 +312,7 @@ class ExperimentLock:
             self.path.unlink(missing_ok=True)
         logger.debug("experiment %s unlocked", self.folder)
 
-    def __enter__(self) -> "ExperimentLock":
+    def __enter__(self) -> ExperimentLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

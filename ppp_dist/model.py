@@ -34,6 +34,7 @@ import math
 import os
 import re
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 import torch
@@ -115,7 +116,7 @@ def describe_difference(found: dict[str, Any], expected: dict[str, Any]) -> str:
 # layers
 
 
-def _conv(dims: int) -> type[nn.Module]:
+def _conv(dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
     return nn.Conv2d if dims == 2 else nn.Conv3d
 
 
@@ -135,7 +136,7 @@ def _upsample(dims: int, channels: int, factor: tuple[int, ...], mode: str, out_
     out_channels = channels if out_channels is None else out_channels
     if mode == "transposed_conv":
         cls = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
-        return cls(channels, out_channels, factor, stride=factor)
+        return cls(channels, out_channels, factor, stride=factor)  # type: ignore[arg-type]  # len(factor) == dims
     return nn.Sequential(nn.Upsample(scale_factor=tuple(float(f) for f in factor), mode="nearest"),
                          _conv(dims)(channels, out_channels, 1))
 
@@ -146,7 +147,8 @@ def _centre_crop(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     if tuple(have) == tuple(shape):
         return x
     slices = tuple(slice((h - s) // 2, (h - s) // 2 + s) for h, s in zip(have, shape))
-    return x[(Ellipsis, *slices)]
+    index: tuple[EllipsisType | slice, ...] = (..., *slices)
+    return x[index]
 
 
 class UNet(nn.Module):
@@ -423,7 +425,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     state = dict(state)
     for key, default in (("architecture", None), ("shapes", "{}")):
         try:
-            state[key] = json.loads(state.get(key) or default)
+            state[key] = json.loads(state.get(key) or default)  # type: ignore[arg-type]  # None: TypeError below
             if not isinstance(state[key], dict):
                 raise TypeError(f"a {type(state[key]).__name__}, not a JSON object")
         except (TypeError, ValueError) as err:
@@ -515,6 +517,6 @@ def load_network(model: ModelConfig, num_channels: int, checkpoint: Path | str, 
 
 __all__ = ["PppModel", "UNet", "CodeDecoder", "architecture", "build_model", "network_shapes",
            "expected_output_shape", "measure_output_shape", "save_checkpoint", "read_checkpoint",
-           "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights", "list_checkpoints",
-           "checkpoint_path",
+           "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights",
+           "list_checkpoints", "checkpoint_path",
            "resolve_checkpoint", "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]

@@ -63,8 +63,8 @@ def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[
     """Plan predict and vote/paint for a volume of ``spatial_shape`` (Z, Y, X) voxels."""
     model, vote = config.model, config.vote
     is_2d = spatial_shape[0] == 1 or model.patch_shape[0] == 1
-    downsample = model.downsample_factors
-    predict_in = model.predict_input_shape
+    downsample: tuple[tuple[int, ...], ...] = model.downsample_factors
+    predict_in: tuple[int, ...] = model.predict_input_shape
     if is_2d:
         predict_in = (1,) + tuple(predict_in[1:])
         downsample = tuple((1,) + tuple(f[1:]) for f in downsample)

@@ -19,8 +19,7 @@ import numpy as np
 
 from ppp_dist import limits, tasks
 from ppp_dist.config import PipelineConfig
-from ppp_dist.errors import (CheckpointError, ConfigError, DatabaseError, InputDataError,
-                             StorageError)
+from ppp_dist.errors import CheckpointError, ConfigError, DatabaseError, InputDataError, StorageError
 from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION, experiment_id
 from ppp_dist.lock import check_database_free
 
@@ -236,7 +235,7 @@ class Preflight:
                                   "checkpoints; add train to the tasks, resume an experiment that has them (--exp "
                                   "DIR), or set prediction.checkpoint to a checkpoint file")
         train_dir = Path(self.exp_dir or ".") / "train"
-        if explicit and not Path(which).is_file():
+        if explicit and not Path(str(which)).is_file():
             raise CheckpointError(f"checkpoint {which} does not exist; give 'last', an iteration number or a file")
         found = _checkpoint_files(train_dir)
         if not explicit and not found:

@@ -23,7 +23,8 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def write_reports(results: Mapping[str, Any], out_dir: Path,
-                  projections: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, str]:
+                  projections: Sequence[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, tuple[int, int]]]
+                  | None = None) -> dict[str, str]:
     """Write all report files into ``out_dir``; returns {kind: path}. ``projections`` are (GT, pred) 2D
     label images per sample for the overlays, optionally with the full (Y, X) size they were subsampled from
     as a third item (None: no overlay images)."""
@@ -39,7 +40,7 @@ def write_reports(results: Mapping[str, Any], out_dir: Path,
         files["scores_png"] = str(plot_scores(results, out_dir / "scores.png", score))
         for image, (gt, pred, *size) in zip(results["images"], projections):
             path = out_dir / f"overlay_{image['name']}.png"
-            plot_overlay(gt, pred, path, title=image["name"], size=tuple(size[0]) if size else None)
+            plot_overlay(gt, pred, path, title=image["name"], size=(size[0][0], size[0][1]) if size else None)
             plots.append(str(path))
         files["overlays"] = ";".join(plots)
     files["report_md"] = str(out_dir / "report.md")

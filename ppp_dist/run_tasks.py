@@ -12,8 +12,8 @@ Outputs flow between tasks through fixed names in the experiment folder:
 ``--input`` is the input of the first task of the chain (the volume for predict, the prediction group for
 decode/label, the labels for postprocess/evaluate); later tasks read what their upstream task wrote.
 
-Before anything is written, :class:`ppp_dist.preflight.Preflight` checks what the whole chain will need (config, inputs and
-their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph database, the
+Before anything is written, :class:`ppp_dist.preflight.Preflight` checks what the whole chain will need (config,
+inputs and their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph database, the
 scheduler), so a mistake ends in one sentence with exit code 2 and leaves no experiment folder, no partial
 array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``, ``docs/errors.md``).
 """
@@ -31,8 +31,15 @@ from pathlib import Path
 from ppp_dist import tasks
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.errors import ConfigError
-from ppp_dist.experiment import (INSTANCES, POSTPROCESSED, PREDICTION, Experiment, check_experiment_location,
-                                 experiment_configs, open_experiment)
+from ppp_dist.experiment import (
+    INSTANCES,
+    POSTPROCESSED,
+    PREDICTION,
+    Experiment,
+    check_experiment_location,
+    experiment_configs,
+    open_experiment,
+)
 from ppp_dist.lock import ExperimentLock, check_free
 from ppp_dist.logs import setup_logging
 from ppp_dist.preflight import Preflight
@@ -225,7 +232,7 @@ def _label(ctx: TaskContext) -> bool:
     return True
 
 
-def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str) -> None:
+def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> None:
     """An all-background prediction is no error (label writes an all-zero volume) but deserves one line."""
     if instances == 0:
         print(f"ppp-dist: warning: label found no instances in {prediction}: it is all background at [vote] "
@@ -243,9 +250,8 @@ def _label_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None =
     """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label.
     With ``raw``: predict first, blockwise (or fused), instead of reading ``prediction``."""
     from ppp_dist.cluster import close_cluster, dashboard_link, start_cluster
-    from ppp_dist.pipeline.infer import run_pipeline
-
     from ppp_dist.io.database import open_database
+    from ppp_dist.pipeline.infer import run_pipeline
 
     with open_database(ctx.config.database, ctx.experiment.path) as db:  # one database, one experiment
         db.claim(ctx.experiment.id, str(ctx.experiment.path.resolve()))
@@ -306,7 +312,7 @@ def summary_line(result: dict) -> str:
     return "evaluation: " + (", ".join(parts) if parts else "no scores")
 
 
-HANDLERS: dict[str, Callable[[TaskContext], None]] = {
-    "train": _train, "validate": _validate, "predict": _predict, "decode": _decode, "label": _label, "postprocess": _postprocess,
-    "evaluate": _evaluate, "cross_validate": _cross_validate, "visualize": _visualize,
+HANDLERS: dict[str, Callable[[TaskContext], bool | None]] = {  # False: finished with failed blocks
+    "train": _train, "validate": _validate, "predict": _predict, "decode": _decode, "label": _label,
+    "postprocess": _postprocess, "evaluate": _evaluate, "cross_validate": _cross_validate, "visualize": _visualize,
 }

@@ -478,11 +478,11 @@ def _run_distributed(client: Any, stage: str, todo: list[BlockSpec], process_blo
             result = future.result()
         else:  # the task itself failed: KilledWorker after repeated worker deaths, unpicklable result, ...
             try:
-                err = future.exception()
+                failure = future.exception()
             except Exception as exc:  # cancelled futures raise here
-                err = exc
+                failure = exc
             result = {"block": block_id, "attempt": attempt, "status": "failed", "seconds": 0.0,
-                      "error": _short_error(err), "ledger_error": "task did not return", "worker": ""}
+                      "error": _short_error(failure), "ledger_error": "task did not return", "worker": ""}
             logger.warning("%s block %d attempt %d: task failed: %s", stage, block_id, attempt, result["error"])
         future.release()
         if _record(summary, result, retries, store, bar):

@@ -73,9 +73,12 @@ def _check_dask_protocol(url: str, address: str, timeout: float) -> None:
 
     try:
         reply = asyncio.run(asyncio.wait_for(identity(), timeout))
-        problem = "" if isinstance(reply, dict) and reply.get("type") == "Scheduler" else \
-            f"it answered as {reply.get('type', 'something else')!r}" if isinstance(reply, dict) else "it answered oddly"
-    except (OSError, TimeoutError, asyncio.TimeoutError, ValueError, TypeError, EOFError) as err:
+        if isinstance(reply, dict):
+            problem = "" if reply.get("type") == "Scheduler" else \
+                f"it answered as {reply.get('type', 'something else')!r}"
+        else:
+            problem = "it answered oddly"
+    except (OSError, TimeoutError, ValueError, TypeError, EOFError) as err:
         problem = f"it did not answer the dask protocol within {timeout:.0f} s ({type(err).__name__})"
     except Exception as err:  # the comm layer raises its own errors (CommClosedError, ...) on foreign servers
         problem = f"it did not answer the dask protocol ({type(err).__name__})"

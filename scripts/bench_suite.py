@@ -490,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "argv": sys.argv[1:] if argv is None else argv, "out": str(out)},
                                "skipped": skipped}
     ctx = {"budget": budget, "tmp": tmp, "skipped": skipped, "dsn": dsn, "reserve_s": 15.0, "timelines": {}}
-    fns = {"assembly": section_assembly, "network": section_network, "graph_db": section_graph_db, "agglomeration": section_agglomeration,
-           "bytes": section_bytes, "pipeline": section_pipeline}
+    fns = {"assembly": section_assembly, "network": section_network, "graph_db": section_graph_db,
+           "agglomeration": section_agglomeration, "bytes": section_bytes, "pipeline": section_pipeline}
     try:
         for name in SECTIONS:
             if args.only and name not in args.only:

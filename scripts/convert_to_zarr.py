@@ -19,8 +19,8 @@ import argparse
 import logging
 import sys
 
-from ppp_dist.convert import GT_KEY, RAW_KEY, convert_per_file, convert_sample
 from ppp_dist.cli import one_line
+from ppp_dist.convert import GT_KEY, RAW_KEY, convert_per_file, convert_sample
 from ppp_dist.errors import InputDataError, PppDistError
 
 

@@ -253,7 +253,8 @@ def run_checks(args: argparse.Namespace, root: Path, cuda: bool) -> tuple[list[t
 
     # 6. training the FlyLight-sized default network with AMP
     if args.train_iterations and not args.tiny and size < TRAIN_MIN_SIZE:
-        rows.append(("train (AMP)", f"skipped: the default network trains on {TRAIN_MIN_SIZE}^3 crops; --size is {size}"))
+        rows.append(("train (AMP)",
+                     f"skipped: the default network trains on {TRAIN_MIN_SIZE}^3 crops; --size is {size}"))
     elif args.train_iterations:
         from ppp_dist.config import config_from_table
         from ppp_dist.learning.train import run_train

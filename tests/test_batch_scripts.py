@@ -450,4 +450,5 @@ def test_docs_name_only_real_commands_options_and_keys(doc):
         flags = {f for part in named for f in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", part)}
         assert {"--dry-run", "--steps", "--after", "--set"} <= flags
         for flag in flags:
-            assert re.search(rf"^  (-\w, )?{flag}\b", usage, re.M), f"{doc.name}: the batch scripts have no option {flag}"
+            assert re.search(rf"^  (-\w, )?{flag}\b", usage, re.M), \
+                f"{doc.name}: the batch scripts have no option {flag}"

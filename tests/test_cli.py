@@ -132,7 +132,8 @@ def test_plan_prints_the_network_per_voxel_and_bounds_the_mutex_watershed(capsys
     from ppp_dist.learning.predict import tile_geometry
     from ppp_dist.plan import network_ratio
 
-    args = ["plan", "--input", f"{raw_zarr}/raw", "--set", "data.num_channels=2", "--set", "vote.block_shape=[32, 32, 32]"]
+    args = ["plan", "--input", f"{raw_zarr}/raw", "--set", "data.num_channels=2",
+            "--set", "vote.block_shape=[32, 32, 32]"]
     code, out, _ = run(capsys, *args)
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith("network"))

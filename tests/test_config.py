@@ -27,14 +27,16 @@ def test_every_shipped_config_parses(path):
 
 
 def test_misspelt_key_gets_a_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown key \[vote\] 'patch_treshold' \(did you mean 'patch_threshold'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown key \[vote\] 'patch_treshold' \(did you mean 'patch_threshold'\?\)"):
         config_from_table({"vote": {"patch_treshold": 0.6}})
 
 
 def test_misspelt_section_and_nested_key():
     with pytest.raises(ConfigError, match=r"unknown section \[votes\] \(did you mean 'vote'\?\)"):
         config_from_table({"votes": {}})
-    with pytest.raises(ConfigError, match=r"\[training.sampling\] 'probability_fg' \(did you mean 'probability_foreground'\?\)"):
+    with pytest.raises(ConfigError,
+                       match=r"\[training.sampling\] 'probability_fg' \(did you mean 'probability_foreground'\?\)"):
         config_from_table({"training": {"sampling": {"probability_fg": 0.5}}})
 
 
@@ -59,7 +61,8 @@ def test_all_problems_are_reported_together():
     ({"vote": 3}, r"\[vote\] must be a table, got 3"),
     ({"training": {"sampling": {"probability_random": 0.5}}}, r"must sum to 1, got 1.45"),
     ({"model": {"head": "codes", "code_units": 100}}, r"code_units = 100 but model.decoder.code_shape"),
-    ({"validation": {"grid": {"patch_treshold": [0.5]}}}, r"'patch_treshold' is not a \[vote\] key \(did you mean 'patch_threshold'\?\)"),
+    ({"validation": {"grid": {"patch_treshold": [0.5]}}},
+     r"'patch_treshold' is not a \[vote\] key \(did you mean 'patch_threshold'\?\)"),
     ({"validation": {"grid": {"patch_threshold": [0.5, 0.6], "cover_threshold": [0.5]},
                      "zip_keys": ["patch_threshold", "cover_threshold"]}}, r"equal lengths"),
 ])
@@ -93,7 +96,8 @@ def test_override_syntax():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    config = load_config([], ["vote.selection=greedy", "vote.blockwise=false", "validation.grid.patch_threshold=[0.5, 0.6]",
+    config = load_config([], ["vote.selection=greedy", "vote.blockwise=false",
+                              "validation.grid.patch_threshold=[0.5, 0.6]",
                               "model.downsample_factors=[[1,2,2],[1,2,2]]", "model.fmap_inc_factors=[2,2]",
                               "model.fmap_dec_factors=[1,1]"])
     path = save_config(config, tmp_path / "config.toml")

@@ -65,7 +65,8 @@ def test_an_unchecked_value_would_be_a_command_of_the_job_script(field):
 @pytest.mark.parametrize("override", [
     'cluster.queue="gpu-a100"', 'cluster.queue="cpu,gpu"', 'cluster.account="lab42"', 'cluster.walltime="72:00:00"',
     'cluster.memory="16GiB"', 'cluster.memory="64G"', 'cluster.memory="1.5TiB"', 'cluster.memory_limit="8GiB"',
-    'cluster.dashboard_address=":0"', 'cluster.dashboard_address="0.0.0.0:8787"', 'cluster.dashboard_address="[::1]:80"',
+    'cluster.dashboard_address=":0"', 'cluster.dashboard_address="0.0.0.0:8787"',
+    'cluster.dashboard_address="[::1]:80"',
     'cluster.job_extra_directives=["--qos=long", "--constraint=a100", "-R \\"span[hosts=1]\\"", "-l select=1:ncpus=8"]',
     'cluster.scheduler_address="tcp://10.0.0.1:8786"', 'cluster.scheduler_address="tls://node7:8786"',
     'prediction.device="cuda:1"', 'training.device="cpu"', "general.seed=4294967295",

@@ -6,11 +6,21 @@ import math
 import random
 
 import pytest
+from _daisy_blocks import (
+    DAISY_TESTED,
+    chained_dependencies,
+    conflict_waves,
+    daisy_graph,
+    daisy_pipeline,
+    daisy_task_rois,
+    daisy_waves,
+    our_block_id,
+    to_daisy_blocks,
+    to_daisy_task,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ppp_dist.daisy_blocks import (DAISY_TESTED, chained_dependencies, conflict_waves, daisy_graph, daisy_pipeline,
-                                   daisy_task_rois, daisy_waves, our_block_id, to_daisy_blocks, to_daisy_task)
 from ppp_dist.geometry import BlockGrid, Box
 from ppp_dist.pipeline.vote import vote_blocks_touching
 

@@ -23,7 +23,7 @@ def _config(name: str):
 
 def _header(name: str) -> str:
     lines = (CONFIGS / f"{name}.toml").read_text().splitlines()
-    return "\n".join(line for line in lines[:next(i for i, l in enumerate(lines) if not l.startswith("#"))])
+    return "\n".join(line for line in lines[:next(i for i, text in enumerate(lines) if not text.startswith("#"))])
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -26,12 +26,7 @@ TINY_3D = {"patch_shape": [3, 3, 3], "num_fmaps": 3, "fmap_inc_factors": [2.0], 
            "numinst_head": "foreground"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def shipped_like_checkpoint(path, model: dict) -> tuple:

@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_pipeline_cli import TINY  # the tiny 2D network and training settings
 
 from ppp_dist.cli import main
 from ppp_dist.config import load_config
 from ppp_dist.data.writer import write_synthetic_volume
 from ppp_dist.validate import parameter_sets, set_name
 
-from test_pipeline_cli import TINY  # the tiny 2D network and training settings
-
-
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_parameter_sets_are_zip_times_product():
-    config = load_config([], ["validation.grid.patch_threshold=[0.5, 0.6]", "validation.grid.cover_threshold=[0.5, 0.7]",
+    config = load_config([], ["validation.grid.patch_threshold=[0.5, 0.6]",
+                              "validation.grid.cover_threshold=[0.5, 0.7]",
                               "validation.grid.partition=['connected_components', 'mutex_watershed']",
                               "validation.zip_keys=['patch_threshold', 'cover_threshold']"])
     sets = parameter_sets(config)
@@ -67,7 +66,8 @@ def test_validate_then_infer_with_the_best(tmp_path, folds, capsys):
 
 
 def test_cross_validate_pools_both_folds(tmp_path, folds, capsys):
-    settings = _settings(folds) + ["--set", "validation.checkpoints=[60]", "--set", "evaluation.average_over_samples=false"]
+    settings = _settings(folds) + ["--set", "validation.checkpoints=[60]",
+                                   "--set", "evaluation.average_over_samples=false"]
     assert main(["--do", "train", "cross_validate", "--root", str(tmp_path), *settings]) == 0
     (exp,) = tmp_path.iterdir()
     summary = json.loads((exp / "cv" / "cross_validate.json").read_text())

@@ -2,8 +2,18 @@
 
 from ppp_dist.config.loader import config_from_table, load_config, parse_override, save_config
 from ppp_dist.config.sections import (
-    ClusterConfig, DatabaseConfig, DataConfig, EvaluationConfig, GeneralConfig, ModelConfig,
-    PipelineConfig, PostprocessConfig, PredictionConfig, TrainingConfig, ValidationConfig, VoteConfig,
+    ClusterConfig,
+    DatabaseConfig,
+    DataConfig,
+    EvaluationConfig,
+    GeneralConfig,
+    ModelConfig,
+    PipelineConfig,
+    PostprocessConfig,
+    PredictionConfig,
+    TrainingConfig,
+    ValidationConfig,
+    VoteConfig,
 )
 
 __all__ = [

@@ -12,6 +12,7 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -46,7 +47,7 @@ def _convert(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
     """Convert a TOML value to ``hint``; append a problem and return _MISSING when impossible."""
     origin = get_origin(hint)
     ok = True
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             ok = False
         else:
@@ -205,8 +206,7 @@ def _join(problems: list[str]) -> str:
     return f"{len(problems)} problems in the config: " + "; ".join(problems)
 
 
-def load_config(paths: list[Path | str] | tuple[Path | str, ...] = (),
-                overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+def load_config(paths: Sequence[Path | str] = (), overrides: Sequence[str] = ()) -> PipelineConfig:
     """Defaults, then each TOML file in order (later files win), then ``--set`` overrides."""
     table: dict[str, Any] = {}
     sources: list[tuple[str, dict[str, Any]]] = []

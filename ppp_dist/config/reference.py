@@ -35,7 +35,7 @@ def _sections(cls: type = PipelineConfig, prefix: str = "") -> list[tuple[str, t
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             name = f"{prefix}{f.name}"
             out.append((name, hint))
             out += _sections(hint, f"{name}.")

@@ -44,7 +44,7 @@ def _positive(section: str, **values: object) -> list[str]:
     problems = []
     for key, value in values.items():
         items = value if isinstance(value, tuple) else (value,)
-        if any(not v > 0 for v in items):  # type: ignore[operator]  (NaN is not > 0 either)
+        if any(not v > 0 for v in items):  # NaN is not > 0 either
             problems.append(f"[{section}] {key} must be > 0, got {value!r}")
     return problems
 

@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Sample",
     "channel_stack_from_flat",
-    "numinst",
     "instance_ids",
     "instance_masks",
     # lazily imported from submodules:
@@ -160,37 +159,6 @@ def _check_stack(instances: np.ndarray) -> None:
     if instances.ndim != 4:
         raise InputDataError(f"instances must be a (K, Z, Y, X) channel stack, got shape "
                              f"{instances.shape}; use channel_stack_from_flat for flat labels")
-
-
-def numinst(instances: np.ndarray, max_num_inst: int = 2) -> np.ndarray:
-    """Number of instances at each voxel, clamped to ``max_num_inst`` (the PatchPerPix numinst target).
-
-    Parameters
-    ----------
-    instances
-        (K, Z, Y, X) integer channel stack, 0 = background.
-    max_num_inst
-        Counts above this are clamped to it (the original uses 2: background, one, overlap).
-
-    Returns
-    -------
-    np.ndarray
-        (Z, Y, X) uint8 in [0, max_num_inst].
-
-    Examples
-    --------
-    >>> stack = np.array([[[[1, 1, 0]]], [[[0, 2, 0]]]], dtype=np.uint16)
-    >>> numinst(stack).tolist()
-    [[[1, 2, 0]]]
-    """
-    _check_stack(instances)
-    if not 1 <= max_num_inst <= 255:
-        raise ValueError(f"max_num_inst must lie in [1, 255], got {max_num_inst}")
-    count = np.zeros(instances.shape[1:], dtype=np.uint8)
-    for channel in instances:  # one channel at a time: no (K, Z, Y, X) bool temporary
-        count += channel != 0
-        np.minimum(count, max_num_inst, out=count)
-    return count
 
 
 def instance_ids(instances: np.ndarray) -> np.ndarray:

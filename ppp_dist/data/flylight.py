@@ -18,11 +18,15 @@ import logging
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ppp_dist.data import Sample
 from ppp_dist.errors import InputDataError
+
+if TYPE_CHECKING:
+    import zarr
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ def flylight_path() -> Path:
         If the package was installed without its package data.
     """
     resource = importlib.resources.files("ppp_dist.data").joinpath("sample", FLYLIGHT_FILENAME)
-    path = Path(os.fspath(resource))  # type: ignore[arg-type]  # regular (non-zipped) install
+    path = Path(os.fspath(resource))  # type: ignore[call-overload]  # regular (non-zipped) install
     if not path.is_file():
         raise InputDataError(f"the FlyLight sample {path} is missing; the package was installed "
                              f"without its data files (reinstall ppp_dist from a full checkout)")
@@ -113,8 +117,7 @@ def load_flylight(path: str | os.PathLike[str] | None = None) -> Sample:
     try:
         group = zarr.open_group(store, mode="r", path=group_path)
         try:
-            raw = np.asarray(group[RAW_KEY][...])
-            gt = np.asarray(group[GT_KEY][...])
+            raw, gt = _read_array(group, RAW_KEY), _read_array(group, GT_KEY)
         except KeyError as err:
             raise InputDataError(f"{path}: expected arrays {RAW_KEY!r} and {GT_KEY!r} in group "
                                  f"{group_path or '/'!r}; missing {err}") from err
@@ -129,6 +132,16 @@ def load_flylight(path: str | os.PathLike[str] | None = None) -> Sample:
                  gt.shape, gt.dtype)
     return Sample(raw=normalize_flylight_raw(raw), instances=gt.astype(np.uint16),
                   name=f"flylight {path.name}")
+
+
+def _read_array(group: zarr.Group, key: str) -> np.ndarray:
+    """The whole array ``key`` of ``group``; KeyError if there is none (or a group is there instead)."""
+    import zarr
+
+    node = group[key]
+    if not isinstance(node, zarr.Array):
+        raise KeyError(key)
+    return np.asarray(node[...])
 
 
 def _group_in_zip(path: Path) -> str:

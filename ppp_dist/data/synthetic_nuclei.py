@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ppp_dist.data.synthetic_scene import (
-    Scene, check_range, count_for_volume, normalize_shape, random_unit, voxel_grid)
+from ppp_dist.data.synthetic_scene import Scene, check_range, count_for_volume, normalize_shape, random_unit, voxel_grid
 from ppp_dist.geometry import Box
 
 logger = logging.getLogger(__name__)

@@ -71,7 +71,7 @@ def normalize_shape(shape: Sequence[int], *, planar: bool = False) -> Shape3:
         raise ValueError(f"shape must be (Z, Y, X) or (Y, X) with positive sizes, got {tuple(shape)}")
     if planar and dims[0] != 1:
         raise ValueError(f"a 2D scene needs Z = 1, got shape {tuple(shape)}; pass (Y, X) or (1, Y, X)")
-    return dims  # type: ignore[return-value]
+    return dims
 
 
 def check_range(name: str, value: Sequence[float], minimum: float) -> tuple[float, float]:
@@ -148,7 +148,7 @@ def assign_layers(lo: np.ndarray, hi: np.ndarray, mode: ChannelMode,
     for i in range(1, n):  # O(N) vectorised bbox test per object; memory O(F_i x F_j)
         near = np.nonzero(np.all(lo[:i] < hi[i], axis=1) & np.all(hi[:i] > lo[i], axis=1))[0]
         if footprints is not None:
-            near = np.array([j for j in near if _boxes_meet(*footprints[i], *footprints[j])],
+            near = np.array([j for j in near if _boxes_meet(*footprints[i], *footprints[int(j)])],
                             dtype=np.int64)
         used = np.unique(layers[near])
         free = np.nonzero(used != np.arange(len(used)))[0]

@@ -13,7 +13,6 @@ voxel in the volume, so a scene of N objects renders exactly N ids.
 from __future__ import annotations
 
 import abc
-
 import logging
 import math
 from collections.abc import Sequence
@@ -22,8 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppp_dist.data.synthetic_scene import (
-    ChannelMode, Scene, Shape3, check_range, count_for_volume, normalize_shape, random_unit,
-    voxel_grid)
+    ChannelMode,
+    Scene,
+    Shape3,
+    check_range,
+    count_for_volume,
+    normalize_shape,
+    random_unit,
+    voxel_grid,
+)
 from ppp_dist.geometry import Box
 
 logger = logging.getLogger(__name__)
@@ -43,7 +49,7 @@ class Capsules:
     hi: np.ndarray
 
     @classmethod
-    def from_polylines(cls, polylines: list[tuple[np.ndarray, np.ndarray]]) -> "Capsules":
+    def from_polylines(cls, polylines: list[tuple[np.ndarray, np.ndarray]]) -> Capsules:
         """Build from ``(vertices (M, 3), segment radii (M - 1,))`` pairs."""
         a = np.concatenate([v[:-1] for v, _ in polylines])
         b = np.concatenate([v[1:] for v, _ in polylines])

@@ -86,7 +86,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS segments (cluster BIGINT PRIMARY KEY, segment BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tier2_groups (segment BIGINT PRIMARY KEY, grp BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS tier2_roots (segment BIGINT PRIMARY KEY, root BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS instances (cluster BIGINT PRIMARY KEY, block BIGINT NOT NULL, instance BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS instances (cluster BIGINT PRIMARY KEY, block BIGINT NOT NULL, "
+    "instance BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS instances_block ON instances (block)",
     "CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, token TEXT NOT NULL, host TEXT NOT NULL, "
     "pid BIGINT NOT NULL, boot TEXT NOT NULL, started TEXT NOT NULL, heartbeat DOUBLE PRECISION NOT NULL, "
@@ -325,7 +326,7 @@ class Database:
         """Record a run (config hash, version); returns its id. Re-registering the same config is a no-op."""
         config_hash = hashlib.sha256(config_text.encode()).hexdigest()[:16]
         run_id = f"{config_hash}-{__version__}"
-        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
         def work() -> None:
             with self.transaction() as cur:
@@ -342,7 +343,7 @@ class Database:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -31,7 +31,7 @@ class EdgeBatch(NamedTuple):
     u: np.ndarray
     v: np.ndarray
     weight: np.ndarray
-    count: np.ndarray
+    count: np.ndarray  # type: ignore[assignment]  # shadows tuple.count, which nothing here uses
 
 
 def _as_ids(values: Any, what: str, block_id: int | None) -> np.ndarray:

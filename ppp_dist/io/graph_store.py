@@ -44,9 +44,21 @@ import numpy as np
 from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import BlockError, DatabaseError
 from ppp_dist.io.database import Database, open_database
-from ppp_dist.io.graph_rows import (CLUSTER_DTYPE, EDGE_DTYPE, FRAGMENT_DTYPE, LINK_DTYPE, MAP_DTYPE, EdgeBatch,
-                                    _as_ids, json_counts, make_clusters, make_edges, make_fragments, make_map,
-                                    normalise_table)
+from ppp_dist.io.graph_rows import (
+    CLUSTER_DTYPE,
+    EDGE_DTYPE,
+    FRAGMENT_DTYPE,
+    LINK_DTYPE,
+    MAP_DTYPE,
+    EdgeBatch,
+    _as_ids,
+    json_counts,
+    make_clusters,
+    make_edges,
+    make_fragments,
+    make_map,
+    normalise_table,
+)
 from ppp_dist.ops.contract import ATTRACT, MUTEX, TIER2
 
 logger = logging.getLogger(__name__)
@@ -105,7 +117,7 @@ class Tier2Batch:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _unresolved(v: int, where: str) -> DatabaseError:
@@ -147,7 +159,7 @@ class GraphStore:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "GraphStore":
+    def __enter__(self) -> GraphStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -400,7 +412,7 @@ class GraphStore:
         out = {}
         for table, dtype, order in (("clusters", CLUSTER_DTYPE, "id"), ("patch_map", MAP_DTYPE, "patch"),
                                     ("links", LINK_DTYPE, "u, v")):
-            names = ", ".join(dtype.names)
+            names = ", ".join(dtype.names or ())
             rows = self.db.execute(f"SELECT {names} FROM {table} WHERE block = ? ORDER BY {order}", (int(block_id),))
             out[table] = np.array([tuple(r) for r in rows], dtype=dtype)
         return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -64,7 +64,7 @@ def _full(axes: str, spatial: Sequence[float], fill: float) -> list[float]:
 
 def _ome_dict(group: zarr.Group) -> tuple[dict[str, Any], str]:
     """The mutable dict that holds NGFF keys for this group's format, and its version string."""
-    attrs = group.attrs.asdict()
+    attrs: dict[str, Any] = group.attrs.asdict()
     if group.metadata.zarr_format == 3:
         return dict(attrs.get("ome", {})), NGFF_VERSION_V3
     return attrs, NGFF_VERSION_V2
@@ -90,7 +90,7 @@ def write_ome_metadata(group: zarr.Group, name: str, *, axes: str, voxel_size: S
         NGFF unit of the spatial axes, e.g. ``"micrometer"``.
     """
     ome, version = _ome_dict(group)
-    entry = {
+    entry: dict[str, Any] = {
         "name": name,
         "axes": _axes_meta(axes, unit),
         "datasets": [{
@@ -106,7 +106,7 @@ def write_ome_metadata(group: zarr.Group, name: str, *, axes: str, voxel_size: S
     others = [m for m in ome.get("multiscales", []) if m.get("name") != name]
     ome["multiscales"] = others + [entry]
     if kind == "labels":
-        label = {"colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}]}
+        label: dict[str, Any] = {"colors": [{"label-value": 0, "rgba": [0, 0, 0, 0]}]}
         if version == NGFF_VERSION_V2:
             label["version"] = version
         ome["image-label"] = label
@@ -127,7 +127,7 @@ def read_ome_transform(group: zarr.Group, name: str) -> tuple[list[float], list[
     Returns None when the group has no ``multiscales`` entry for ``name``. ``scale`` and
     ``translation`` cover all axes (not only the spatial ones).
     """
-    attrs = group.attrs.asdict()
+    attrs: dict[str, Any] = group.attrs.asdict()
     multiscales = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales") or []
     for ms in multiscales:
         for ds in ms.get("datasets", []):
@@ -198,11 +198,11 @@ def spatial_ndim(arr: zarr.Array) -> int:
     return min(arr.ndim, spatial_count(axes_of(arr)) or 3)
 
 
-def _spatial_attr(arr: zarr.Array, keys: Sequence[str], ome_index: int,
+def _spatial_attr(arr: zarr.Array, keys: Sequence[str], ome_index: Literal[0, 1],
                   default: float) -> tuple[float, ...]:
     n = spatial_ndim(arr)
     for key in keys:
-        value = arr.attrs.get(key)
+        value: Any = arr.attrs.get(key)
         if value is not None:
             value = tuple(float(v) for v in value)
             if len(value) != n:

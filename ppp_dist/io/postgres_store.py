@@ -46,7 +46,9 @@ class PostgresGraphStore(GraphStore):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         head, rest = select.split(key, 1)
         sql = self.db._sql(f"{head}0{rest}")
-        key_dtype = np.dtype([("_key", "<i8")] + [(n, dtype.fields[n][0]) for n in dtype.names])
+        assert dtype.names is not None and dtype.fields is not None  # structured row dtypes
+        names, fields = dtype.names, dtype.fields
+        key_dtype = np.dtype([("_key", np.dtype("<i8")), *[(n, fields[n][0]) for n in names]])
         conn = self.db.connection
         cur = conn.cursor(name=f"ppp_{uuid.uuid4().hex[:12]}")
         cur.itersize = batch_size
@@ -58,7 +60,7 @@ class PostgresGraphStore(GraphStore):
                     break
                 arr = np.array(rows, dtype=key_dtype)
                 out = np.empty(len(arr), dtype)
-                for name in dtype.names:
+                for name in names:
                     out[name] = arr[name]
                 yield out
         finally:

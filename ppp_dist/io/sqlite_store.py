@@ -29,7 +29,9 @@ class SQLiteGraphStore(GraphStore):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         glue = " AND " if " WHERE " in select else " WHERE "
         sql = f"{select}{glue}{key} > ? ORDER BY {key} LIMIT ?"
-        key_dtype = np.dtype([("_key", "<i8")] + [(n, dtype.fields[n][0]) for n in dtype.names])
+        assert dtype.names is not None and dtype.fields is not None  # structured row dtypes
+        names, fields = dtype.names, dtype.fields
+        key_dtype = np.dtype([("_key", np.dtype("<i8")), *[(n, fields[n][0]) for n in names]])
         last = -(2 ** 63)
         while True:
             rows = self.db.execute(sql, (*params, last, batch_size))
@@ -38,7 +40,7 @@ class SQLiteGraphStore(GraphStore):
             arr = np.array(rows, dtype=key_dtype)
             last = int(arr["_key"][-1])
             out = np.empty(len(arr), dtype)
-            for name in dtype.names:
+            for name in names:
                 out[name] = arr[name]
             yield out
             if len(rows) < batch_size:

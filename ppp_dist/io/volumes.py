@@ -21,7 +21,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
@@ -31,10 +31,9 @@ from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundErro
 from zarr.storage import LocalStore, ZipStore
 
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
-from ppp_dist.geometry import BlockGrid, Box, Shape, check_chunk_alignment, tile
+from ppp_dist.geometry import BlockGrid, Box, Shape, check_chunk_alignment, trailing
 from ppp_dist.io import ome
-from ppp_dist.io.ome import (axes_of, check_array, describe, offset_of, spatial_ndim,
-                             voxel_size_of)
+from ppp_dist.io.ome import axes_of, check_array, describe, offset_of, spatial_ndim, voxel_size_of
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def _open_store(store_path: Path, text: str, mode: str) -> LocalStore | ZipStore
     return LocalStore(store_path, read_only=(mode == "r"))
 
 
-def open_array(text: str | os.PathLike[str], mode: str = "r") -> zarr.Array:
+def open_array(text: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> zarr.Array:
     """Open the array named by ``text`` (see ``parse_array_path``); ``mode`` is ``"r"`` or ``"r+"``."""
     if mode not in ("r", "r+"):
         raise ValueError(f"mode {mode!r} must be 'r' or 'r+' (use prepare_array to create arrays)")
@@ -159,7 +158,7 @@ def open_group(text: str | os.PathLike[str]) -> zarr.Group:
     return node
 
 
-def check_not_empty(arr: zarr.Array, spec: str) -> None:
+def check_not_empty(arr: zarr.Array | np.ndarray, spec: str) -> None:
     """``InputDataError`` if ``arr`` has an axis of length 0 (a volume without voxels)."""
     if any(int(s) == 0 for s in arr.shape):
         raise InputDataError(f"{spec} is empty: its shape {tuple(arr.shape)} has an axis of length 0; give a "
@@ -223,7 +222,7 @@ def check_finite(arr: zarr.Array, spec: str, hint: str, *, max_bytes: int = 2 **
     return True
 
 
-def check_real(arr: zarr.Array, spec: str) -> None:
+def check_real(arr: zarr.Array | np.ndarray, spec: str) -> None:
     """``InputDataError`` unless ``arr`` holds real numbers (bool, integer or float): complex values would lose
     their imaginary part silently, strings and records cannot be computed with."""
     dtype = np.dtype(arr.dtype)
@@ -245,7 +244,7 @@ def check_ids(arr: zarr.Array, spec: str, *, max_bytes: int = 2 ** 26) -> None:
                                  "instance ids must be >= 0 (0 = background)")
 
 
-def _as_array(arr: zarr.Array | str | os.PathLike[str], mode: str = "r") -> zarr.Array:
+def _as_array(arr: zarr.Array | str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> zarr.Array:
     return arr if isinstance(arr, zarr.Array) else open_array(arr, mode)
 
 
@@ -373,9 +372,9 @@ def prepare_array(text: str | os.PathLike[str], *, shape: Sequence[int], chunks:
                            f"write outputs to a .zarr directory")
     _check_writable(store_path, text)
     store = LocalStore(store_path)
-    fmt = 2 if any((store_path / m).exists() for m in (".zgroup", ".zarray")) and not (
+    fmt: Literal[2, 3] = 2 if any((store_path / m).exists() for m in (".zgroup", ".zarray")) and not (
         store_path / "zarr.json").exists() else 3
-    meta = {"voxel_size": list(voxel_size), "resolution": list(voxel_size), "offset": list(offset),
+    meta: dict[str, Any] = {"voxel_size": list(voxel_size), "resolution": list(voxel_size), "offset": list(offset),
             "axes": axes}
     try:
         existing = None if overwrite else zarr.open(store, path=key, mode="r+")
@@ -472,7 +471,7 @@ def read_box_padded(arr: zarr.Array | str | os.PathLike[str], box: Box, pad_valu
     out = np.full(lead_shape + box.shape, pad_value, dtype=arr.dtype)
     inner = box.intersect(Box.from_shape(arr.shape[lead:]))
     if not inner.empty:
-        out[(Ellipsis, *inner.relative_to(box))] = read_box(arr, inner, channels=channels)
+        out[trailing(inner.relative_to(box))] = read_box(arr, inner, channels=channels)
     return out
 
 

@@ -36,7 +36,7 @@ def _rotation_matrix(rng: np.random.Generator, max_degrees: float, planar: bool)
     return np.eye(3) + s * k + (1 - c) * (k @ k)
 
 
-def random_transform(rng: np.random.Generator, shape: tuple[int, int, int], aug: AugmentationConfig,
+def random_transform(rng: np.random.Generator, shape: tuple[int, ...], aug: AugmentationConfig,
                      planar: bool) -> np.ndarray:
     """(3, *shape) float32 source coordinates (relative to the same box) of a smooth random deformation."""
     grid = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij"))
@@ -68,7 +68,7 @@ def deformed_crop(read_raw, read_gt, raw_box: Box, gt_box: Box, rng: np.random.G
     hi = np.floor(coords.reshape(3, -1).max(axis=1)).astype(int) + 2
     if planar:
         lo[0], hi[0] = 0, union.shape[0]
-    source = Box(tuple(int(u + l) for u, l in zip(union.begin, lo)),
+    source = Box(tuple(int(u + low) for u, low in zip(union.begin, lo)),
                  tuple(int(u + h) for u, h in zip(union.begin, hi)))
     shift = np.asarray(lo, dtype=np.float32)[:, None, None, None]
     raw_src, gt_src = read_raw(source), read_gt(source)

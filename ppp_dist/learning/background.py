@@ -10,9 +10,12 @@ thresholds are recorded in the patch array's attributes and a mismatch is refuse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ppp_dist.config.sections import PipelineConfig
 
 ATTR = "zeroed_background"
 
@@ -34,7 +37,7 @@ def zero_background(outputs: dict[str, np.ndarray], numinst_thresholds: Any, for
     return {**outputs, "patches": patches}
 
 
-def zeroed_attrs(config: Any) -> dict[str, Any]:
+def zeroed_attrs(config: PipelineConfig) -> dict[str, Any]:
     """The patch array's attribute that records the zeroing (empty when it is off)."""
     if not config.prediction.zero_background:
         return {}

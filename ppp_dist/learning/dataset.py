@@ -11,7 +11,8 @@ depend on the number of workers, and a resumed run draws exactly the batches an 
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -66,6 +66,7 @@ def decode_volume(config: PipelineConfig, checkpoint: Path | str, prediction_sto
     codes, numinst = open_array(f"{store}/codes"), open_array(f"{store}/{ni_name}")
     net = load_network(config.model, config.data.num_channels, checkpoint, config.prediction.device)
     decoder = net.decoder
+    assert decoder is not None  # head = "codes" (checked above) builds the decoder
     spatial = tuple(int(s) for s in codes.shape[1:])
     block = tuple(int(c) for c in codes.chunks[1:])
     patch_channels = int(np.prod(config.model.patch_shape))

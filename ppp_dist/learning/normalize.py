@@ -11,16 +11,17 @@
 * ``none``: as stored (uint8 divided by 255).
 
 ``percentile`` and ``minmax`` read a strided subsample of the volume (at most :data:`SUBSAMPLE_VOXELS`
-voxels: small blocks on a regular grid over the whole volume) once, before any block runs: every block, tile and worker then
-uses the same two numbers, so blockwise prediction equals whole-volume prediction. :func:`fit` returns them
+voxels: small blocks on a regular grid over the whole volume) once, before any block runs: every block, tile and
+worker then uses the same two numbers, so blockwise prediction equals whole-volume prediction. :func:`fit` returns them
 as a :class:`Normalizer`; :func:`as_fixed` writes them into ``[data]`` as ``normalization = "fixed"``, the
 form the prediction stages and checkpoints carry.
 
 Checkpoints record the normalisation settings they were trained with (:func:`settings_of`), and prediction
 uses the checkpoint's settings (:func:`for_prediction`): a model always sees its inputs normalised the way
 it was trained. ``[data] raw_padding`` says what lies outside the volume: its mirror image (the default) or
-zeros; checkpoints without recorded settings were trained with zeros and are predicted so. A training input whose normalised values span less than :data:`MIN_SPREAD` is refused
-(:func:`check_spread`): such an input is nearly constant for the network, and nothing is learnt.
+zeros; checkpoints without recorded settings were trained with zeros and are predicted so. A training input
+whose normalised values span less than :data:`MIN_SPREAD` is refused (:func:`check_spread`): such an input is
+nearly constant for the network, and nothing is learnt.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ppp_dist.config.sections import DataConfig
+from ppp_dist.config.sections import DataConfig, PipelineConfig
 from ppp_dist.errors import InputDataError
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ def with_settings(data: DataConfig, settings: dict[str, Any] | None) -> DataConf
     """``[data]`` with the normalisation ``settings`` of a checkpoint (unchanged for None / old checkpoints)."""
     if not settings:
         return data
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in SETTINGS_KEYS}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                              if k in SETTINGS_KEYS}
     changed = {k: v for k, v in values.items() if getattr(data, k) != v}
     if changed:
         logger.info("normalising as the checkpoint was trained: %s",
@@ -185,7 +187,7 @@ def with_settings(data: DataConfig, settings: dict[str, Any] | None) -> DataConf
     return dataclasses.replace(data, **values)
 
 
-def for_prediction(config: Any, raw_spec: str, checkpoint: Any) -> Any:
+def for_prediction(config: PipelineConfig, raw_spec: str, checkpoint: Any) -> PipelineConfig:
     """``config`` whose ``[data]`` normalises the volume ``raw_spec`` as ``checkpoint`` was trained, with the
     volume's numbers found once (``normalization = "fixed"``): what every prediction tile and block uses."""
     from ppp_dist.io.volumes import open_array

@@ -35,7 +35,7 @@ from ppp_dist import __version__
 from ppp_dist.config.sections import DataConfig, ModelConfig, PipelineConfig
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
-from ppp_dist.io.volumes import check_real, choose_chunks, open_array, prepare_array, read_box, write_box
+from ppp_dist.io.volumes import check_real, choose_chunks, open_array, prepare_array, write_box
 from ppp_dist.learning.background import zero_background, zeroed_attrs
 from ppp_dist.learning.normalize import fit, for_prediction
 from ppp_dist.learning.sampling import read_normalised

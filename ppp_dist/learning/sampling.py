@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from ppp_dist.config.sections import DataConfig
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.geometry import Box
+from ppp_dist.geometry import Box, trailing
 from ppp_dist.io.volumes import open_array, read_box
 from ppp_dist.learning.normalize import Normalizer, check_spread, fit
 
@@ -83,13 +83,13 @@ def read_normalised(arr: Any, box: Box, normalizer: Normalizer) -> np.ndarray:
         return _read_zero_padded(arr, box, normalizer, spatial)
     index = [mirror_indices(b, e, s) for b, e, s in zip(box.begin, box.end, spatial)]
     source = Box(tuple(int(i.min()) for i in index), tuple(int(i.max()) + 1 for i in index))
-    data = arr[(Ellipsis, *source.slices)] if isinstance(arr, np.ndarray) else read_box(arr, source)
+    data = arr[trailing(source.slices)] if isinstance(arr, np.ndarray) else read_box(arr, source)
     data = np.asarray(data)
     if data.ndim == 3:
         data = data[None]
     out = normalizer(data)
     if source.shape != box.shape or source.begin != box.begin:
-        out = out[np.ix_(range(out.shape[0]), *(i - b for i, b in zip(index, source.begin)))]
+        out = out[np.ix_(np.arange(out.shape[0]), *(i - b for i, b in zip(index, source.begin)))]
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -99,7 +99,7 @@ def _read_zero_padded(arr: Any, box: Box, normalizer: Normalizer, spatial: tuple
     out = np.zeros((channels,) + box.shape, dtype=np.float32)
     inner = box.intersect(Box.from_shape(spatial))
     if not inner.empty:
-        data = np.asarray(arr[(Ellipsis, *inner.slices)] if isinstance(arr, np.ndarray) else read_box(arr, inner))
+        data = np.asarray(arr[trailing(inner.slices)] if isinstance(arr, np.ndarray) else read_box(arr, inner))
         out[(slice(None), *inner.relative_to(box))] = normalizer(data if data.ndim == 4 else data[None])
     return out
 
@@ -189,7 +189,8 @@ class TrainingSample:
 
     def _arrays(self) -> tuple[Any, Any]:
         if self._raw is None:
-            raw, gt = open_array(self.raw_spec), open_array(self.gt_spec)
+            raw: Any = open_array(self.raw_spec)
+            gt: Any = open_array(self.gt_spec)
             if self.in_memory:
                 raw, gt = np.asarray(raw[...]), np.asarray(gt[...])
             self._raw, self._gt = raw, gt
@@ -207,7 +208,7 @@ class TrainingSample:
         out = np.zeros((k,) + box.shape, dtype=np.int64)
         inner = box.intersect(Box.from_shape(self.shape))
         if not inner.empty:
-            data = gt[(Ellipsis, *inner.slices)] if isinstance(gt, np.ndarray) else read_box(gt, inner)
+            data = gt[trailing(inner.slices)] if isinstance(gt, np.ndarray) else read_box(gt, inner)
             data = np.asarray(data)
             if data.ndim == 3:
                 data = data[None]

@@ -10,6 +10,7 @@ multiplied: the HEAD bug of ``seg_to_affgraph_3d_torch`` is not reproduced).
 from __future__ import annotations
 
 import itertools
+from types import EllipsisType
 
 import torch
 
@@ -42,7 +43,7 @@ def patch_targets(gt: torch.Tensor, patch_shape: tuple[int, int, int], *, crop: 
         out_shape = (z - 2 * h[0], y - 2 * h[1], x - 2 * h[2])
         begin = (2 * h[0], 2 * h[1], 2 * h[2])
     else:
-        out_shape, begin = (z, y, x), tuple(h)
+        out_shape, begin = (z, y, x), (h[0], h[1], h[2])
     if min(out_shape) <= 0:
         raise ValueError(f"gt of spatial shape {(z, y, x)} is smaller than the patch context {patch_shape}")
     centre = padded[:, :, begin[0]:begin[0] + out_shape[0], begin[1]:begin[1] + out_shape[1],
@@ -87,4 +88,5 @@ def crop_spatial(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Centre crop the trailing spatial axes of ``t`` to ``shape``."""
     have = t.shape[-len(shape):]
     sl = tuple(slice((a - s) // 2, (a - s) // 2 + s) for a, s in zip(have, shape))
-    return t[(Ellipsis, *sl)]
+    index: tuple[EllipsisType | slice, ...] = (..., *sl)
+    return t[index]

@@ -29,8 +29,16 @@ from ppp_dist.learning.dataset import build_sampler, fixed_batches, make_loader
 from ppp_dist.learning.losses import LossSettings, ppp_loss
 from ppp_dist.learning.normalize import settings_of
 from ppp_dist.learning.sampling import CropGeometry
-from ppp_dist.model import (PppModel, build_model, checkpoint_path, list_checkpoints, load_weights, network_shapes,
-                            resolve_device, save_checkpoint)
+from ppp_dist.model import (
+    PppModel,
+    build_model,
+    checkpoint_path,
+    list_checkpoints,
+    load_weights,
+    network_shapes,
+    resolve_device,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ VALIDATION_BATCHES = 4
 def loss_settings(config: PipelineConfig) -> LossSettings:
     """The loss options of ``config``."""
     m, t = config.model, config.training
-    return LossSettings(patch_shape=tuple(m.patch_shape), max_num_inst=m.max_num_inst, head=m.head,
+    return LossSettings(patch_shape=m.patch_shape, max_num_inst=m.max_num_inst, head=m.head,
                         numinst_head=m.numinst_head, patch_weight=t.patch_loss_weight,
                         numinst_weight=t.numinst_loss_weight, background_weight=t.background_weight,
                         num_code_samples=m.decoder.num_code_samples)
@@ -51,10 +59,10 @@ def loss_settings(config: PipelineConfig) -> LossSettings:
 def make_optimizer(net: torch.nn.Module, config: PipelineConfig) -> torch.optim.Optimizer:
     t = config.training
     if t.optimizer == "adam":
-        return torch.optim.Adam(net.parameters(), lr=t.learning_rate, betas=tuple(t.adam_betas),
+        return torch.optim.Adam(net.parameters(), lr=t.learning_rate, betas=t.adam_betas,
                                 weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=t.learning_rate, betas=tuple(t.adam_betas),
+        return torch.optim.AdamW(net.parameters(), lr=t.learning_rate, betas=t.adam_betas,
                                  weight_decay=t.weight_decay)
     return torch.optim.SGD(net.parameters(), lr=t.learning_rate, momentum=0.9, weight_decay=t.weight_decay)
 
@@ -84,7 +92,8 @@ def validation_loss(net: PppModel, batches: list[tuple[torch.Tensor, torch.Tenso
     with torch.no_grad():
         for raw, gt in batches:
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                terms = ppp_loss(*net(raw.to(device)), gt.to(device), settings, net.decoder)
+                patch_logits, numinst_logits = net(raw.to(device))
+                terms = ppp_loss(patch_logits, numinst_logits, gt.to(device), settings, net.decoder)
             for k in totals:
                 totals[k] += float(terms[k]) / len(batches)
     return totals
@@ -148,7 +157,7 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
         return summary
 
     geometry = CropGeometry(tuple(shapes["train"]["input"]), tuple(shapes["train"]["output"]),
-                            tuple(config.model.patch_shape))
+                            config.model.patch_shape)
     sampler = build_sampler(config, config.data.train_data, geometry, augment_crops=True)
     normalization = {**settings_of(config.data),
                      "samples": {s.path: {"offset": list(s.normalizer.offset), "scale": list(s.normalizer.scale)}

@@ -29,8 +29,9 @@ def check_patch_shape(patch_shape) -> tuple[int, int, int]:
     except TypeError as err:
         raise ValueError(f"patch_shape must be a sequence of 3 odd ints (pz, py, px); got {patch_shape!r}") from err
     if len(ps) != 3 or any(s < 1 or s % 2 == 0 for s in ps):
-        raise ValueError(f"patch_shape must be 3 odd positive ints (pz, py, px), 2D as (1, py, px); got {patch_shape!r}")
-    return ps  # type: ignore[return-value]
+        raise ValueError(f"patch_shape must be 3 odd positive ints (pz, py, px), 2D as (1, py, px); "
+                         f"got {patch_shape!r}")
+    return ps
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class SparsePatches:
     patches of the voxels ``coords`` (N, 3), in ``dtype``; every step reads only foreground voxels' patches,
     so a source that can compute them per voxel (the oracle) never builds the dense array."""
 
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]  # (P, Z, Y, X)
     dtype: np.dtype
     rows: Callable[[np.ndarray], np.ndarray]
 
@@ -58,7 +59,8 @@ def check_patch_array(patches: Any, patch_shape) -> Any:
             f"patches must have shape ({n}, Z, Y, X) for patch_shape {ps} (one channel per window position); "
             f"got {patches.shape}")
     if patches.dtype != np.uint8 and patches.dtype.kind != "f":
-        raise InputDataError(f"patches must be float32/float16 probabilities or uint8 (value/255); got dtype {patches.dtype}")
+        raise InputDataError(f"patches must be float32/float16 probabilities or uint8 (value/255); "
+                             f"got dtype {patches.dtype}")
     return patches
 
 
@@ -99,7 +101,8 @@ def numinst_from_prob(numinst_prob: np.ndarray, thresholds=(0.9, 0.1), spatial_s
     prob = np.asarray(numinst_prob)
     if prob.ndim != 4 or prob.shape[0] not in (1, 3):
         raise InputDataError(
-            f"numinst_prob must have shape (3, Z, Y, X) (classes 0, 1, >=2) or (1, Z, Y, X) (foreground); got {prob.shape}")
+            f"numinst_prob must have shape (3, Z, Y, X) (classes 0, 1, >=2) or (1, Z, Y, X) (foreground); "
+            f"got {prob.shape}")
     if spatial_shape is not None and tuple(prob.shape[1:]) != tuple(spatial_shape):
         raise InputDataError(
             f"numinst_prob spatial shape {tuple(prob.shape[1:])} differs from the patches' {tuple(spatial_shape)}")
@@ -204,7 +207,7 @@ class PairOffsets:
 
 def pair_offsets(patch_shape) -> PairOffsets:
     h = np.asarray(patch_shape, dtype=np.int64) // 2
-    lut_shape = tuple(int(4 * x + 1) for x in h)
+    lut_shape = (int(4 * h[0] + 1), int(4 * h[1] + 1), int(4 * h[2] + 1))
     g = np.stack(np.meshgrid(*[np.arange(-2 * x, 2 * x + 1) for x in h], indexing="ij"), axis=-1).reshape(-1, 3)
     positive = (g[:, 0] > 0) | ((g[:, 0] == 0) & (g[:, 1] > 0)) | ((g[:, 0] == 0) & (g[:, 1] == 0) & (g[:, 2] > 0))
     lut = np.full(len(g), -1, dtype=np.int32)

@@ -212,7 +212,8 @@ def voxel_patch_capacity(rows_mem, coords, jfirst, line_ptr, img_zy, sel_coords,
 
 @njit(parallel=True, cache=True)
 def voxel_patch_sums(rows_mem, mem_pflat, coords, mem_pad, nb_off, nb_d, jfirst, line_ptr, img_zy, sel_coords,
-                     sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num, chunk_rows, order):
+                     sup_rel, sup_rows, h, bw, h2, lut, lstr, cons, cnt, b_ptr, b_end, b_sel, b_val, b_num, chunk_rows,
+                     order):
     """B[u, j] = sums and counts of the consensus between member u and the support of selected patch j,
     split into [primary, fallback], for every u in rows_mem and every selected j within 3h of u that
     comes after the first patch whose support holds u (jfirst[u]; the only entries pair_weights reads).

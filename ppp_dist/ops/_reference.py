@@ -2,6 +2,11 @@
 
 Slow reference for tests and scripts/bench_assembly.py: one Python iteration per patch, NumPy over
 its voxel pairs. Same math as the numba kernels (consensus.py, patch_graph.py).
+
+Nothing in the package calls it. It stays in the package (private, underscore) rather than next to the
+tests because the benchmark ``scripts/bench_assembly.py`` times the kernels against it as well, and the
+scripts import only the installed package, not ``tests/``; it also imports the package's private
+``PatchField``/``vote_parameters``, so it has to change together with ``consensus.py``.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ def consensus_numpy(field: PatchField, threshold=0.5, rule="prob_product", diffe
         cols = lut[base[pos[i2]] - base[pos[i1]] + centre]
         np.add.at(acc[tier], (mem[i1][ok], cols[ok]), val[ok])
         np.add.at(num[tier], (mem[i1][ok], cols[ok]), 1)
-    values = np.where(num[0] > 0, acc[0] / np.maximum(num[0], 1), np.where(num[1] > 0, acc[1] / np.maximum(num[1], 1), 0))
+    values = np.where(num[0] > 0, acc[0] / np.maximum(num[0], 1),
+                      np.where(num[1] > 0, acc[1] / np.maximum(num[1], 1), 0))
     counts = np.where(num[0] > 0, num[0], -num[1])
     return Consensus(values.astype(np.float32), counts.astype(np.int16), threshold, rule, different_rule)
 

@@ -8,7 +8,8 @@ partition -> paint_instances -> remove_small_and_relabel.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
 

@@ -34,10 +34,21 @@ import numpy as np
 from scipy import ndimage
 
 from ppp_dist.ops import _vote_kernels as _k
+from ppp_dist.ops._geometry import (
+    CONSENSUS_RULES,
+    DIFFERENT_RULES,
+    Grid,
+    PairOffsets,
+    check_numinst,
+    check_patch_array,
+    check_patch_shape,
+    check_threshold,
+    numinst_from_prob,
+    pair_offsets,
+    patch_rows,
+    window_positions,
+)
 from ppp_dist.ops._schedule import schedule
-from ppp_dist.ops._geometry import (CONSENSUS_RULES, DIFFERENT_RULES, Grid, PairOffsets, check_numinst,
-                                    check_patch_array, check_patch_shape, check_threshold, numinst_from_prob,
-                                    pair_offsets, patch_rows, window_positions)
 
 __all__ = ["PatchField", "Consensus", "numinst_from_prob", "prepare_field", "compute_consensus", "compute_scores",
            "agreeing_rows", "supports", "vote_parameters"]
@@ -115,7 +126,8 @@ def prepare_field(patches: np.ndarray, numinst: np.ndarray, patch_shape) -> Patc
     patches = check_patch_array(patches, ps)
     numinst = check_numinst(numinst, patches.shape[1:])
     h = np.asarray(ps, dtype=np.int64) // 2
-    grid = Grid(tuple(int(s) for s in numinst.shape), ps, tuple(int(4 * x) for x in h))
+    nz, ny, nx = (int(s) for s in numinst.shape)  # (Z, Y, X): check_numinst
+    grid = Grid((nz, ny, nx), ps, (int(4 * h[0]), int(4 * h[1]), int(4 * h[2])))
     member_coords = np.argwhere(numinst == 1).astype(np.int64)
     voter_coords = np.argwhere(numinst >= 1).astype(np.int64)
     vkind = np.where(numinst[tuple(voter_coords.T)] == 1, 1, 2).astype(np.uint8)
@@ -151,7 +163,8 @@ def compute_consensus(field: PatchField, *, threshold: float = 0.5, rule: str = 
     rows = _owned_rows(field.member_coords, owned, field.numinst.shape)
     values = np.zeros((field.n_members, field.pairs.n), dtype=np.float32)
     counts = np.zeros((field.n_members, field.pairs.n), dtype=np.int16)
-    args = _k.member_voter_lists(field.vm_ptr, field.vm_mem, field.n_members)
+    args: tuple[np.ndarray, np.ndarray, np.ndarray] = _k.member_voter_lists(field.vm_ptr, field.vm_mem,
+                                                                            field.n_members)
     vals, lbase = _k.listed(field.vm_ptr, field.vm_pos, field.vrows, field.pairs.base)
     tail = (vkind, field.vm_ptr, field.vm_pos, field.pairs.lut, lbase, field.pairs.centre, th, diff_hi,
             diff_l, mode, values, counts, window_positions(field.patch_shape))
@@ -232,7 +245,8 @@ def supports(field: PatchField, voter_index: np.ndarray, threshold: float):
                             np.zeros((1, 1), dtype=np.int16))
 
 
-def lookup_args(field: PatchField, consensus: Consensus):
+def lookup_args(field: PatchField, consensus: Consensus
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Arguments of the kernels' pair-consensus look-up (coords, 2h, lut, lut strides, values, counts)."""
     ls = field.pairs.lut_shape
     lstr = np.array([ls[1] * ls[2], ls[2], 1], dtype=np.int64)

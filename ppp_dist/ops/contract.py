@@ -147,6 +147,7 @@ def contract_block(patch_ids: np.ndarray, u: np.ndarray, v: np.ndarray, weights:
             (MUTEX, mutex, None),
             (TIER2, tier2, "kernel")):
         sel = np.flatnonzero(mask)
+        keys: tuple[np.ndarray, ...]
         if order_keys == "kernel":  # the first edge per pair in (-|w - t|, u, v) order
             keys = (v[sel], u[sel], -np.abs(w[sel] - t))
         else:  # any representative: the smallest (u, v)

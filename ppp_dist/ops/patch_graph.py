@@ -109,8 +109,8 @@ def voxel_patch_sums(field: PatchField, consensus: Consensus, sel_coords: np.nda
 
 def agreeing_supports(field: PatchField, consensus: Consensus, voter_index: np.ndarray, threshold: float):
     """CSR supports for the edge weights: member voxels u with patch(u) > threshold whose consensus with
-    the patch centre is positive (and the centre itself, if its value is > threshold). Drops the stray voxels a noisy patch
-    claims against the consensus of all others; an oracle patch keeps its whole support."""
+    the patch centre is positive (and the centre itself, if its value is > threshold). Drops the stray voxels a
+    noisy patch claims against the consensus of all others; an oracle patch keeps its whole support."""
     voter_index = np.asarray(voter_index, dtype=np.int64)
     centres = field.mem_pad[field.voter_pflat[voter_index]].astype(np.int64)
     return _k.support_lists(voter_index, centres, field.vrows, field.vm_ptr, field.vm_pos, field.vm_mem,
@@ -129,7 +129,8 @@ def patch_graph(field: PatchField, consensus: Consensus, selected: np.ndarray, *
     h = np.asarray(field.patch_shape, dtype=np.int64) // 2
     maxd = 4 * h if max_distance is None else np.broadcast_to(np.asarray(max_distance, dtype=np.int64), (3,))
     if (maxd < 0).any() or (maxd > 4 * h).any():
-        raise ValueError(f"max_distance must be within [0, 2 (ps - 1)] = [0, {tuple(4 * h)}] per axis; got {max_distance}")
+        raise ValueError(f"max_distance must be within [0, 2 (ps - 1)] = [0, {tuple(4 * h)}] per axis; "
+                         f"got {max_distance}")
     selected = np.asarray(selected, dtype=np.int64)
     vi = field.candidates[selected]
     coords = field.voter_coords[vi]

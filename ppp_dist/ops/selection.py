@@ -37,7 +37,8 @@ def select_patches(field: PatchField, consensus: Consensus, scores: np.ndarray, 
     cover_th = check_threshold("cover_threshold", cover_threshold)
     scores = np.asarray(scores, dtype=np.float32)
     if scores.shape != field.candidates.shape:
-        raise ValueError(f"scores must have one entry per candidate patch ({len(field.candidates)}); got {scores.shape}")
+        raise ValueError(f"scores must have one entry per candidate patch ({len(field.candidates)}); "
+                         f"got {scores.shape}")
     if int(max_num_inst) < 1:
         raise ValueError(f"max_num_inst must be >= 1; got {max_num_inst}")
     cand_pflat = field.voter_pflat[field.candidates]

@@ -2,8 +2,9 @@
 
 Ids are mapped to dense indices by searching the sorted unique id array (no hash map, no array indexed by
 raw id — ids are sparse, e.g. ``block << 32 | local``); each batch is sorted first and searched by galloping
-forward, so the look-ups walk the ids almost sequentially (4x faster than random binary searches at 5e6 ids). Memory: 8 bytes per id + 8 (parent) + 1 (rank) per node, plus
-~40 bytes per edge of the current batch; edges are never stored, so the edge count only costs time.
+forward, so the look-ups walk the ids almost sequentially (4x faster than random binary searches at 5e6 ids).
+Memory: 8 bytes per id + 8 (parent) + 1 (rank) per node, plus ~40 bytes per edge of the current
+batch; edges are never stored, so the edge count only costs time.
 
 Canonical result: every node's segment id is the **smallest fragment id in its component**, whatever the
 order of the edges or batches (invariant 4: determinism). Union by rank + path compression.

@@ -21,10 +21,13 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppp_dist import __version__
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
+
+if TYPE_CHECKING:
+    from ppp_dist.config.sections import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def _params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
     return old is not None and old != text
 
 
-def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | None = None,
+def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, raw: str | None = None,
                  prediction: str | None = None, labels: str | None = None, output: str | None = None,
                  checkpoint: str | Path | None = None, block_shape: tuple[int, int, int] | None = None,
                  resume: bool = True, progress: bool = False, threads: int | None = None,
@@ -75,15 +78,15 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     dict: ``stages`` (name -> blocks, done, skipped, failed, seconds, voxels, voxels_per_s, ok), ``instances``,
     ``output``, ``prediction``, ``ok``.
     """
+    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.geometry import check_chunk_alignment
     from ppp_dist.io.graph_store import StoreFactory
     from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
+    from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.pipeline import paint as paint_mod
     from ppp_dist.pipeline import vote as vote_mod
-    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
     from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
-    from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.runner import run_stage
 
     if sum(x is not None for x in (raw, prediction, labels)) != 1:
@@ -225,7 +228,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
     reuse, ours = False, False
     try:
         old = open_array(output)
-        ours = (old.attrs.get("ppp_dist") or {}).get("stage") == "paint"
+        stamp: Any = old.attrs.get("ppp_dist") or {}
+        ours = stamp.get("stage") == "paint"
         check_chunk_alignment(block, old.chunks[1:], volume, output)
         reuse = resume and not config.general.overwrite and old.shape == (k,) + tuple(volume) and old.dtype == "uint32"
     except (InputDataError, StorageError):  # missing, or chunks that do not fit the blocks
@@ -239,8 +243,8 @@ def run_pipeline(config: Any, exp_dir: str | Path, *, client: Any, raw: str | No
                   attrs={"ppp_dist": {"stage": "paint", "source": source.describe()}})
     out = open_array(output)
     check_chunk_alignment(block, out.chunks[1:], volume, output)
-    common = dict(output=output, store_factory=factory, vote_volume=tuple(volume), vote_block_shape=block,
-                  settings=settings, work_dir=str(work), threads=threads)
+    common: dict[str, Any] = dict(output=output, store_factory=factory, vote_volume=tuple(volume),
+                                  vote_block_shape=block, settings=settings, work_dir=str(work), threads=threads)
     params = {**params, "settings": asdict(settings), "output": output, "chunks": tuple(out.chunks)}
     # a (re)created output array has lost whatever the ledger says was painted
     s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse)

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.errors import ConfigError
 from ppp_dist.geometry import BlockGrid, BlockSpec, tile
 
+if TYPE_CHECKING:
+    from ppp_dist.config.sections import PipelineConfig
+
 logger = logging.getLogger(__name__)
 
 STAGE = "predict"
 
 
-def block_shape_for(config: Any, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+def block_shape_for(config: PipelineConfig, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
     """The predict block: ``block_shape`` (default [vote] block_shape) rounded up to whole prediction tiles."""
     from ppp_dist.learning.predict import tile_geometry
 
@@ -32,7 +35,7 @@ def block_shape_for(config: Any, block_shape: tuple[int, int, int] | None = None
     return tuple(max(1, -(-int(w) // o)) * o for w, o in zip(want, out))  # type: ignore[return-value]
 
 
-def output_names(config: Any, num_channels: int) -> dict[str, tuple[int, str]]:
+def output_names(config: PipelineConfig, num_channels: int) -> dict[str, tuple[int, str]]:
     """``name -> (channels, dtype)`` of the prediction outputs of this model."""
     from ppp_dist.model import architecture
 
@@ -44,7 +47,7 @@ def output_names(config: Any, num_channels: int) -> dict[str, tuple[int, str]]:
             ("codes" if codes else "patches"): (arch["out_channels"], patch_dtype)}
 
 
-def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -> dict[str, str]:
+def prepare_outputs(config: PipelineConfig, raw: str, output_group: str, checkpoint: str) -> dict[str, str]:
     """Create (or reuse) the prediction arrays in ``output_group``; return name -> array path."""
     from ppp_dist import __version__
     from ppp_dist.io.volumes import choose_chunks, prepare_array
@@ -66,7 +69,7 @@ def prepare_outputs(config: Any, raw: str, output_group: str, checkpoint: str) -
     return out
 
 
-def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarray]:
+def predict_box(net: Any, raw: Any, box: Any, config: PipelineConfig) -> dict[str, np.ndarray]:
     """Stored-form outputs (name -> (C, *box)) of the network on ``box``, a whole number of output tiles of
     the whole-volume tiling (clipped at the volume end): the tiles, batches and quantisation of
     ``predict_volume``, so the bytes are the same. Used by the predict stage and the fused mode."""
@@ -98,7 +101,7 @@ def predict_box(net: Any, raw: Any, box: Any, config: Any) -> dict[str, np.ndarr
 class PredictStage:
     """``process_block`` of the predict stage (picklable: config sections and paths)."""
 
-    config: Any  # PipelineConfig (frozen dataclasses)
+    config: PipelineConfig
     raw: str
     outputs: tuple[tuple[str, str], ...]  # (name, array path)
     checkpoint: str
@@ -125,14 +128,14 @@ class PredictStage:
                 "tiles": len(tile(core.shape, tile_geometry(cfg.model).output_shape))}
 
 
-def predict_grid(config: Any, raw: str, block_shape: tuple[int, int, int] | None = None) -> BlockGrid:
+def predict_grid(config: PipelineConfig, raw: str, block_shape: tuple[int, int, int] | None = None) -> BlockGrid:
     from ppp_dist.io.volumes import open_array
 
     arr = open_array(raw)
     return BlockGrid(tuple(int(s) for s in arr.shape[-3:]), block_shape_for(config, block_shape))
 
 
-def check_tiles(config: Any, grid: BlockGrid) -> None:
+def check_tiles(config: PipelineConfig, grid: BlockGrid) -> None:
     from ppp_dist.learning.predict import tile_geometry
 
     out = tile_geometry(config.model).output_shape

@@ -16,11 +16,14 @@ consensus row needs inputs within 4h (refined consensus, the default) or 2h (sin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ppp_dist.config.sections import PipelineConfig
 
 Shape = tuple[int, int, int]
 
@@ -61,14 +64,16 @@ class AssemblySettings:
                               "mutex_watershed")
 
     @classmethod
-    def from_config(cls, config: Any) -> "AssemblySettings":
+    def from_config(cls, config: PipelineConfig) -> AssemblySettings:
         """From a ``PipelineConfig`` ([model] patch_shape/max_num_inst, [vote], [postprocess])."""
         vote, model = config.vote, config.model
         if config.postprocess.dilate:
             raise ConfigError("[postprocess] dilate is not implemented blockwise yet; set dilate = 0 "
                               "(or dilate the output afterwards with `ppp-dist postprocess`)")
-        return cls(tuple(model.patch_shape), patch_threshold=vote.patch_threshold,
-                   cover_threshold=vote.cover_threshold, numinst_thresholds=tuple(vote.numinst_thresholds),
+        pz, py, px = model.patch_shape
+        t1, t2 = vote.numinst_thresholds
+        return cls((pz, py, px), patch_threshold=vote.patch_threshold,
+                   cover_threshold=vote.cover_threshold, numinst_thresholds=(t1, t2),
                    foreground_threshold=vote.foreground_threshold,
                    consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
                    partition=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
@@ -103,7 +108,7 @@ def owned_rows_margin(settings: AssemblySettings) -> Shape:
 
 def vote_halo(settings: AssemblySettings) -> Shape:
     """Input halo of the vote stage: 7h + the consensus halo (11h by default, 9h unrefined)."""
-    return tuple(a + b for a, b in zip(owned_rows_margin(settings), consensus_halo(settings)))  # type: ignore
+    return tuple(a + b for a, b in zip(owned_rows_margin(settings), consensus_halo(settings)))  # type: ignore[return-value]
 
 
 def paint_halo(settings: AssemblySettings) -> Shape:

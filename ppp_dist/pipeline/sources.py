@@ -16,19 +16,23 @@ result equals the stored-prediction result (and the whole-volume ``ops.assemble`
   would not fit (125 x 512^3 bytes = 16.7 GB for 5^3 patches).
 
 ``has_foreground(box)`` lets a block without foreground skip its patches (a numinst read instead of P
-channels; what the original's foreground bounding box saved). Sources are small frozen dataclasses (paths and settings) so stages stay picklable; arrays and networks
-are opened once per worker process.
+channels; what the original's foreground bounding box saved). Sources are small frozen dataclasses (paths and
+settings) so stages stay picklable; arrays and networks are opened once per worker process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.geometry import Box
+
+if TYPE_CHECKING:
+    from ppp_dist.config.sections import PipelineConfig
+    from ppp_dist.pipeline.settings import AssemblySettings
 
 Shape = tuple[int, int, int]
 
@@ -40,7 +44,7 @@ def _open(path: str) -> Any:
     return open_array(path)
 
 
-def to_numinst(n: np.ndarray, settings: Any, spatial: tuple[int, ...]) -> np.ndarray:
+def to_numinst(n: np.ndarray, settings: AssemblySettings, spatial: tuple[int, ...]) -> np.ndarray:
     """Stored numinst/fg values (uint8 x 255 or float) -> uint8 0/1/2, as the whole-volume path converts."""
     from ppp_dist.ops.consensus import numinst_from_prob
 
@@ -56,7 +60,7 @@ class StoredPrediction:
     patches: str
     numinst: str
 
-    def volume_shape(self, settings: Any) -> Shape:
+    def volume_shape(self, settings: AssemblySettings) -> Shape:
         from ppp_dist.learning.background import check_zeroed
         from ppp_dist.pipeline.settings import check_prediction
 
@@ -66,13 +70,13 @@ class StoredPrediction:
         check_zeroed(_open(self.patches).attrs, settings.numinst_thresholds, f"{where}/patches", fg)
         return shape
 
-    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, box: Box, settings: AssemblySettings) -> tuple[np.ndarray, np.ndarray]:
         from ppp_dist.io.volumes import read_box
 
         p = read_box(_open(self.patches), box)
         return p, to_numinst(read_box(_open(self.numinst), box), settings, p.shape[1:])
 
-    def has_foreground(self, box: Box, settings: Any) -> bool:
+    def has_foreground(self, box: Box, settings: AssemblySettings) -> bool:
         """Whether ``box`` holds a foreground voxel (reads numinst only: 1-3 bytes per voxel, not P)."""
         from ppp_dist.io.volumes import read_box
 
@@ -95,7 +99,7 @@ class OraclePatches:
 
     labels: str
 
-    def volume_shape(self, settings: Any) -> Shape:
+    def volume_shape(self, settings: AssemblySettings) -> Shape:
         from ppp_dist.errors import InputDataError
 
         arr = _open(self.labels)
@@ -104,7 +108,7 @@ class OraclePatches:
                                  f"{arr.dtype} {arr.shape}")
         return tuple(int(s) for s in arr.shape[-3:])  # type: ignore[return-value]
 
-    def read(self, box: Box, settings: Any) -> tuple[Any, np.ndarray]:
+    def read(self, box: Box, settings: AssemblySettings) -> tuple[Any, np.ndarray]:
         """``(patches, numinst)``; the patches as ``ops.SparsePatches``: rows computed per voxel on demand,
         the values the dense oracle would hold there (the steps read foreground voxels' patches only)."""
         from functools import partial
@@ -132,7 +136,7 @@ class OraclePatches:
             numinst[count >= 2] = 2
         return patches, numinst
 
-    def has_foreground(self, box: Box, settings: Any) -> bool:
+    def has_foreground(self, box: Box, settings: AssemblySettings) -> bool:
         from ppp_dist.io.volumes import read_box
 
         return bool(np.any(read_box(_open(self.labels), box)))
@@ -152,17 +156,17 @@ def _network(model: Any, channels: int, checkpoint: str, device: str) -> Any:
 class NetworkPrediction:
     """Fused predict (-> decode): the tiles of the whole-volume tiling that cover a box, predicted on demand."""
 
-    config: Any  # PipelineConfig (frozen dataclasses)
+    config: PipelineConfig
     raw: str
     checkpoint: str
     torch_threads: int | None = None
 
-    def volume_shape(self, settings: Any) -> Shape:
+    def volume_shape(self, settings: AssemblySettings) -> Shape:
         from ppp_dist.learning.predict import open_raw
 
         return open_raw(self.raw, self.config.data)[2]  # type: ignore[return-value]
 
-    def read(self, box: Box, settings: Any) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, box: Box, settings: AssemblySettings) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         from ppp_dist.learning.decode import decode_codes, foreground_mask
@@ -200,7 +204,7 @@ class NetworkPrediction:
             patches = np.ascontiguousarray(region["patches"][inner])
         return patches, to_numinst(ni, settings, box.shape)
 
-    def has_foreground(self, box: Box, settings: Any) -> bool:
+    def has_foreground(self, box: Box, settings: AssemblySettings) -> bool:
         return True  # unknown before the network has run
 
     def describe(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def set_threads(threads: int | None) -> None:
     if threads:
         import numba
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]  # set at run time
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ class BlockGraph:
 
 def _empty_graph(block: BlockSpec, patch_size: int, dtype: Any) -> BlockGraph:
     e = np.zeros(0, dtype=np.int64)
-    return BlockGraph(e, np.zeros((0, 3), np.int64), e, e, np.zeros(0), e, np.zeros(0, bool), np.zeros((0, 3), np.int64),
+    return BlockGraph(e, np.zeros((0, 3), np.int64), e, e, np.zeros(0), e, np.zeros(0, bool),
+                      np.zeros((0, 3), np.int64),
                       np.zeros((0, patch_size), dtype), np.zeros(block.write_box.shape, np.uint8),
                       int(np.prod(block.write_box.shape)), 0)
 
@@ -220,7 +221,7 @@ class VoteStage:
 
     @classmethod
     def stored(cls, patches: str, numinst: str, settings: AssemblySettings, work_dir: str,
-               threads: int | None = None) -> "VoteStage":
+               threads: int | None = None) -> VoteStage:
         """On a stored prediction: ``"pred.zarr/patches"`` and ``"pred.zarr/numinst"`` (or fg)."""
         return cls(StoredPrediction(patches, numinst), settings, VoteArtifacts(work_dir), threads)
 

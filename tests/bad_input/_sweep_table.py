@@ -9,14 +9,45 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _hostile_inputs import (exp_float16_prediction_wanted, exp_id_not_utf8, exp_truncated_instances, full_disk,
-                             nothing_written as nothing_but_mounts, read_only_experiment, read_only_status,
-                             relabelled_two, resumes_after_space_is_freed)
-from _sweep_inputs import (EVALUATE, INPROCESS, LABEL, ON_PRED, TINY, a_file, all_zero_instances, exp_checkpoint_5,
-                           exp_empty, exp_evaluation_file, exp_garbage_checkpoint, exp_instances_file, exp_no_config,
-                           exp_typo_config, exp_with_outputs, failed_block_recorded, nothing_written, one_vote_block,
-                           other_experiments_database, postgres_foreign_schema, postgres_other_experiment,
-                           prediction_written, read_only_root, samples, short_connect_timeout, too_large_to_scan)
+from _hostile_inputs import (
+    exp_float16_prediction_wanted,
+    exp_id_not_utf8,
+    exp_truncated_instances,
+    full_disk,
+    read_only_experiment,
+    read_only_status,
+    relabelled_two,
+    resumes_after_space_is_freed,
+)
+from _sweep_inputs import (
+    EVALUATE,
+    INPROCESS,
+    LABEL,
+    ON_PRED,
+    TINY,
+    a_file,
+    all_zero_instances,
+    exp_checkpoint_5,
+    exp_empty,
+    exp_evaluation_file,
+    exp_garbage_checkpoint,
+    exp_instances_file,
+    exp_no_config,
+    exp_typo_config,
+    exp_with_outputs,
+    failed_block_recorded,
+    nothing_written,
+    one_vote_block,
+    other_experiments_database,
+    postgres_foreign_schema,
+    postgres_other_experiment,
+    prediction_written,
+    read_only_root,
+    samples,
+    short_connect_timeout,
+    too_large_to_scan,
+)
+
 
 def _has_cuda_7() -> bool:
     import torch
@@ -261,7 +292,7 @@ ROWS = [
         "is a folder; give a file name such as"),
     row("existing-outputs-kept-on-bad-input", "label --exp exp --input {data}/p9.zarr", 2,
         "p9.zarr/patches has shape (9, 1, 24, 24)", setup=exp_with_outputs),
-    row("existing-prediction-of-another-volume", f"predict --exp exp --input {{data}}/raw.zarr/raw", 2,
+    row("existing-prediction-of-another-volume", "predict --exp exp --input {data}/raw.zarr/raw", 2,
         "exp/prediction.zarr/numinst holds the prediction of a volume of shape (1, 24, 24), not of",
         setup=exp_with_outputs),
 
@@ -404,7 +435,8 @@ ROWS = [
         "outside [0, 1]"),
     row("value-complex-raw", f"predict {TINY} --root runs --input {{data}}/hostile_raw.zarr/complex", 2,
         "hostile_raw.zarr/complex holds complex numbers (complex64); give real numbers"),
-    row("value-complex-raw-plan", "plan --input {data}/hostile_raw.zarr/complex", 2, "holds complex numbers (complex64)"),
+    row("value-complex-raw-plan", "plan --input {data}/hostile_raw.zarr/complex", 2,
+        "holds complex numbers (complex64)"),
 
     # -- crafted shapes: refused at once, plan is O(1) in the blocks (issue #15)
     row("shape-crafted-huge-plan", "plan --input {data}/huge_raw.zarr/raw", 2,
@@ -423,7 +455,7 @@ ROWS = [
         check=resumes_after_space_is_freed),
     row("read-only-status", "status ro/exp", 0, "blockwise stages (ledger):", stream="stdout",
         setup=read_only_experiment, check=read_only_status),
-    row("flag-overwrite-is-a-setting", f"predict --exp exp --input {{data}}/raw.zarr/raw "
+    row("flag-overwrite-is-a-setting", "predict --exp exp --input {data}/raw.zarr/raw "
         "--set prediction.patch_dtype=float16", 2, "exp/prediction.zarr/patches holds uint8 patches, not [prediction] "
         "patch_dtype = float16; pass --set general.overwrite=true", setup=exp_float16_prediction_wanted),
     row("usage-demo-workers-zero", "demo --workers 0 --root runs", 2, "--workers must be at least 1, got 0"),

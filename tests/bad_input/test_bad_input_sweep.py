@@ -31,9 +31,9 @@ from _sweep_inputs import EXE, make_inputs
 from _sweep_table import ROWS as INPUT_ROWS
 from _sweep_table import Row
 
-ROWS = INPUT_ROWS + SECURITY_ROWS
-
 from ppp_dist.cli import main
+
+ROWS = INPUT_ROWS + SECURITY_ROWS
 
 
 @pytest.fixture(scope="module")

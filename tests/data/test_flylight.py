@@ -5,9 +5,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from ppp_dist.data import Sample, instance_ids, instance_masks, numinst
+from ppp_dist.data import Sample, instance_ids, instance_masks
 from ppp_dist.data.flylight import FLYLIGHT_GROUP, flylight_path, load_flylight
 from ppp_dist.errors import InputDataError
+from ppp_dist.ops.patches import numinst_target
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +41,9 @@ def test_gt_is_three_overlapping_instance_channels(sample):
 
 
 def test_overlap_counts(sample):
-    counts = np.bincount(numinst(sample.instances, max_num_inst=3).ravel(), minlength=4)
+    counts = np.bincount(numinst_target(sample.instances, max_num_inst=3).ravel(), minlength=4)
     assert counts.tolist() == [103_181, 19_504, 2_245, 70]
-    clamped = np.bincount(numinst(sample.instances).ravel())
+    clamped = np.bincount(numinst_target(sample.instances).ravel())
     assert clamped.tolist() == [103_181, 19_504, 2_245 + 70]
 
 

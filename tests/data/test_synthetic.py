@@ -7,13 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppp_dist.data import (
-    Sample, channel_stack_from_flat, instance_ids, instance_masks, numinst)
+from ppp_dist.data import Sample, channel_stack_from_flat, instance_ids, instance_masks
 from ppp_dist.data.synthetic import (
-    crossing_tubes_3d, crossing_worms_2d, make_scene, touching_nuclei_2d, touching_nuclei_3d)
+    crossing_tubes_3d,
+    crossing_worms_2d,
+    make_scene,
+    touching_nuclei_2d,
+    touching_nuclei_3d,
+)
 from ppp_dist.data.writer import write_synthetic_volume
 from ppp_dist.errors import InputDataError, StorageError
 from ppp_dist.geometry import Box
+from ppp_dist.ops.patches import numinst_target
 
 # kind -> (generator, small shape, count keyword, count): small enough for a fast suite
 CASES = {
@@ -54,8 +59,8 @@ def test_channel_stack_numinst_ids_masks():
     stack = channel_stack_from_flat(np.array([[0, 3, 3], [5, 5, 0]]))
     assert stack.shape == (1, 1, 2, 3) and stack.dtype == np.uint16
     two = np.concatenate([stack, np.array([[[[0, 7, 7], [7, 0, 0]]]], dtype=np.uint16)])
-    assert numinst(two).tolist() == [[[0, 2, 2], [2, 1, 0]]]
-    assert numinst(two, max_num_inst=1).max() == 1
+    assert numinst_target(two).tolist() == [[[0, 2, 2], [2, 1, 0]]]
+    assert numinst_target(two, max_num_inst=1).max() == 1
     assert instance_ids(two).tolist() == [3, 5, 7]
     masks = dict(instance_masks(two))
     assert sorted(masks) == [3, 5, 7]
@@ -66,7 +71,7 @@ def test_helpers_reject_bad_input():
     with pytest.raises(InputDataError, match=r"\[0, 65535\]"):
         channel_stack_from_flat(np.array([[70000]]))
     with pytest.raises(InputDataError, match="channel stack"):
-        numinst(np.zeros((4, 4), np.uint16))
+        numinst_target(np.zeros((4, 4), np.uint16))
     with pytest.raises(InputDataError, match="float32"):
         Sample(raw=np.zeros((1, 1, 2, 2)), instances=np.zeros((1, 1, 2, 2), np.uint16))
     with pytest.raises(InputDataError, match="spatial shape"):
@@ -97,7 +102,7 @@ def test_counts_dtypes_and_ranges(kind):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_curves_overlap(kind, seed):
     sample = generate(kind, seed=seed)
-    assert np.count_nonzero(numinst(sample.instances) >= 2) > 0
+    assert np.count_nonzero(numinst_target(sample.instances) >= 2) > 0
 
 
 @pytest.mark.parametrize("kind", ["nuclei2d", "nuclei3d"])
@@ -106,7 +111,7 @@ def test_nuclei_touch_but_do_not_overlap(kind, seed):
     sample = generate(kind, seed=seed)
     assert sample.num_layers == 1  # flat labels: overlap is impossible by construction
     assert has_touching_pair(sample.instances[0])
-    assert numinst(sample.instances).max() == 1
+    assert numinst_target(sample.instances).max() == 1
 
 
 @pytest.mark.parametrize("kind", CASES)
@@ -129,7 +134,7 @@ def test_odd_shapes(kind, shape, count):
     assert sample.raw.shape[1:] == (shape if len(shape) == 3 else (1, *shape))
     assert instance_ids(sample.instances).tolist() == list(range(1, count + 1))
     if kind in ("tubes", "worms"):
-        assert np.count_nonzero(numinst(sample.instances) >= 2) > 0
+        assert np.count_nonzero(numinst_target(sample.instances) >= 2) > 0
 
 
 def test_counts_scale_with_volume():

@@ -17,9 +17,19 @@ from zarr.storage import LocalStore, ZipStore
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
 from ppp_dist.geometry import Box, check_chunk_alignment, tile
 from ppp_dist.io import volumes
-from ppp_dist.io.volumes import (check_array, check_block_alignment, choose_chunks, offset_of,
-                                 open_array, parse_array_path, prepare_array, read_box,
-                                 read_box_padded, voxel_size_of, write_box)
+from ppp_dist.io.volumes import (
+    check_array,
+    check_block_alignment,
+    choose_chunks,
+    offset_of,
+    open_array,
+    parse_array_path,
+    prepare_array,
+    read_box,
+    read_box_padded,
+    voxel_size_of,
+    write_box,
+)
 
 
 def _attrs(path) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _learning_helpers import TINY_3D, make_config
 
 from ppp_dist.config.sections import AugmentationConfig, DataConfig
 from ppp_dist.errors import ConfigError, InputDataError
@@ -12,8 +13,6 @@ from ppp_dist.geometry import Box
 from ppp_dist.learning import augment
 from ppp_dist.learning.dataset import CropDataset, build_sampler
 from ppp_dist.learning.sampling import CropGeometry, TrainingSample, choose_output_begin, normalize_raw
-
-from _learning_helpers import TINY_3D, make_config
 
 DATA = DataConfig(raw_key="raw", gt_key="labels/gt_instances", normalization="none")
 

@@ -7,9 +7,18 @@ import torch
 
 from ppp_dist.config.sections import DecoderConfig, ModelConfig
 from ppp_dist.errors import CheckpointError, ConfigError
-from ppp_dist.model import (architecture, build_model, effective_factors, effective_input_shape, load_network,
-                            measure_output_shape, network_shapes, read_checkpoint, resolve_checkpoint,
-                            save_checkpoint)
+from ppp_dist.model import (
+    architecture,
+    build_model,
+    effective_factors,
+    effective_input_shape,
+    load_network,
+    measure_output_shape,
+    network_shapes,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from ppp_dist.network_shapes import unet_output_shape
 
 FLYLIGHT = ModelConfig()  # the defaults are the FlyLight HEAD network

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from _learning_helpers import make_config
 
 from ppp_dist.config.sections import DataConfig
 from ppp_dist.errors import InputDataError
@@ -17,8 +18,6 @@ from ppp_dist.learning.predict import predict_volume, read_input_tile, tile_geom
 from ppp_dist.learning.sampling import TrainingSample
 from ppp_dist.learning.train import run_train
 from ppp_dist.model import read_normalization
-
-from _learning_helpers import make_config
 
 OFFSET, RANGE = 33_000, 3_900  # the 16-bit camera of issue 17: values between 33,000 and 36,900
 

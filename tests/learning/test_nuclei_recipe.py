@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _learning_helpers import load_script, slow
 
 

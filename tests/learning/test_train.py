@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
+from _learning_helpers import TINY_3D, make_config
 
 from ppp_dist.errors import CheckpointError
 from ppp_dist.learning.train import run_train
 from ppp_dist.model import list_checkpoints, read_checkpoint
-
-from _learning_helpers import TINY_3D, make_config
 
 
 def _metrics(exp):

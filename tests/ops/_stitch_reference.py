@@ -11,7 +11,8 @@ from ppp_dist.ops.partition import merge_tier2
 from ppp_dist.ops.union_find import UnionFind, apply_table
 
 
-def stitch(blocks: list[ContractedBlock], patch_ids: list[np.ndarray], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def stitch(blocks: list[ContractedBlock], patch_ids: list[np.ndarray],
+           threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(patch ids ascending, instance id 1..n of each) from the blocks' contracted graphs."""
     map_p = np.concatenate([b.map_patches for b in blocks])
     map_c = np.concatenate([b.map_clusters for b in blocks])

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _stitch_reference import stitch
+from _tiered_graphs import clustered_tiered_graph, contract_all, random_tiered_graph, split
 
 from ppp_dist.ops.contract import LINK_DTYPE, MUTEX, TIER2, ContractedBlock, contract_block
 from ppp_dist.ops.partition import partition
 
-from _stitch_reference import stitch
-from _tiered_graphs import clustered_tiered_graph, contract_all, random_tiered_graph, split
 
 def expected_labels(ids, pairs, w, tiers, counts, threshold):
     return partition(len(ids), pairs, w, counts, tiers, method="connected_components", threshold=threshold)
@@ -76,7 +76,7 @@ def _tier2_pick(last: bool, reverse_ties: bool):
             tie = (-int(u[k]), -int(v[k])) if reverse_ties else (int(u[k]), int(v[k]))
             rows.append(((a, other), (-prio, *tie), (a, b, int(u[k]), int(v[k]), w64[k])))
         best = {}
-        for key, rank, row in sorted(rows, key=lambda r: r[1], reverse=last):
+        for key, _rank, row in sorted(rows, key=lambda r: r[1], reverse=last):
             best.setdefault(key, row)
         t2 = np.zeros(len(best), LINK_DTYPE)
         for i, (a, b, uu, vv, ww) in enumerate(best.values()):

@@ -72,7 +72,7 @@ def test_patch_target_errors():
 
 
 def test_patch_targets_box_equals_the_whole_targets_cropped():
-    from ppp_dist.data import crossing_worms_2d, crossing_tubes_3d
+    from ppp_dist.data import crossing_tubes_3d, crossing_worms_2d
     from ppp_dist.ops.patches import patch_targets, patch_targets_box
 
     for inst, ps in ((crossing_tubes_3d(shape=(20, 22, 24), n_tubes=3, seed=2).instances, (5, 3, 5)),

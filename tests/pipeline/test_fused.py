@@ -11,6 +11,7 @@ from _pipeline_helpers import whole_volume, write_oracle
 
 from ppp_dist.config import config_from_table
 from ppp_dist.data import synthetic
+from ppp_dist.geometry import Box
 from ppp_dist.io.volumes import list_arrays, open_array, prepare_array
 from ppp_dist.learning.decode import decode_volume
 from ppp_dist.learning.predict import predict_volume
@@ -18,7 +19,6 @@ from ppp_dist.model import build_model, save_checkpoint
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.settings import AssemblySettings
 from ppp_dist.pipeline.sources import OraclePatches, StoredPrediction
-from ppp_dist.geometry import Box
 
 TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2.0], "fmap_dec_factors": [2.0, 2.0],
            "downsample_factors": [[1, 2, 2], [1, 2, 2]], "train_input_shape": [1, 56, 56],

@@ -21,15 +21,7 @@ TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2
            "predict_input_shape": [1, 52, 52]}
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_pipeline_from_raw(tmp_path, one_thread):
+def test_pipeline_from_raw(tmp_path, torch_one_thread):
     cfg = config_from_table({
         "data": {"normalization": "none"}, "model": TINY_2D,
         "prediction": {"device": "cpu"}, "training": {"use_amp": False},

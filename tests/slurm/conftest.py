@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import pytest
 
+import pytest
 from _slurm_helpers import cancel_jobs, jobs_under
 
 REQUIRE_SLURM = os.environ.get("PPP_DIST_REQUIRE_SLURM") == "1"

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _slurm_helpers import job_info, job_state, submitted_job, wait_for_jobs
 
 pytestmark = pytest.mark.slurm

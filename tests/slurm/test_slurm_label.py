@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from _slurm_helpers import job_state
+
 from ppp_dist.data import crossing_tubes_3d
 from ppp_dist.io import volumes
 
@@ -73,7 +73,8 @@ def oracle(tmp_path_factory) -> tuple[str, bytes]:
     exp = root / "local"
     exp.mkdir()
     done = subprocess.run([str(PPP_DIST), "label", "--exp", str(exp), "--input", store,
-                           "--config", str(root / "config.toml"), "--set", "cluster.n_workers=2", "--set", 'cluster.dashboard_address=":0"'],
+                           "--config", str(root / "config.toml"), "--set", "cluster.n_workers=2",
+                           "--set", 'cluster.dashboard_address=":0"'],
                           cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"vote: {BLOCKS} blocks | done {BLOCKS} | failed 0" in done.stdout

@@ -1,4 +1,8 @@
-"""daisy 2 as a second description of our block grids and of the order of chained stages.
+"""daisy 2 as a second description of our block grids and of the order of chained stages (a test helper).
+
+It lives with the tests because only ``tests/test_daisy_blocks.py`` uses it: dask runs the blocks, and
+daisy has no job at run time (docs/geometry.md, section "daisy"), so daisy is a test dependency (the
+``test`` extra), not a dependency of ``ppp_dist``.
 
 What this module is for: express a ``geometry.BlockGrid`` as a daisy task (``total_roi``, template
 ``read_roi`` / ``write_roi``, ``fit="shrink"``), let daisy enumerate the blocks and the block-level
@@ -17,8 +21,8 @@ The correspondence (all coordinates are voxels; daisy's ROIs are ``funlib.geomet
 daisy's write ROIs then equal our write boxes exactly, and daisy's read ROIs equal our
 ``read_box_unclipped`` (write box grown by the halo); our ``read_box`` is that clipped to the volume.
 
-Only ``daisy.v2`` (the native API, no 1.x shims) is used, imported lazily: importing ``ppp_dist`` does not
-import daisy. Tested with daisy 2.0.0 (``DAISY_TESTED``).
+Only ``daisy.v2`` (the native API, no 1.x shims) is used, imported lazily (a test that does not need it
+runs without it). Tested with daisy 2.0.0 (``DAISY_TESTED``).
 """
 
 from __future__ import annotations
@@ -116,7 +120,9 @@ def to_daisy_blocks(grid: BlockGrid, task_id: str = "blocks") -> list[DaisyBlock
     """daisy's enumeration of ``grid``'s blocks, sorted by our block id."""
     blocks = [b for b, _ in daisy_graph(grid, task_id).enumerate_all_dependencies()]
     writes = [_box(b.write_roi) for b in blocks]
-    ids = grid.owners_of(np.asarray([w.begin for w in writes], dtype=np.int64)) if blocks else []
+    ids: np.ndarray | list[int] = []
+    if blocks:
+        ids = grid.owners_of(np.asarray([w.begin for w in writes], dtype=np.int64))
     out = [DaisyBlock(int(i), int(b.block_id[1]), w, _box(b.read_roi)) for i, b, w in zip(ids, blocks, writes)]
     return sorted(out, key=lambda d: d.block_id)
 
@@ -196,7 +202,7 @@ def _drain(sched: Any, grids: dict[str, BlockGrid]) -> list[dict[str, list[int]]
     daisy = _daisy()
     waves = []
     while True:
-        ready = {name: [] for name in grids}
+        ready: dict[str, list[int]] = {name: [] for name in grids}
         blocks = []
         for name in grids:
             while (block := sched.acquire_block(name)) is not None:
