@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ppp_dist import __version__
-from ppp_dist.tasks import GROUPS, TASKS
+from ppp_dist.tasks import GROUPS, TASKS, task
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -63,28 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                                  "larger than one machine.")
     parser.add_argument("--version", action="version", version=f"ppp_dist {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for i, task in enumerate(TASKS.values(), start=1):
-        p = sub.add_parser(task.name, help=f"({i}/{len(TASKS)}) {task.summary}",
-                           description=f"({i}/{len(TASKS)}) {task.summary[0].upper()}{task.summary[1:]}.")
+    for i, module in enumerate(TASKS.values(), start=1):
+        summary = module.SUMMARY
+        p = sub.add_parser(module.NAME, help=f"({i}/{len(TASKS)}) {summary}",
+                           description=f"({i}/{len(TASKS)}) {summary[0].upper()}{summary[1:]}.")
         _add_config_options(p)
-        _add_checkpoint_options(p, init=task.name == "train")
+        _add_checkpoint_options(p, init=module.NAME == "train")
     for group, members in GROUPS.items():
         p = sub.add_parser(group, help=f"run {' -> '.join(members)}",
                            description=f"Run the tasks {', '.join(members)} in order, as --do {group} did.")
         _add_config_options(p)
         _add_checkpoint_options(p, init="train" in members)
-    p = sub.add_parser("plan", help="dry run: blocks, halos and memory per stage for a volume; writes nothing",
+    p = sub.add_parser("plan", help=task("plan").SUMMARY,
                        description="Print what each stage would do on the input volume: blocks, halos, "
                                    "memory per block. Writes nothing.")
     _add_config_options(p, experiment=False)
-    p = sub.add_parser("status", help="what an experiment folder holds and which stages are done",
+    p = sub.add_parser("status", help=task("status").SUMMARY,
                        description="Show the config, outputs and per-stage progress of an experiment.")
     p.add_argument("exp", metavar="EXPERIMENT_DIR", help="the experiment folder")
     p.add_argument("-v", "--verbose", action="store_true")
-    p = sub.add_parser("show-config", help="print the resolved config (defaults <- files <- --set)",
+    p = sub.add_parser("show-config", help=task("show-config").SUMMARY,
                        description="Print the resolved config as TOML, after validating it.")
     _add_config_options(p, experiment=False, volume=False)
-    p = sub.add_parser("demo", help="the main job on the bundled FlyLight sample, with a local dask cluster",
+    p = sub.add_parser("demo", help=task("demo").SUMMARY,
                        description="Run the pipeline end to end on the bundled FlyLight sample: a local "
                                    "dask cluster (dashboard link printed), planning, and every stage this "
                                    "version implements.")
@@ -136,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
 
-    from ppp_dist import commands  # imported here: keeps --help fast
     from ppp_dist.errors import PppDistError
     from ppp_dist.logs import setup_logging
     from ppp_dist.redact import redact
+    from ppp_dist.tasks.chain import dispatch
 
     setup_logging("DEBUG" if getattr(args, "verbose", False) else "INFO")
     try:
-        return commands.dispatch(args, do_tasks)
+        return dispatch(args, do_tasks)
     except PppDistError as err:
         print(f"ppp-dist: error: {redact(one_line(str(err)))}", file=sys.stderr)
         return EXIT_USAGE

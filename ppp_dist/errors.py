@@ -36,10 +36,6 @@ class CheckpointError(PppDistError):
     """A model checkpoint is missing, unreadable or belongs to another architecture."""
 
 
-class NotAvailableError(PppDistError):
-    """A task or option that this version does not implement yet."""
-
-
 class BlockError(PppDistError):
     """Processing one block failed; carries the block id for the ledger."""
 

@@ -11,37 +11,49 @@ whole DSN goes to ``secrets.toml`` beside it, readable by its owner only (mode 0
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
 from ppp_dist.config import PipelineConfig, load_config, save_config
 from ppp_dist.config.loader import public_config
-from ppp_dist.errors import ConfigError, StorageError
+from ppp_dist.errors import CheckpointError, ConfigError, StorageError
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.toml"
-# fixed output names inside an experiment folder (ppp_dist.run_tasks: how tasks pass them on)
+# every name inside an experiment folder: spelled here only (ppp_dist.tasks: how tasks pass outputs on)
+TRAIN = "train"  # checkpoint_<iteration>.pt, metrics.csv
+VAL = "val"  # validate: results.json, best.json
+CV = "cv"  # cross_validate
 PREDICTION = "prediction.zarr"
 INSTANCES = "instances.zarr"
 POSTPROCESSED = "postprocessed.zarr"
+INSTANCES_KEY = "instances"  # the label array inside INSTANCES and POSTPROCESSED
+EVALUATION = "evaluation"
+VISUALIZE = "visualize"
+LOGS = "logs"  # run.log; jobs/ (batch-system worker jobs); failed-block reports
+WORK = "pipeline"  # the blockwise stages' work files (stage parameters, vote artifacts)
+GRAPH_DB = "graph.sqlite"  # the default SQLite graph database
 ID_NAME = "experiment_id"  # a random id written once; the run database records it (one database, one run)
 SECRETS_NAME = "secrets.toml"  # the DSN with its password (mode 0600), apart from config.toml
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """An experiment folder and its resolved config."""
+class ExperimentPaths:
+    """Every path inside an experiment folder, and the checkpoint lookup; usable before the folder exists
+    (preflight) and without torch."""
 
     path: Path
-    config: PipelineConfig
 
     @property
     def config_path(self) -> Path:
@@ -49,11 +61,89 @@ class Experiment:
 
     @property
     def log_path(self) -> Path:
-        return self.path / "logs" / "run.log"
+        return self.path / LOGS / "run.log"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / LOGS
+
+    @property
+    def jobs_logs(self) -> Path:
+        """Where batch-system worker jobs write their output (next to the driver's run.log)."""
+        return self.path / LOGS / "jobs"
+
+    @property
+    def work(self) -> Path:
+        return self.path / WORK
+
+    @property
+    def train_dir(self) -> Path:
+        return self.path / TRAIN
+
+    @property
+    def best_file(self) -> Path:
+        """The (checkpoint, parameters) validate chose."""
+        return self.path / VAL / "best.json"
+
+    @property
+    def val_results(self) -> Path:
+        return self.path / VAL / "results.json"
+
+    @property
+    def cv_results(self) -> Path:
+        return self.path / CV / "cross_validate.json"
 
     def output(self, name: str) -> Path:
         """Path of an output inside the experiment folder (not created)."""
         return self.path / name
+
+    def checkpoint_file(self, iteration: int) -> Path:
+        return self.train_dir / f"checkpoint_{int(iteration)}.pt"
+
+    def checkpoints(self) -> dict[int, Path]:
+        """``{iteration: path}`` of every ``checkpoint_<iteration>.pt`` in the train folder, ascending."""
+        if not self.train_dir.is_dir():
+            return {}
+        found = {int(m.group(1)): p for p in self.train_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))}
+        return dict(sorted(found.items()))
+
+    def best(self) -> dict[str, Any] | None:
+        """The best (checkpoint, params) of an earlier validate run, or None."""
+        if not self.best_file.is_file():
+            return None
+        best = json.loads(self.best_file.read_text())
+        best["params"] = {k: tuple(v) if isinstance(v, list) else v for k, v in best["params"].items()}
+        return best
+
+    def checkpoint(self, which: int | str = "last") -> Path:
+        """The checkpoint file for ``[prediction] checkpoint``: "last", "best" (validate's choice), an
+        iteration, or a file path."""
+        if isinstance(which, str) and which not in ("last", "best"):
+            path = Path(which)
+            if not path.is_file():
+                raise CheckpointError(f"checkpoint {path} does not exist; give 'last', an iteration number or a file")
+            return path
+        found = self.checkpoints()
+        if not found:
+            raise CheckpointError(f"no checkpoint_<iteration>.pt in {self.train_dir}; train first")
+        if which == "last":
+            return found[max(found)]
+        if which == "best":
+            best = self.best()
+            if best is None:
+                raise CheckpointError(f"prediction.checkpoint = 'best' needs a validation run in {self.path} "
+                                      "(ppp-dist validate); give 'last' or an iteration number")
+            which = int(best["checkpoint"])
+        if int(which) in found:
+            return found[int(which)]
+        raise CheckpointError(f"no checkpoint for iteration {which} in {self.train_dir}; found {sorted(found)}")
+
+
+@dataclass(frozen=True)
+class Experiment(ExperimentPaths):
+    """An experiment folder and its resolved config."""
+
+    config: PipelineConfig
 
     @property
     def id(self) -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ppp_dist.evaluate import compute_overlap_table, read_labels
 from ppp_dist.ops.metrics_iou import iou_metrics
 from ppp_dist.ops.overlap_table import overlap_table
+from ppp_dist.tasks.evaluation import compute_overlap_table, read_labels
 
 CELL = 16
 

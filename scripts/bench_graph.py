@@ -69,7 +69,7 @@ def write_labels(path: Path, kind: str, shape: tuple[int, ...], chunk: tuple[int
 
 def storage(exp: Path) -> dict[str, Any]:
     from ppp_dist.config import DatabaseConfig
-    from ppp_dist.io.graph_store import open_graph_store
+    from ppp_dist.io.stores import open_graph_store
 
     store = open_graph_store(DatabaseConfig(path=str(exp / "graph.sqlite")))
     try:

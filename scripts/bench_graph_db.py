@@ -29,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ppp_dist.config import DatabaseConfig  # noqa: E402
-from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments  # noqa: E402
+from ppp_dist.io.graph_store import make_edges, make_fragments  # noqa: E402
+from ppp_dist.io.stores import StoreFactory
 
 
 def block_graph(block: int, rows: int):

@@ -140,11 +140,11 @@ def section_model(results: dict[str, Any], io_gbps: float | None) -> dict[str, A
 
 def network_ratios(side: int = 10_000) -> dict[str, Any]:
     """Network output voxels per voxel of the default config's network on a ``side``^3 volume (1 TB): the stored
-    prediction, and the fused mode for vote blocks of 64, 128 and 256 (``ppp_dist.plan.network_ratio``)."""
+    prediction, and the fused mode for vote blocks of 64, 128 and 256 (``ppp_dist.tasks.plan.network_ratio``)."""
     from ppp_dist.config import config_from_table
     from ppp_dist.learning.predict import tile_geometry
     from ppp_dist.pipeline.settings import AssemblySettings, vote_halo
-    from ppp_dist.plan import network_ratio
+    from ppp_dist.tasks.plan import network_ratio
 
     config = config_from_table({})
     tile = tuple(int(t) for t in tile_geometry(config.model).output_shape)

@@ -27,8 +27,8 @@ def measure(config_path: str, threads: list[int], repeat: int, device: str = "cp
     import torch
 
     from ppp_dist.config import load_config
+    from ppp_dist.learning.model import build_model
     from ppp_dist.learning.predict import predict_tile, tile_geometry
-    from ppp_dist.model import build_model
 
     config = load_config([config_path])
     geometry = tile_geometry(config.model)

@@ -10,7 +10,7 @@ Oracle = the ground truth made into patches (what a perfect network would predic
 
 A ``LocalCluster`` of ``--workers`` processes (1 thread each) runs the blocks. The RSS of every worker and of
 the driver is polled every 50 ms; per stage (vote, agglomerate, paint, relabel) the script reports seconds,
-voxels/s and the peak RSS of the workers and of the driver during that stage (``ppp_dist.runner.run_stage``
+voxels/s and the peak RSS of the workers and of the driver during that stage (``ppp_dist.pipeline.runner.run_stage``
 and ``agglomerate.agglomerate_instances`` are wrapped here to time-stamp the stages). The graph storage is
 reported as rows of every table and bytes on disk: the database plus what vote leaves for paint
 (``pipeline/vote.zarr``, ``pipeline/vote_rows``) -- everything the pipeline stores besides the labels and
@@ -148,8 +148,8 @@ def fused_available() -> bool:
 @contextlib.contextmanager
 def stage_marks(clock):
     """Record (stage, start, end) of every ``run_stage`` / ``agglomerate_instances`` call (``clock()`` times)."""
-    import ppp_dist.agglomerate as agglomerate
-    import ppp_dist.runner as runner
+    import ppp_dist.pipeline.agglomerate as agglomerate
+    import ppp_dist.pipeline.runner as runner
 
     marks: list[tuple[str, float, float]] = []
     orig_stage, orig_agg = runner.run_stage, agglomerate.agglomerate_instances
@@ -249,7 +249,7 @@ def run(shape, block, patch, workdir: Path, *, kind: str = "tubes", workers: int
     from distributed import Client, LocalCluster
 
     from ppp_dist.config import config_from_table
-    from ppp_dist.io.graph_store import StoreFactory
+    from ppp_dist.io.stores import StoreFactory
     from ppp_dist.pipeline.infer import run_pipeline
 
     shape, block, patch = tuple(shape), tuple(block), tuple(patch)

@@ -10,7 +10,7 @@ Examples::
     # one sample per image file of a folder (labels matched by file name)
     python scripts/convert_to_zarr.py --per-file --raw train/images --labels train/masks --out train_zarr
 
-A thin wrapper around ``ppp_dist.convert``; see ``docs/datasets.md``. Exit code 2 on input errors.
+A thin wrapper around ``ppp_dist.tasks.convert``; see ``docs/datasets.md``. Exit code 2 on input errors.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import logging
 import sys
 
 from ppp_dist.cli import one_line
-from ppp_dist.convert import GT_KEY, RAW_KEY, convert_per_file, convert_sample
 from ppp_dist.errors import InputDataError, PppDistError
+from ppp_dist.tasks.convert import GT_KEY, RAW_KEY, convert_per_file, convert_sample
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,9 +59,10 @@ def sweep(config: Any, predictions: list[tuple[np.ndarray, np.ndarray, np.ndarra
     """
     from scipy import ndimage
 
-    from ppp_dist.evaluate import evaluate_arrays
+    from ppp_dist.config import with_vote
     from ppp_dist.ops.assemble import assemble
-    from ppp_dist.validate import parameter_sets, with_vote
+    from ppp_dist.tasks.evaluation import evaluate_arrays
+    from ppp_dist.tasks.validate import parameter_sets
 
     sets = parameter_sets(config)
     sizes = sorted({int(p.get("min_instance_size", config.postprocess.min_instance_size)) for p in sets})
@@ -103,9 +104,9 @@ def export_model(config_path: Path, config: Any, checkpoint: str, chosen: tuple,
     import tomli_w
     import torch
 
+    from ppp_dist.config import with_vote
     from ppp_dist.config.loader import config_to_table
-    from ppp_dist.model import read_checkpoint
-    from ppp_dist.validate import with_vote
+    from ppp_dist.learning.model import read_checkpoint
 
     state = read_checkpoint(checkpoint)
     chosen_config = with_vote(config, dict(chosen))
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging("INFO")
     logging.getLogger("ppp_dist.io.volumes").setLevel(logging.WARNING)
-    logging.getLogger("ppp_dist.convert").setLevel(logging.WARNING)
+    logging.getLogger("ppp_dist.tasks.convert").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     try:
         samples = (write_nuclei2d if args.dims == 2 else write_nuclei3d)(out / "data")

@@ -6,7 +6,7 @@ Example::
     python scripts/train_sample_model.py --iterations 20 --out /tmp/quick --model-dir /tmp/quick/model
 
 Steps: write the FlyLight crop (``ppp_dist.data.flylight.load_flylight``: 3 x 50^3, three overlapping
-neurons) as ``OUT/flylight_sample.zarr`` in the layout the demo writes (``ppp_dist.demo.write_sample``);
+neurons) as ``OUT/flylight_sample.zarr`` in the layout the demo writes (``ppp_dist.tasks.demo.write_sample``);
 train ``configs/sample_model.toml`` into ``OUT/exp`` with ``ppp_dist.learning.train.run_train`` (seeded,
 CPU; a rerun resumes from the newest checkpoint there); predict the crop in-process
 (``learning.predict.predict_volume``), assemble it with ``ops.assemble`` and the ``[vote]`` settings, score
@@ -39,12 +39,12 @@ SCORE_KEYS = ("avF1", "C", "S", "tp_rel", "FS", "FM")
 
 def _score(config: Any, checkpoint: Path, raw: str, gt: str, out: Path) -> dict[str, Any]:
     """Whole-crop prediction + ``ops.assemble`` + the ``[evaluation]`` metrics (what the demo computes)."""
-    from ppp_dist.evaluate import evaluate_arrays
     from ppp_dist.io.volumes import open_array
     from ppp_dist.learning.predict import predict_volume
     from ppp_dist.ops.assemble import assemble
     from ppp_dist.ops.patches import numinst_target
     from ppp_dist.pipeline.settings import AssemblySettings
+    from ppp_dist.tasks.evaluation import evaluate_arrays
 
     pred = predict_volume(config, checkpoint, raw, out)
     patches = np.asarray(open_array(f"{out}/patches")[...])
@@ -217,11 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ppp_dist.config import load_config, save_config
-    from ppp_dist.demo import write_sample
     from ppp_dist.errors import PppDistError
+    from ppp_dist.learning.model import build_model, load_weights, save_checkpoint
     from ppp_dist.learning.train import run_train
     from ppp_dist.logs import setup_logging
-    from ppp_dist.model import build_model, load_weights, save_checkpoint
+    from ppp_dist.tasks.demo import write_sample
 
     setup_logging("INFO")
     logging.getLogger("ppp_dist.io.volumes").setLevel(logging.WARNING)

@@ -8,9 +8,10 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ppp_dist.agglomerate import agglomerate, agglomerate_hierarchical
 from ppp_dist.errors import DatabaseError
-from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments, open_graph_store
+from ppp_dist.io.graph_store import make_edges, make_fragments
+from ppp_dist.io.stores import StoreFactory, open_graph_store
+from ppp_dist.pipeline.agglomerate import agglomerate, agglomerate_hierarchical
 
 N_BLOCKS = 40
 

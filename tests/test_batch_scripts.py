@@ -201,7 +201,7 @@ def test_slurm_submission_writes_a_job_script_that_runs(tmp_path):
 
 def test_worker_jobs_carry_the_settings(tmp_path):
     """PPP_CLUSTER_KIND=slurm: the [cluster] the label stage gets makes dask-jobqueue worker jobs from the settings."""
-    from ppp_dist.cluster import make_jobqueue_cluster
+    from ppp_dist.pipeline.cluster import make_jobqueue_cluster
 
     name = "nuclei3d"
     _make_data(tmp_path / "data", name)

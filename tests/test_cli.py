@@ -49,17 +49,6 @@ def test_console_script_and_module_agree():
         assert command in by_script
 
 
-def test_unimplemented_task_says_so_and_writes_nothing(capsys, tmp_path, monkeypatch):
-    from ppp_dist import tasks
-
-    monkeypatch.setitem(tasks.TASKS, "decode", tasks.Task("decode", "x", False, "a later version"))
-    code, _, err = run(capsys, "decode", "--root", str(tmp_path / "runs"), "--input", "x.zarr")
-    assert code == 2
-    line = one_sentence_error(err)
-    assert "cannot run decode (arrives with a later version) yet; nothing was done" in line
-    assert not (tmp_path / "runs").exists()
-
-
 def test_do_style_task_list(capsys, tmp_path):
     code, _, err = run(capsys, "--do", "train", "label", "--root", str(tmp_path))
     assert code == 2  # the task list parses; train then lacks its samples
@@ -112,7 +101,7 @@ def test_plan_prints_blocks_and_writes_nothing(capsys, raw_zarr):
     assert "(33, 33, 33)" in vote_line  # halo 11 h, h = 3
     # voxels read per voxel: the blocks' read boxes (clipped to the volume) summed, over the volume
     from ppp_dist import geometry
-    from ppp_dist.plan import read_factor
+    from ppp_dist.tasks.plan import read_factor
 
     blocks = geometry.tile((40, 70, 90), (32, 32, 32), (33, 33, 33))
     exact = sum(b.read_box.size for b in blocks) / (40 * 70 * 90)
@@ -130,7 +119,7 @@ def test_plan_prints_the_network_per_voxel_and_bounds_the_mutex_watershed(capsys
     from ppp_dist import geometry
     from ppp_dist.config import config_from_table
     from ppp_dist.learning.predict import tile_geometry
-    from ppp_dist.plan import network_ratio
+    from ppp_dist.tasks.plan import network_ratio
 
     args = ["plan", "--input", f"{raw_zarr}/raw", "--set", "data.num_channels=2",
             "--set", "vote.block_shape=[32, 32, 32]"]
@@ -161,7 +150,7 @@ def test_plan_counts_blocks_without_making_them(monkeypatch):
     from ppp_dist import geometry
     from ppp_dist.config import load_config
     from ppp_dist.limits import grid_blocks
-    from ppp_dist.plan import plan_volume
+    from ppp_dist.tasks.plan import plan_volume
 
     def no_blocks(*args, **kwargs):
         raise AssertionError("plan made the blocks one by one")

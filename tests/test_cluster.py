@@ -18,8 +18,9 @@ import pytest
 from ppp_dist.config import ClusterConfig
 from ppp_dist.errors import SchedulerError
 from ppp_dist.geometry import BlockSpec, tile
-from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments
-from ppp_dist.runner import BlockOutput, run_stage
+from ppp_dist.io.graph_store import make_edges, make_fragments
+from ppp_dist.io.stores import StoreFactory
+from ppp_dist.pipeline.runner import BlockOutput, run_stage
 
 DASK = Path(sys.executable).with_name("dask")
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_unreachable_scheduler_is_one_fast_sentence():
     started = time.monotonic()
     with pytest.raises(SchedulerError, match=rf"cannot reach the dask scheduler at tcp://127.0.0.1:{port} within "
                                              r"1 s \(.*\); start it \(dask scheduler\) or fix \[cluster\]"):
-        from ppp_dist.cluster import start_cluster
+        from ppp_dist.pipeline.cluster import start_cluster
 
         start_cluster(ClusterConfig(kind="scheduler", scheduler_address=f"tcp://127.0.0.1:{port}"),
                       connect_timeout=1)
@@ -44,9 +45,9 @@ def test_unreachable_scheduler_is_one_fast_sentence():
 
 
 def test_cuda_without_dask_cuda_falls_back_to_local(caplog):
-    from ppp_dist.cluster import close_cluster, start_cluster
+    from ppp_dist.pipeline.cluster import close_cluster, start_cluster
 
-    with caplog.at_level(logging.INFO, logger="ppp_dist.cluster"):
+    with caplog.at_level(logging.INFO, logger="ppp_dist.pipeline.cluster"):
         client = start_cluster(ClusterConfig(kind="cuda", n_workers=1, dashboard_address=":0"))
     try:
         assert len(client.scheduler_info()["workers"]) == 1
@@ -76,7 +77,7 @@ def test_cuda_without_dask_cuda_falls_back_to_local(caplog):
     ("", ":8787", ""),
 ])
 def test_dashboard_link_names_the_host_other_machines_reach(link, address, expected):
-    from ppp_dist.cluster import reachable_link
+    from ppp_dist.pipeline.cluster import reachable_link
 
     assert reachable_link(link, address, hostname="node042") == expected
 
@@ -91,7 +92,7 @@ def test_dashboard_link_names_the_host_other_machines_reach(link, address, expec
              "#PBS --constraint=a100", "--nworkers 2"]),
 ])
 def test_batch_job_scripts_carry_the_directives(kind, expected):
-    from ppp_dist.cluster import make_jobqueue_cluster
+    from ppp_dist.pipeline.cluster import make_jobqueue_cluster
 
     config = ClusterConfig(kind=kind, queue="gpu-long", account="lab42", walltime="02:30:00", cores=8,
                            memory="64GiB", gpus_per_job=2, job_extra_directives=("--constraint=a100",),
@@ -106,9 +107,9 @@ def test_batch_job_scripts_carry_the_directives(kind, expected):
 
 
 def test_interface_puts_scheduler_and_workers_on_it():
-    from ppp_dist.cluster import make_jobqueue_cluster
     from ppp_dist.config import load_config
     from ppp_dist.errors import ConfigError
+    from ppp_dist.pipeline.cluster import make_jobqueue_cluster
 
     cluster = make_jobqueue_cluster(ClusterConfig(kind="slurm", interface="lo", dashboard_address=":0"))
     try:
@@ -121,13 +122,13 @@ def test_interface_puts_scheduler_and_workers_on_it():
 
 
 def test_cpu_batch_jobs_run_one_single_threaded_worker_per_core():
-    from ppp_dist.cluster import jobqueue_kwargs
+    from ppp_dist.pipeline.cluster import jobqueue_kwargs
 
     kwargs = jobqueue_kwargs(ClusterConfig(kind="slurm", cores=16, threads_per_worker=2, memory="32GiB"))
     assert (kwargs["processes"], kwargs["cores"], kwargs["memory"], kwargs["worker_extra_args"]) == \
         (8, 16, "32GiB", [])
     with pytest.raises(SchedulerError, match="not a batch system"):
-        from ppp_dist.cluster import make_jobqueue_cluster
+        from ppp_dist.pipeline.cluster import make_jobqueue_cluster
         make_jobqueue_cluster(ClusterConfig(kind="local"))
 
 
@@ -173,8 +174,8 @@ def dask_cluster():
 
 
 def test_stage_on_a_real_scheduler_and_two_workers(dask_cluster, database_config, tmp_path):
-    from ppp_dist.agglomerate import agglomerate, agglomerate_hierarchical
-    from ppp_dist.cluster import close_cluster, start_cluster
+    from ppp_dist.pipeline.agglomerate import agglomerate, agglomerate_hierarchical
+    from ppp_dist.pipeline.cluster import close_cluster, start_cluster
 
     client = start_cluster(ClusterConfig(kind="local"), scheduler_address=dask_cluster, connect_timeout=30)
     try:

@@ -47,7 +47,7 @@ def test_injection_into_every_cluster_string_field_is_refused_at_load(field, att
 @pytest.mark.parametrize("field", sorted(JOB_SCRIPT_FIELDS))
 def test_an_unchecked_value_would_be_a_command_of_the_job_script(field):
     """What the load-time check prevents: dask-jobqueue writes the value into the script verbatim."""
-    from ppp_dist.cluster import make_jobqueue_cluster
+    from ppp_dist.pipeline.cluster import make_jobqueue_cluster
 
     value = "cpu\ntouch /tmp/pwned"
     setting = (value,) if field == "job_extra_directives" else value
@@ -112,7 +112,7 @@ def test_bad_values_are_one_sentence_at_load(override, message):
 def test_a_metric_of_another_criterion_loads_but_validate_refuses_it_before_running(tmp_path):
     """The default metric avS with criterion = "cldice" is fine for a config that never validates (the shipped
     sample model's); validate and cross_validate refuse it in their preflight."""
-    from ppp_dist.preflight import Preflight
+    from ppp_dist.tasks.preflight import Preflight
 
     config = load_config([], ['evaluation.criterion="cldice"'])
     assert config.validation.metric == "avS"
@@ -125,9 +125,9 @@ def test_a_metric_of_another_criterion_loads_but_validate_refuses_it_before_runn
 @pytest.mark.parametrize("criterion", ["iou", "cldice"])
 @pytest.mark.parametrize("thresholds", [(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), (0.5, 0.75)])
 def test_metric_names_are_what_evaluate_reports(criterion, thresholds):
-    from ppp_dist.evaluate import evaluate_arrays
     from ppp_dist.ops.metrics_cldice import aggregate_cldice
     from ppp_dist.ops.metrics_iou import aggregate_images
+    from ppp_dist.tasks.evaluation import evaluate_arrays
 
     gt = np.zeros((1, 1, 16, 16), np.uint16)
     gt[0, 0, 2:8, 2:8], gt[0, 0, 9:14, 9:14] = 1, 2

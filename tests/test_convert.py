@@ -1,4 +1,4 @@
-"""scripts/convert_to_zarr.py and ppp_dist.convert: TIFF / PNG / mask folders -> zarr samples, and their errors."""
+"""scripts/convert_to_zarr.py and ppp_dist.tasks.convert: TIFF / PNG / mask folders -> zarr samples and their errors."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import tifffile
 import zarr
 
-from ppp_dist.convert import convert_per_file, convert_sample, read_image, read_instance_masks
 from ppp_dist.errors import InputDataError
 from ppp_dist.io import volumes
+from ppp_dist.tasks.convert import convert_per_file, convert_sample, read_image, read_instance_masks
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_to_zarr.py"
 

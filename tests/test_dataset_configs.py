@@ -10,7 +10,7 @@ import pytest
 from ppp_dist.cli import main
 from ppp_dist.config import load_config
 from ppp_dist.io import volumes
-from ppp_dist.network_shapes import unet_output_shape
+from ppp_dist.learning.network_shapes import unet_output_shape
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DATASETS = ["flylight", "bbbc010_ppp", "bbbc010_pppdec", "dsb2018_ppp", "dsb2018_pppdec", "nuclei3d",

@@ -10,9 +10,9 @@ import sqlite3
 import numpy as np
 
 from ppp_dist.cli import main
-from ppp_dist.demo import sample_model
 from ppp_dist.io.volumes import open_array
-from ppp_dist.model import read_checkpoint
+from ppp_dist.learning.model import read_checkpoint
+from ppp_dist.tasks.demo import sample_model
 
 
 def _model_md() -> str:

@@ -12,9 +12,9 @@ import pytest
 import zarr
 
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.evaluate import compute_overlap_table, evaluate_arrays, evaluate_files
 from ppp_dist.ops.overlap_table import overlap_table
-from ppp_dist.report import to_toml
+from ppp_dist.tasks.evaluation import compute_overlap_table, evaluate_arrays, evaluate_files
+from ppp_dist.tasks.report import to_toml
 
 _TABLE_FIELDS = ("gt_ids", "gt_sizes", "pred_ids", "pred_sizes", "pair_gt", "pair_pred", "pair_count")
 
@@ -159,8 +159,8 @@ def test_toml_writer_round_trips():
 def test_overlay_keeps_the_aspect_ratio_and_labels_the_extent(tmp_path):
     """A 700 x 1100 frame (the report squeezed it into a tall panel): every panel and the saved PNG keep its
     aspect within 2 %, and the axes name the full image's extent."""
-    from ppp_dist.evaluate import label_projection
-    from ppp_dist.report import _pyplot, overlay_figure, plot_overlay
+    from ppp_dist.tasks.evaluation import label_projection
+    from ppp_dist.tasks.report import _pyplot, overlay_figure, plot_overlay
 
     gt = np.zeros((700, 1100), np.uint16)
     gt[100:300, 200:400] = 1

@@ -3,7 +3,7 @@
 import pytest
 
 from ppp_dist.errors import ConfigError
-from ppp_dist.network_shapes import unet_output_shape
+from ppp_dist.learning.network_shapes import unet_output_shape
 
 
 @pytest.mark.parametrize("inp, out", [((140, 140, 140), (48, 48, 48)), ((156, 156, 156), (64, 64, 64))])

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from ppp_dist.geometry import BlockSpec, tile
-from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments
-from ppp_dist.runner import BlockOutput, StageSummary, format_summary_table, run_stage
+from ppp_dist.io.graph_store import make_edges, make_fragments
+from ppp_dist.io.stores import StoreFactory
+from ppp_dist.pipeline.runner import BlockOutput, StageSummary, format_summary_table, run_stage
 
 # worker processes cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -140,8 +141,8 @@ DRIVER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from distributed import Client, LocalCluster
     from ppp_dist.config import DatabaseConfig
-    from ppp_dist.io.graph_store import StoreFactory
-    from ppp_dist.runner import run_stage
+    from ppp_dist.io.stores import StoreFactory
+    from ppp_dist.pipeline.runner import run_stage
     from test_runner import BLOCKS, SyntheticStage
 
     if __name__ == "__main__":
@@ -203,8 +204,8 @@ def test_summary_table_format():
 def test_ledger_view_after_a_stage(database_config, tmp_path):
     import doctest
 
-    from ppp_dist import ledger as ledger_module
-    from ppp_dist.ledger import Ledger
+    from ppp_dist.pipeline import ledger as ledger_module
+    from ppp_dist.pipeline.ledger import Ledger
 
     factory = StoreFactory(database_config, str(tmp_path))
     run_stage(None, "vote", BLOCKS[:4], SyntheticStage(str(tmp_path), always_fail=(2,)), factory, retries=0,

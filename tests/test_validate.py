@@ -10,7 +10,7 @@ from test_pipeline_cli import TINY  # the tiny 2D network and training settings
 from ppp_dist.cli import main
 from ppp_dist.config import load_config
 from ppp_dist.data.writer import write_synthetic_volume
-from ppp_dist.validate import parameter_sets, set_name
+from ppp_dist.tasks.validate import parameter_sets, set_name
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -98,8 +98,8 @@ def test_visualize_writes_pictures(tmp_path, folds, capsys):
 
 
 def test_the_grid_sweeps_the_foreground_threshold_and_min_instance_size():
+    from ppp_dist.config import with_vote
     from ppp_dist.errors import ConfigError
-    from ppp_dist.validate import with_vote
 
     config = load_config([], ["validation.grid.foreground_threshold=[0.4, 0.6]",
                               "validation.grid.min_instance_size=[0, 50]"])

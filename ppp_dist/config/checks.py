@@ -126,7 +126,7 @@ def validation_problems(config: Any) -> list[str]:
     """Every value of the ``[validation.grid]`` sweep is a valid ``[vote]`` value; the metric exists."""
     from typing import get_type_hints
 
-    from ppp_dist.config.loader import _MISSING, _convert
+    from ppp_dist.config.typed import MISSING, convert
 
     problems: list[str] = []
     hints = get_type_hints(type(config.vote))
@@ -136,8 +136,8 @@ def validation_problems(config: Any) -> list[str]:
             continue  # reported by ValidationConfig.problems
         for value in values:
             found: list[str] = []
-            converted = _convert(value, hints[key], f"[validation.grid] {key} value", found)
-            if converted is not _MISSING:
+            converted = convert(value, hints[key], f"[validation.grid] {key} value", found)
+            if converted is not MISSING:
                 vote = dataclasses.replace(config.vote, **{key: converted})
                 found = [p for p in vote.problems() if p not in base]
             problems += [f"[validation.grid] {key} = {value!r}: {p}" if not p.startswith("[validation") else p

@@ -14,8 +14,8 @@ from typing import Any, get_type_hints
 
 import tomli_w
 
-from ppp_dist.config.loader import _describe
 from ppp_dist.config.sections import PipelineConfig
+from ppp_dist.config.typed import describe
 
 _FIELD = re.compile(r"^\s+(\w+): [^=]+?(?:=.*?)?(?:#\s*(.*))?$")
 
@@ -88,7 +88,7 @@ def reference_markdown() -> str:
                 continue
             value = getattr(default, f.name)
             shown = "{}" if isinstance(value, dict) else _toml_value(value)
-            lines.append(f"| `{f.name}` | {_describe(hints[f.name])} | `{shown}` | "
+            lines.append(f"| `{f.name}` | {describe(hints[f.name])} | `{shown}` | "
                          f"{comments.get(f.name, '').replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)

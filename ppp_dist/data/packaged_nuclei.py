@@ -10,7 +10,7 @@ The ``stardist`` package (BSD-3-Clause, a test dependency of ppp_dist) bundles i
 
 The image is cut into disjoint regions (:data:`SPLITS_2D`, :data:`SPLITS_3D`): ``train``, ``val`` (for the
 ``[validation.grid]`` sweep) and ``test``, which nothing is chosen on. Each region is written as a TIFF pair
-and converted with :func:`ppp_dist.convert.convert_sample` (the code of ``scripts/convert_to_zarr.py``).
+and converted with :func:`ppp_dist.tasks.convert.convert_sample` (the code of ``scripts/convert_to_zarr.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def stardist_images() -> Path:
 def _write(raw: np.ndarray, labels: np.ndarray, out: Path, name: str) -> Path:
     import tifffile
 
-    from ppp_dist.convert import convert_sample
+    from ppp_dist.tasks.convert import convert_sample
 
     tif = out / "tif"
     tif.mkdir(parents=True, exist_ok=True)

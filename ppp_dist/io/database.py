@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from ppp_dist import __version__
 from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import DatabaseError
+from ppp_dist.experiment import GRAPH_DB
 from ppp_dist.redact import has_password, redact, without_password
 
 logger = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ def sqlite_path(config: DatabaseConfig, experiment_dir: Path | str | None) -> Pa
     if config.path:
         return Path(config.path)
     if experiment_dir is not None:
-        return Path(experiment_dir) / "graph.sqlite"
+        return Path(experiment_dir) / GRAPH_DB
     raise DatabaseError("[database] path is empty and there is no experiment folder to put graph.sqlite in; set "
                         "[database] path")
 

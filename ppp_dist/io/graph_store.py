@@ -10,7 +10,7 @@ Two graphs live here:
   its ``clusters``, the boundary ``patch_map`` and the ``links``; the agglomeration adds ``segments`` (phase 1),
   ``tier2_groups`` / ``tier2_roots`` (phase 2) and the final ``instances`` (cluster -> instance id);
 * the **fragment graph** (``fragments``, ``edges``, ``lut``): the full patch graph that the mutex watershed
-  needs, and the generic single-linkage agglomeration of :mod:`ppp_dist.agglomerate`.
+  needs, and the generic single-linkage agglomeration of :mod:`ppp_dist.pipeline.agglomerate`.
 
 Blocks write with :meth:`GraphStore.write_block`: the block's rows of every graph table and its ledger row go
 in ONE transaction that first deletes whatever the block wrote before, so a block that is retried, re-run with
@@ -36,14 +36,12 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ppp_dist.config import DatabaseConfig
 from ppp_dist.errors import BlockError, DatabaseError
-from ppp_dist.io.database import Database, open_database
+from ppp_dist.io.database import Database
 from ppp_dist.io.graph_rows import (
     CLUSTER_DTYPE,
     EDGE_DTYPE,
@@ -129,8 +127,9 @@ def _unresolved(v: int, where: str) -> DatabaseError:
 class GraphStore:
     """Graph tables and the block ledger of one run database: the SQL both backends share.
 
-    Make one with :func:`open_graph_store` (or a :class:`StoreFactory` on workers). A store holds one
-    connection and is not thread-safe: one per process (worker), see :func:`ppp_dist.runner.worker_store`.
+    Make one with :func:`~ppp_dist.io.stores.open_graph_store` (or a :class:`~ppp_dist.io.stores.StoreFactory`
+    on workers). A store holds one connection and is not thread-safe: one per process (worker), see
+    :func:`ppp_dist.pipeline.runner.worker_store`.
     """
 
     def __init__(self, db: Database) -> None:
@@ -518,32 +517,6 @@ class GraphStore:
         return ids
 
 
-def open_graph_store(config: DatabaseConfig, experiment_dir: Path | str | None = None) -> GraphStore:
-    """Open (and create if needed) the run database as a :class:`GraphStore` of its backend."""
-    db = open_database(config, experiment_dir)
-    if db.backend == "postgres":
-        from ppp_dist.io.postgres_store import PostgresGraphStore
-
-        return PostgresGraphStore(db)
-    from ppp_dist.io.sqlite_store import SQLiteGraphStore
-
-    return SQLiteGraphStore(db)
-
-
-@dataclass(frozen=True)
-class StoreFactory:
-    """A picklable recipe for a :class:`GraphStore`: what dask tasks carry instead of a connection.
-
-    Workers turn it into one cached store per process (:func:`ppp_dist.runner.worker_store`).
-    """
-
-    config: DatabaseConfig
-    experiment_dir: str | None = None
-
-    def __call__(self) -> GraphStore:
-        return open_graph_store(self.config, self.experiment_dir)
-
-
 __all__ = ["CLUSTER_DTYPE", "EDGE_DTYPE", "FRAGMENT_DTYPE", "GRAPH_TABLES", "LINK_DTYPE", "MAP_DTYPE", "EdgeBatch",
-           "GraphStore", "LedgerRow", "STATUS_DONE", "STATUS_FAILED", "StoreFactory", "Tier2Batch", "make_clusters",
-           "make_edges", "make_fragments", "make_map", "open_graph_store"]
+           "GraphStore", "LedgerRow", "STATUS_DONE", "STATUS_FAILED", "Tier2Batch", "make_clusters",
+           "make_edges", "make_fragments", "make_map"]

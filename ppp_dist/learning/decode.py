@@ -23,8 +23,8 @@ from ppp_dist.config.sections import PipelineConfig
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import tile
 from ppp_dist.io.volumes import choose_chunks, list_arrays, open_array, prepare_array, read_box, write_box
+from ppp_dist.learning.model import load_network
 from ppp_dist.learning.predict import to_storage
-from ppp_dist.model import load_network
 
 logger = logging.getLogger(__name__)
 

@@ -191,7 +191,7 @@ def for_prediction(config: PipelineConfig, raw_spec: str, checkpoint: Any) -> Pi
     """``config`` whose ``[data]`` normalises the volume ``raw_spec`` as ``checkpoint`` was trained, with the
     volume's numbers found once (``normalization = "fixed"``): what every prediction tile and block uses."""
     from ppp_dist.io.volumes import open_array
-    from ppp_dist.model import read_normalization
+    from ppp_dist.learning.model import read_normalization
 
     settings = read_normalization(checkpoint)
     data = with_settings(config.data, settings)

@@ -15,7 +15,7 @@ Outputs (zarr v3 arrays in ``output_store``, chunks dividing the output tile so 
   ``prediction.patch_dtype``; or, for ppp+dec, ``codes`` (K, Z, Y, X) float16 sigmoid codes.
 
 :func:`predict_tile` is the pure per-tile function (network + input with context -> float arrays) that a
-blockwise dask stage can call per block with a network from :func:`ppp_dist.model.load_network`, reading
+blockwise dask stage can call per block with a network from :func:`ppp_dist.learning.model.load_network`, reading
 the input with :func:`read_input_tile` and quantising with :func:`to_storage`.
 """
 
@@ -37,9 +37,15 @@ from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.geometry import Box, tile
 from ppp_dist.io.volumes import check_real, choose_chunks, open_array, prepare_array, write_box
 from ppp_dist.learning.background import zero_background, zeroed_attrs
+from ppp_dist.learning.model import (
+    PppModel,
+    effective_factors,
+    effective_input_shape,
+    expected_output_shape,
+    load_network,
+)
 from ppp_dist.learning.normalize import fit, for_prediction
 from ppp_dist.learning.sampling import read_normalised
-from ppp_dist.model import PppModel, effective_factors, effective_input_shape, expected_output_shape, load_network
 
 logger = logging.getLogger(__name__)
 

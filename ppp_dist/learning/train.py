@@ -25,20 +25,19 @@ from tqdm import tqdm
 from ppp_dist.config.loader import config_to_table
 from ppp_dist.config.sections import PipelineConfig
 from ppp_dist.errors import ConfigError
+from ppp_dist.experiment import ExperimentPaths
 from ppp_dist.learning.dataset import build_sampler, fixed_batches, make_loader
 from ppp_dist.learning.losses import LossSettings, ppp_loss
-from ppp_dist.learning.normalize import settings_of
-from ppp_dist.learning.sampling import CropGeometry
-from ppp_dist.model import (
+from ppp_dist.learning.model import (
     PppModel,
     build_model,
-    checkpoint_path,
-    list_checkpoints,
     load_weights,
     network_shapes,
     resolve_device,
     save_checkpoint,
 )
+from ppp_dist.learning.normalize import settings_of
+from ppp_dist.learning.sampling import CropGeometry
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,8 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
     total = int(max_iterations if max_iterations is not None else t.max_iterations)
     if total < 1:
         raise ConfigError(f"max_iterations must be >= 1, got {total}")
-    train_dir = Path(exp_dir) / "train"
+    paths = ExperimentPaths(Path(exp_dir))
+    train_dir = paths.train_dir
     train_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.general.seed)
     device = resolve_device(t.device)
@@ -127,13 +127,13 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
     shapes = network_shapes(net, config.model)
     (train_dir / "network.json").write_text(json.dumps({"architecture": net.arch, "padding": net.padding,
                                                         **shapes}, indent=2))
-    found = list_checkpoints(train_dir)
+    found = paths.checkpoints()
     state = None
     start = 0
     if found:
-        state = load_weights(net, found[-1][1])
+        state = load_weights(net, found[max(found)])
         start = int(state["iteration"])
-        logger.info("resuming from %s (iteration %d)", found[-1][1], start)
+        logger.info("resuming from %s (iteration %d)", found[max(found)], start)
     elif t.init_checkpoint:
         load_weights(net, t.init_checkpoint)
         logger.info("initialised the weights from %s", t.init_checkpoint)
@@ -150,7 +150,7 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
             torch.set_rng_state(state["torch_rng_state"])
     config_toml = tomli_w.dumps(config_to_table(config))
     summary: dict[str, Any] = {"iterations": start, "iterations_run": 0, "seconds": 0.0, "it_per_s": 0.0,
-                               "final_loss": math.nan, "checkpoint": str(found[-1][1]) if found else "",
+                               "final_loss": math.nan, "checkpoint": str(found[max(found)]) if found else "",
                                "device": str(device), "shapes": shapes}
     if start >= total:
         logger.info("training is done already (iteration %d >= %d)", start, total)
@@ -226,7 +226,7 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
                         if key in row:
                             writer.add_scalar(key, row[key], iteration)
             if iteration % t.checkpoint_every == 0 or iteration == total:
-                last_path = str(save_checkpoint(checkpoint_path(train_dir, iteration), net, iteration=iteration,
+                last_path = str(save_checkpoint(paths.checkpoint_file(iteration), net, iteration=iteration,
                                                 optimizer=optimizer, scaler=scaler if use_amp else None,
                                                 config_toml=config_toml, shapes=shapes,
                                                 normalization=normalization))

@@ -10,7 +10,7 @@ Canonical result: every node's segment id is the **smallest fragment id in its c
 order of the edges or batches (invariant 4: determinism). Union by rank + path compression.
 
 Hierarchical reduction (for graphs whose edges are too many for one pass, or to run in parallel as dask
-tasks, see :func:`ppp_dist.agglomerate.agglomerate_hierarchical`): a *merge table* is a pair of int64
+tasks, see :func:`ppp_dist.pipeline.agglomerate.agglomerate_hierarchical`): a *merge table* is a pair of int64
 arrays ``(nodes, reps)`` — sorted unique node ids and the smallest id of each one's component, restricted
 to nodes that occur in some edge. :func:`edge_table` turns an edge batch into a table;
 :func:`merge_tables` combines tables of disjoint edge sets into the table of their union (equivalence

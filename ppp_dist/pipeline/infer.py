@@ -1,7 +1,7 @@
 """Orchestration of the distributed pipeline: predict -> vote -> agglomerate -> paint (-> relabel).
 
 Each blockwise stage is one ``runner.run_stage`` call (ledger, retries, resume); the agglomeration is a
-tree of tasks on the workers that the driver submits (``ppp_dist.agglomerate.agglomerate_instances``).
+tree of tasks on the workers that the driver submits (``ppp_dist.pipeline.agglomerate.agglomerate_instances``).
 Resume: a stage skips the blocks its ledger marks done,
 unless an upstream stage did work in this run (then its old results are stale and it is redone), or the
 stage's parameters (block shape, assembly settings, input paths; ``<work_dir>/params.json``) changed.
@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from ppp_dist import __version__
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
+from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION, ExperimentPaths
 
 if TYPE_CHECKING:
     from ppp_dist.config.sections import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
-INSTANCES = "instances"
 
 
 def _summary(s: Any, voxels: int) -> dict[str, Any]:
@@ -78,16 +78,16 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     dict: ``stages`` (name -> blocks, done, skipped, failed, seconds, voxels, voxels_per_s, ok), ``instances``,
     ``output``, ``prediction``, ``ok``.
     """
-    from ppp_dist.agglomerate import INSTANCES_STAGE, agglomerate_instances
     from ppp_dist.geometry import check_chunk_alignment
-    from ppp_dist.io.graph_store import StoreFactory
+    from ppp_dist.io.stores import StoreFactory
     from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
     from ppp_dist.learning.normalize import for_prediction
     from ppp_dist.pipeline import paint as paint_mod
     from ppp_dist.pipeline import vote as vote_mod
+    from ppp_dist.pipeline.agglomerate import INSTANCES_STAGE, agglomerate_instances
+    from ppp_dist.pipeline.runner import run_stage
     from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
     from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
-    from ppp_dist.runner import run_stage
 
     if sum(x is not None for x in (raw, prediction, labels)) != 1:
         raise ConfigError("give exactly one of raw (predict first), prediction (an existing prediction group) or "
@@ -95,13 +95,14 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     if fused is None:
         fused = not config.prediction.store_patches
     exp_dir = Path(exp_dir)
-    work = exp_dir / "pipeline"
+    paths = ExperimentPaths(exp_dir)
+    work = paths.work
     work.mkdir(parents=True, exist_ok=True)
     settings = AssemblySettings.from_config(config)
     if threads is None and client is not None:  # in-process runs leave this process's thread settings alone
         threads = config.cluster.threads_per_worker
     factory = StoreFactory(config.database, str(exp_dir))
-    log_dir = exp_dir / "logs"
+    log_dir = paths.logs
     block = tuple(int(b) for b in (block_shape or config.vote.block_shape))
     retries = config.cluster.retries
     stages: dict[str, Any] = {}
@@ -147,19 +148,17 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
         source = OraclePatches(str(labels))
     elif raw is not None and fused:
         from ppp_dist.learning.predict import open_raw
-        from ppp_dist.model import resolve_checkpoint
 
         open_raw(raw, config.data)  # one sentence now if the volume does not fit the config
-        ckpt = str(checkpoint or resolve_checkpoint(exp_dir, config.prediction.checkpoint))
+        ckpt = str(checkpoint or paths.checkpoint(config.prediction.checkpoint))
         config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
         source = NetworkPrediction(config, str(raw), ckpt, threads)
     elif raw is not None:
-        from ppp_dist.model import resolve_checkpoint
         from ppp_dist.pipeline import predict_blocks as pb
 
-        ckpt = str(checkpoint or resolve_checkpoint(exp_dir, config.prediction.checkpoint))
+        ckpt = str(checkpoint or paths.checkpoint(config.prediction.checkpoint))
         config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
-        prediction = str(exp_dir / "prediction.zarr")
+        prediction = str(paths.output(PREDICTION))
         outputs = pb.prepare_outputs(config, raw, prediction, ckpt)
         grid = pb.predict_grid(config, raw, block_shape)
         for path in outputs.values():
@@ -222,7 +221,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
 
     # -- paint
     k = settings.max_num_inst if settings.overlap_channels else 1
-    output = output or str(exp_dir / "instances.zarr" / INSTANCES)
+    output = output or str(paths.output(INSTANCES) / INSTANCES_KEY)
     pgrid = paint_mod.paint_grid(volume, block, settings)
     chunks = choose_chunks(volume, block, channels=k, itemsize=4)
     reuse, ours = False, False

@@ -37,7 +37,7 @@ def block_shape_for(config: PipelineConfig, block_shape: tuple[int, int, int] | 
 
 def output_names(config: PipelineConfig, num_channels: int) -> dict[str, tuple[int, str]]:
     """``name -> (channels, dtype)`` of the prediction outputs of this model."""
-    from ppp_dist.model import architecture
+    from ppp_dist.learning.model import architecture
 
     arch = architecture(config.model, num_channels)
     numinst_name = "numinst" if arch["numinst_channels"] > 1 else "fg"
@@ -111,8 +111,8 @@ class PredictStage:
         import torch
 
         from ppp_dist.io.volumes import open_array, write_box
+        from ppp_dist.learning.model import load_network
         from ppp_dist.learning.predict import tile_geometry
-        from ppp_dist.model import load_network
 
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))

@@ -147,7 +147,7 @@ class OraclePatches:
 
 @lru_cache(maxsize=2)
 def _network(model: Any, channels: int, checkpoint: str, device: str) -> Any:
-    from ppp_dist.model import load_network
+    from ppp_dist.learning.model import load_network
 
     return load_network(model, channels, checkpoint, device)
 

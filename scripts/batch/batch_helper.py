@@ -42,14 +42,13 @@ def _toml_value(value) -> str:
 
 
 def infer_sets(exp: str) -> int:
-    from ppp_dist.model import list_checkpoints, resolve_checkpoint
-    from ppp_dist.validate import read_best
+    from ppp_dist.experiment import ExperimentPaths
 
-    exp_dir = Path(exp)
-    if not list_checkpoints(exp_dir / "train"):
-        return _fail(f"no checkpoint in {exp_dir / 'train'}; run the train step first")
-    best = read_best(exp_dir)
-    checkpoint = resolve_checkpoint(exp_dir, "best" if best else "last").resolve()
+    paths = ExperimentPaths(Path(exp))
+    if not paths.checkpoints():
+        return _fail(f"no checkpoint in {paths.train_dir}; run the train step first")
+    best = paths.best()
+    checkpoint = paths.checkpoint("best" if best else "last").resolve()
     sets = {"prediction.checkpoint": str(checkpoint)}
     for key, value in (best or {}).get("params", {}).items():
         sets[f"vote.{key}"] = list(value) if isinstance(value, tuple) else value

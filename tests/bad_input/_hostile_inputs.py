@@ -152,7 +152,7 @@ def http_server(tmp, data, request):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     request.addfinalizer(server.shutdown)
-    request.getfixturevalue("monkeypatch").setattr("ppp_dist.cluster.CONNECT_TIMEOUT_S", 1.0)
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.pipeline.cluster.CONNECT_TIMEOUT_S", 1.0)
     return {"port": str(server.server_address[1])}
 
 
@@ -162,7 +162,7 @@ def silent_socket(tmp, data, request):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     request.addfinalizer(listener.close)
-    request.getfixturevalue("monkeypatch").setattr("ppp_dist.cluster.CONNECT_TIMEOUT_S", 1.0)
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.pipeline.cluster.CONNECT_TIMEOUT_S", 1.0)
     return {"port": str(listener.getsockname()[1])}
 
 
@@ -188,7 +188,7 @@ def read_only_experiment(tmp, data, request):
 
     from ppp_dist.config import DatabaseConfig
     from ppp_dist.experiment import experiment_id
-    from ppp_dist.io.graph_store import open_graph_store
+    from ppp_dist.io.stores import open_graph_store
 
     _mount_tmpfs(tmp / "ro", request, "16m")
     path = experiment(tmp / "ro", data)

@@ -61,7 +61,7 @@ def make_inputs(d: Path) -> Path:
 
     from ppp_dist.config import DatabaseConfig, load_config
     from ppp_dist.io.database import open_database
-    from ppp_dist.model import build_model, save_checkpoint
+    from ppp_dist.learning.model import build_model, save_checkpoint
 
     rng = np.random.default_rng(0)
     raw = rng.random((1, 4, 16, 16), dtype=np.float32)
@@ -212,12 +212,12 @@ def read_only_root(tmp, data, request):
 
 def too_large_to_scan(tmp, data, request):
     """As if the prediction were larger than the pre-run NaN scan reads (16 GiB): the vote blocks find the NaN."""
-    request.getfixturevalue("monkeypatch").setattr("ppp_dist.preflight.PREDICTION_SCAN_LIMIT", 0)
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.tasks.preflight.PREDICTION_SCAN_LIMIT", 0)
 
 
 def short_connect_timeout(tmp, data, request):
     """ppp-dist waits CONNECT_TIMEOUT_S (10 s) for a scheduler that may still be starting; 1 s here."""
-    request.getfixturevalue("monkeypatch").setattr("ppp_dist.cluster.CONNECT_TIMEOUT_S", 1.0)
+    request.getfixturevalue("monkeypatch").setattr("ppp_dist.pipeline.cluster.CONNECT_TIMEOUT_S", 1.0)
 
 
 def postgres_foreign_schema(tmp, data, request):

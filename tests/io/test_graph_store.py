@@ -11,7 +11,8 @@ import pytest
 
 from ppp_dist.errors import BlockError, DatabaseError
 from ppp_dist.io import graph_store
-from ppp_dist.io.graph_store import StoreFactory, make_edges, make_fragments, open_graph_store
+from ppp_dist.io.graph_store import make_edges, make_fragments
+from ppp_dist.io.stores import StoreFactory, open_graph_store
 
 
 @pytest.fixture

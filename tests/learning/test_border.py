@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppp_dist.checkpoint_config import checkpoint_table
 from ppp_dist.config import config_from_table
 from ppp_dist.data.packaged_nuclei import write_nuclei2d
 from ppp_dist.io.volumes import open_array, prepare_array
+from ppp_dist.learning.checkpoint_config import checkpoint_table
 from ppp_dist.learning.predict import predict_volume
 
 MODEL = Path(__file__).resolve().parents[2] / "ppp_dist" / "data" / "models" / "nuclei2d" / "checkpoint.pt"

@@ -7,7 +7,8 @@ import torch
 
 from ppp_dist.config.sections import DecoderConfig, ModelConfig
 from ppp_dist.errors import CheckpointError, ConfigError
-from ppp_dist.model import (
+from ppp_dist.experiment import ExperimentPaths
+from ppp_dist.learning.model import (
     architecture,
     build_model,
     effective_factors,
@@ -16,10 +17,9 @@ from ppp_dist.model import (
     measure_output_shape,
     network_shapes,
     read_checkpoint,
-    resolve_checkpoint,
     save_checkpoint,
 )
-from ppp_dist.network_shapes import unet_output_shape
+from ppp_dist.learning.network_shapes import unet_output_shape
 
 FLYLIGHT = ModelConfig()  # the defaults are the FlyLight HEAD network
 PAPER_2D = {
@@ -155,8 +155,8 @@ def test_checkpoint_round_trip_restores_weights_and_optimizer(tmp_path):
     opt2.load_state_dict(state["optimizer_state_dict"])
     for s1, s2 in zip(opt.state_dict()["state"].values(), opt2.state_dict()["state"].values()):
         assert all(torch.equal(s1[k], s2[k]) for k in ("exp_avg", "exp_avg_sq"))
-    assert resolve_checkpoint(tmp_path, "last") == path
-    assert resolve_checkpoint(tmp_path, 7) == path
+    assert ExperimentPaths(tmp_path).checkpoint("last") == path
+    assert ExperimentPaths(tmp_path).checkpoint(7) == path
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -177,7 +177,7 @@ def test_missing_or_broken_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read"):
         read_checkpoint(broken)
     with pytest.raises(CheckpointError, match="no checkpoint for iteration 4"):
-        resolve_checkpoint(tmp_path, 4)
+        ExperimentPaths(tmp_path).checkpoint(4)
 
 
 def test_architecture_ignores_input_shapes_but_not_widths():

@@ -10,8 +10,9 @@ import torch
 from _learning_helpers import TINY_3D, make_config
 
 from ppp_dist.errors import CheckpointError
+from ppp_dist.experiment import ExperimentPaths
+from ppp_dist.learning.model import read_checkpoint
 from ppp_dist.learning.train import run_train
-from ppp_dist.model import list_checkpoints, read_checkpoint
 
 
 def _metrics(exp):
@@ -27,7 +28,7 @@ def test_loss_halves_within_200_iterations(nuclei_sample, tmp_path):
     assert summary["iterations"] == 200 and summary["iterations_run"] == 200
     assert last <= 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
     assert float(rows[-1]["patch_loss"]) < float(rows[0]["patch_loss"])
-    assert [it for it, _ in list_checkpoints(tmp_path / "exp" / "train")] == [100, 200]
+    assert list(ExperimentPaths(tmp_path / "exp").checkpoints()) == [100, 200]
     assert summary["checkpoint"].endswith("checkpoint_200.pt") and summary["it_per_s"] > 0
     network = json.loads((tmp_path / "exp" / "train" / "network.json").read_text())
     assert network["train"] == {"input": [1, 56, 56], "output": [1, 16, 16], "context": [0, 20, 20]}

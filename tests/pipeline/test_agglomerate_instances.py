@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from _tiered_graphs import clustered_tiered_graph, contract_all, random_tiered_graph, split
 
-from ppp_dist import agglomerate as agg
 from ppp_dist.errors import ConfigError, DatabaseError
-from ppp_dist.io.graph_store import StoreFactory, make_clusters, make_edges, make_map
+from ppp_dist.io.graph_store import make_clusters, make_edges, make_map
+from ppp_dist.io.stores import StoreFactory
 from ppp_dist.ops.partition import partition
+from ppp_dist.pipeline import agglomerate as agg
 from ppp_dist.pipeline.settings import AssemblySettings
 
 

@@ -14,8 +14,8 @@ from ppp_dist.data import synthetic
 from ppp_dist.geometry import Box
 from ppp_dist.io.volumes import list_arrays, open_array, prepare_array
 from ppp_dist.learning.decode import decode_volume
+from ppp_dist.learning.model import build_model, save_checkpoint
 from ppp_dist.learning.predict import predict_volume
-from ppp_dist.model import build_model, save_checkpoint
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.settings import AssemblySettings
 from ppp_dist.pipeline.sources import OraclePatches, StoredPrediction
@@ -130,7 +130,7 @@ def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, torch_one_thread):
 
 def test_vote_keys_reach_the_blockwise_and_the_one_process_label(tmp_path):
     """[vote] refine_consensus / overlap_votes change the result, and both label paths apply them."""
-    from ppp_dist.label import label_volume
+    from ppp_dist.tasks.label import label_volume
 
     inst = synthetic.crossing_tubes_3d((36, 36, 36), n_tubes=3, seed=1).instances
     group = write_oracle(tmp_path / "o.zarr", inst, (5, 5, 5), (12, 12, 12))

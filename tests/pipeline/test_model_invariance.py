@@ -11,11 +11,11 @@ from _pipeline_helpers import whole_volume
 from distributed import Client, LocalCluster
 
 from ppp_dist.config import load_config
-from ppp_dist.demo import sample_model, write_sample
 from ppp_dist.io.volumes import open_array
 from ppp_dist.learning.predict import predict_volume, tile_geometry
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.tasks.demo import sample_model, write_sample
 
 # (vote block, workers, [postprocess] min_instance_size): 25 divides 50, 32 and 30/40 do not; the predict
 # blocks are whole 34^3 tiles. 500 (as the demo and FlyLight) removes small instances: the relabel stage runs.

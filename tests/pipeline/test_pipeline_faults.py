@@ -35,11 +35,11 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ppp_dist.config import DatabaseConfig, config_from_table, save_config
 from ppp_dist.data import crossing_worms_2d
-from ppp_dist.io.graph_store import StoreFactory
+from ppp_dist.io.stores import StoreFactory
 from ppp_dist.io.volumes import open_array
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.runner import worker_log_path
 from ppp_dist.pipeline.settings import AssemblySettings
-from ppp_dist.runner import worker_log_path
 
 # the kill plugin is defined here: workers cannot import this module, ship it by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -10,7 +10,7 @@ from _pipeline_helpers import whole_volume, write_oracle
 from distributed import Client, LocalCluster
 
 from ppp_dist.config import DatabaseConfig, config_from_table
-from ppp_dist.io.graph_store import open_graph_store
+from ppp_dist.io.stores import open_graph_store
 from ppp_dist.io.volumes import open_array
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.settings import AssemblySettings
@@ -121,7 +121,7 @@ def test_tier2_edges_and_mutex_watershed(datasets, clients, tmp_path):
 def test_stitch_as_one_task_or_a_tree(name, mode, leaf, method, datasets, clients, tmp_path, monkeypatch):
     """[vote] agglomeration: the stitch in one task, or a tree of tasks with leaves of 1 or 2 blocks and fan-in 2
     (several levels on these 8-12 blocks); without (nuclei) and with (worms) tier-2 links; same bytes."""
-    from ppp_dist import agglomerate
+    from ppp_dist.pipeline import agglomerate
 
     if leaf is not None:
         monkeypatch.setattr(agglomerate, "BLOCKS_PER_LEAF", leaf)

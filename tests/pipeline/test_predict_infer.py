@@ -11,8 +11,8 @@ from _pipeline_helpers import whole_volume
 from ppp_dist.config import config_from_table
 from ppp_dist.errors import ConfigError
 from ppp_dist.io.volumes import open_array, prepare_array
+from ppp_dist.learning.model import build_model, save_checkpoint
 from ppp_dist.learning.predict import predict_volume
-from ppp_dist.model import build_model, save_checkpoint
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.settings import AssemblySettings
 

@@ -8,12 +8,12 @@ from _pipeline_helpers import whole_volume, write_oracle
 
 from ppp_dist.config import config_from_table
 from ppp_dist.data import crossing_worms_2d
-from ppp_dist.io.graph_store import StoreFactory
+from ppp_dist.io.stores import StoreFactory
 from ppp_dist.io.volumes import open_array, write_box
 from ppp_dist.pipeline import vote as vote_mod
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.runner import run_stage
 from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
-from ppp_dist.runner import run_stage
 
 PS = (1, 7, 7)
 BLOCK = (1, 24, 24)

@@ -11,15 +11,15 @@ from _pipeline_helpers import write_oracle
 
 from ppp_dist.config import DatabaseConfig
 from ppp_dist.data import crossing_worms_2d
-from ppp_dist.io.graph_store import StoreFactory
+from ppp_dist.io.stores import StoreFactory
 from ppp_dist.io.volumes import open_array
 from ppp_dist.ops.consensus import compute_consensus, compute_scores, numinst_from_prob, prepare_field
 from ppp_dist.ops.patch_graph import patch_graph
 from ppp_dist.ops.selection import select_patches
 from ppp_dist.pipeline import vote as vote_mod
+from ppp_dist.pipeline.runner import run_stage
 from ppp_dist.pipeline.settings import AssemblySettings, paint_halo, prediction_arrays, vote_halo
 from ppp_dist.pipeline.sources import StoredPrediction
-from ppp_dist.runner import run_stage
 
 
 def test_halos():

@@ -25,7 +25,7 @@ SECTIONS = ("model", "vote", "postprocess")
 
 def checkpoint_table(path: str | Path) -> dict[str, Any]:
     """The network's settings from checkpoint ``path``'s saved config (see the module docstring)."""
-    from ppp_dist.model import read_checkpoint
+    from ppp_dist.learning.model import read_checkpoint
 
     state = read_checkpoint(path)
     text = state.get("config_toml") or ""

@@ -21,12 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ppp_dist.errors import InputDataError
-from ppp_dist.experiment import open_experiment
-from ppp_dist.lock import ExperimentLock
+from ppp_dist.config import load_config
+from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.experiment import EVALUATION, check_experiment_location, open_experiment
+from ppp_dist.lock import ExperimentLock, check_free
 from ppp_dist.logs import setup_logging
+from ppp_dist.tasks.base import CommandContext, TaskResult
 
 logger = logging.getLogger(__name__)
+
+NAME = "demo"
+SUMMARY = "the main job on the bundled FlyLight sample, with a local dask cluster"
+UPSTREAM: tuple[str, ...] = ()
 
 #: The demo's settings on top of the shipped model's config (``--config`` files and ``--set`` come after).
 DEMO_SETTINGS = ("vote.block_shape=[25, 25, 25]", "postprocess.min_instance_size=500")
@@ -71,7 +77,7 @@ def start_cluster(n_workers: int):
     """A LocalCluster with one process per worker and one thread each; the dashboard on a free port."""
     from distributed import Client, LocalCluster
 
-    from ppp_dist.cluster import workers_ignore_sigint
+    from ppp_dist.pipeline.cluster import workers_ignore_sigint
 
     with workers_ignore_sigint():  # Ctrl-C: one line from this process, no traceback from each worker
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
@@ -93,6 +99,25 @@ def blockwise_summary(client, raw_path: str, gt_path: str) -> dict[str, object]:
             "overlap_voxels": int(overlap_voxels), "tasks": len(raw.__dask_graph__()) + len(gt.__dask_graph__())}
 
 
+def preflight(ctx: CommandContext) -> None:
+    """The user's part of a demo command (experiment folder, --config files, --set), before the demo writes."""
+    args = ctx.args
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    check_experiment_location(root=args.root, exp=args.exp)
+    if args.exp is not None:
+        check_free(args.exp)
+    try:
+        base = [sample_model()[1]]
+    except InputDataError:
+        base = []  # run says that the sample model is missing
+    load_config([*base, *args.config], [*DEMO_SETTINGS, *args.overrides])
+
+
+def run(ctx: CommandContext) -> TaskResult:
+    return TaskResult(ok=run_demo(ctx.args) == 0)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     checkpoint, model_config = sample_model()
@@ -104,12 +129,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, experiment: Any, checkpoint: Path, started: float) -> int:
-    from ppp_dist.evaluate import evaluate_with_config
     from ppp_dist.io.database import open_database
-    from ppp_dist.model import read_checkpoint
+    from ppp_dist.learning.model import read_checkpoint
     from ppp_dist.pipeline.infer import run_pipeline
-    from ppp_dist.plan import format_bytes, plan_volume
-    from ppp_dist.run_tasks import summary_line
+    from ppp_dist.tasks.evaluate import summary_line
+    from ppp_dist.tasks.evaluation import evaluate_with_config
+    from ppp_dist.tasks.plan import format_bytes, plan_volume
 
     config = experiment.config
     setup_logging("DEBUG" if args.verbose else config.general.log_level, experiment.log_path)
@@ -149,12 +174,12 @@ def _run_demo(args: argparse.Namespace, experiment: Any, checkpoint: Path, start
         return 1
     instances = pipeline["output"]
     print(f"label:             {pipeline['instances']} instances -> {instances}")
-    report = experiment.output("evaluation")
+    report = experiment.output(EVALUATION)
     result = evaluate_with_config(config.evaluation, [instances], [gt_path], report)
     print(f"evaluate:          {summary_line(result).split(': ', 1)[1]} (FlyLight clDice metrics; the network "
           f"was trained on this crop)")
     if oracle is not None and oracle["ok"]:
-        checked = evaluate_with_config(config.evaluation, [oracle["output"]], [gt_path], oracle_dir / "evaluation",
+        checked = evaluate_with_config(config.evaluation, [oracle["output"]], [gt_path], oracle_dir / EVALUATION,
                                        write_images=False)
         seconds = sum(float(s.get("seconds", 0.0)) for s in oracle["stages"].values())
         print(f"assembly check:    the same vote -> agglomerate -> paint on oracle patches (the ground truth made "

@@ -1,15 +1,71 @@
-"""Dry run: what each stage would do on a volume (blocks, halos, memory), without writing anything."""
+"""Command plan, a dry run: what each stage would do on a volume (blocks, halos, memory); writes nothing."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ppp_dist import geometry
-from ppp_dist.config import PipelineConfig
-from ppp_dist.network_shapes import unet_output_shape
+from ppp_dist.config import PipelineConfig, load_config
+from ppp_dist.errors import ConfigError, InputDataError
+from ppp_dist.learning.network_shapes import unet_output_shape
 from ppp_dist.pipeline.settings import AssemblySettings, vote_halo
+from ppp_dist.tasks.base import CommandContext, TaskResult
+
+NAME = "plan"
+SUMMARY = "dry run: blocks, halos and memory per stage for a volume; writes nothing"
+UPSTREAM: tuple[str, ...] = ()
+
+
+def preflight(ctx: CommandContext) -> None:
+    from ppp_dist.limits import check_volume
+
+    config = load_config(ctx.args.config, ctx.overrides)
+    array = _open_input(config)
+    check_volume(tuple(int(s) for s in array.shape[-3:]), str(config.data.input), config.vote.block_shape)
+    channels = int(array.shape[0]) if array.ndim == 4 else 1
+    if channels != config.data.num_channels:
+        raise InputDataError(f"{config.data.input} has {channels} channels but [data] num_channels = "
+                             f"{config.data.num_channels}; fix one of them")
+
+
+def run(ctx: CommandContext) -> TaskResult:
+    """Print the blocks, halos and memory per block of every stage for the input volume."""
+    config = load_config(ctx.args.config, ctx.overrides)
+    array = _open_input(config)
+    spatial = tuple(int(s) for s in array.shape[-3:])
+    channels = int(array.shape[0]) if array.ndim == 4 else 1
+    print(f"volume   {config.data.input}: {channels} channel(s) x {spatial} (Z, Y, X), {array.dtype}, "
+          f"chunks {tuple(array.chunks)}")
+    print(f"patches  {config.model.patch_shape} ({config.model.head}); vote block {config.vote.block_shape}")
+    print(f"{'stage':<8} {'blocks':>7} {'block (Z,Y,X)':>16} {'halo':>13} {'memory/block':>13}  note")
+    stages = plan_volume(config, spatial)
+    for stage in stages:
+        print(f"{stage.stage:<8} {stage.blocks:>7} {str(stage.block_shape):>16} {str(stage.halo):>13} "
+              f"{format_bytes(stage.memory_bytes):>13}  {stage.note}")
+    for line in network_lines(config, spatial):
+        print(line)
+    if config.vote.partition == "mutex_watershed":
+        print(f"driver   {check_mws_budget(config, math.prod(spatial))}")
+    print("nothing was written (dry run)")
+    return TaskResult(summary={"stages": stages})
+
+
+def _open_input(config: PipelineConfig) -> Any:
+    from ppp_dist.io import volumes
+
+    if not config.data.input:
+        raise ConfigError("this command needs a volume: pass --input PATH.zarr/KEY or set [data] input")
+    array = volumes.open_array(config.data.input)
+    if array.ndim not in (3, 4):
+        raise InputDataError(f"{config.data.input} has {array.ndim} dimensions with shape {array.shape}; "
+                             "expected (C, Z, Y, X) or (Z, Y, X)")
+    volumes.check_real(array, config.data.input)
+    volumes.check_not_empty(array, config.data.input)
+    return array
 
 
 def positive_offsets(patch_shape: tuple[int, ...]) -> int:
@@ -148,8 +204,8 @@ def mws_edges_estimate(voxels: int, patch_shape: tuple[int, ...], foreground: fl
 
 def check_mws_budget(config: PipelineConfig, voxels: int) -> str:
     """The plan line of the mutex watershed's driver memory; ConfigError when it exceeds the budget."""
-    from ppp_dist.agglomerate import mws_memory_bytes
     from ppp_dist.errors import ConfigError
+    from ppp_dist.pipeline.agglomerate import mws_memory_bytes
 
     edges = mws_edges_estimate(voxels, config.model.patch_shape)
     need = mws_memory_bytes(edges)

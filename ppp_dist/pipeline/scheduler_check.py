@@ -3,7 +3,7 @@
 ``--scheduler`` (or ``[cluster] scheduler_address``) may point at nothing, at a scheduler that is still
 starting, or at something else listening on the port: an HTTP server, a socket that never answers. The dask
 client would wait forever on the last two (until the batch job's walltime ran out), so the preflight first
-opens a TCP connection (retrying for ``ppp_dist.cluster.CONNECT_TIMEOUT_S``, like dask) and then asks dask's
+opens a TCP connection (retrying for ``ppp_dist.pipeline.cluster.CONNECT_TIMEOUT_S``, like dask) and then asks dask's
 ``identity`` question, which only a scheduler answers with ``{"type": "Scheduler"}``.
 """
 
@@ -17,14 +17,14 @@ PROTOCOL_MIN_S = 3.0  # the dask handshake gets at least this long after the TCP
 def check_scheduler(address: str) -> None:
     """SchedulerError unless a dask scheduler listens at ``address`` (tcp:// or tls://; others are left to dask).
 
-    Like ``distributed.Client``, it keeps trying for ``ppp_dist.cluster.CONNECT_TIMEOUT_S``, so a scheduler
+    Like ``distributed.Client``, it keeps trying for ``ppp_dist.pipeline.cluster.CONNECT_TIMEOUT_S``, so a scheduler
     that is still starting is found; each try opens and closes one TCP connection.
     """
     import socket
     import time
     from urllib.parse import urlsplit
 
-    from ppp_dist import cluster
+    from ppp_dist.pipeline import cluster
 
     text = address.strip() if "://" in address else f"tcp://{address.strip()}"
     try:

@@ -2,7 +2,7 @@
 
 ``ppp-dist infer --input image.tif`` (or ``.tiff``, ``.png``; 2D or 3D, one channel or several along the
 first axis as ``scripts/convert_to_zarr.py`` reads them) converts the image with
-:func:`ppp_dist.convert.convert_sample`, the code of ``convert_to_zarr``, into ``<experiment>/input.zarr``,
+:func:`ppp_dist.tasks.convert.convert_sample`, the code of ``convert_to_zarr``, into ``<experiment>/input.zarr``,
 and the tasks read ``input.zarr/volumes/raw``. Before anything is written the image is read once to check it
 (:func:`read_for_check`).
 """
@@ -14,7 +14,7 @@ from typing import TypeGuard
 
 import numpy as np
 
-from ppp_dist.convert import IMAGE_SUFFIXES, RAW_KEY
+from ppp_dist.tasks.convert import IMAGE_SUFFIXES, RAW_KEY
 
 INPUT_NAME = "input.zarr"
 
@@ -26,14 +26,14 @@ def is_image(spec: str | None) -> TypeGuard[str]:
 
 def read_for_check(spec: str) -> np.ndarray:
     """The image as the (C, Z, Y, X) array the conversion writes (InputDataError in one sentence)."""
-    from ppp_dist.convert import read_image
+    from ppp_dist.tasks.convert import read_image
 
     return read_image(spec)
 
 
 def convert_input(spec: str, exp_dir: str | Path) -> str:
     """Convert the image ``spec`` into ``exp_dir/input.zarr``; return the raw array spec to predict."""
-    from ppp_dist.convert import convert_sample
+    from ppp_dist.tasks.convert import convert_sample
 
     out = Path(exp_dir) / INPUT_NAME
     convert_sample(spec, out, overwrite=True)

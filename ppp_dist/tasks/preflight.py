@@ -1,6 +1,7 @@
 """Preflight: every check of a task chain that can be made before anything is written.
 
-``ppp-dist`` commands run it before they create or change an experiment folder (``run_tasks.run_tasks``):
+``ppp-dist`` commands run it before they create or change an experiment folder (``chain.run_tasks``): each
+task's ``preflight(check)`` with the checks below, which follow the volumes through the chain:
 config, inputs and their shapes, NaNs in floating-point inputs, checkpoints, output locations, the graph
 database and the scheduler, so a mistake ends in one sentence with exit code 2 and leaves no experiment
 folder, no partial array and no changed output behind (``tests/bad_input/test_bad_input_sweep.py``,
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,11 +20,9 @@ import numpy as np
 from ppp_dist import limits, tasks
 from ppp_dist.config import PipelineConfig
 from ppp_dist.errors import CheckpointError, ConfigError, DatabaseError, InputDataError, StorageError
-from ppp_dist.experiment import INSTANCES, POSTPROCESSED, PREDICTION, experiment_id
+from ppp_dist.experiment import PREDICTION, ExperimentPaths, experiment_id
 from ppp_dist.lock import check_database_free
 
-_NEEDS = {"decode": "a prediction group with codes", "label": "a prediction group (patches + numinst)",
-          "postprocess": "instance labels", "evaluate": "predicted labels", "visualize": "a prediction group"}
 RAW_LIMIT = 1e20  # |raw| above this with normalization "none" overflows float32 activations (max 3.4e38)
 PREDICTION_SCAN_LIMIT = 2 ** 34  # float predictions above 16 GiB are not scanned before the run: the blocks check
 _NAN_IN_PREDICTION = ("predict it again (check the raw volume for NaN) or replace the values; label cannot vote "
@@ -49,17 +47,22 @@ class Preflight:
         self.spatial: tuple[int, ...] | None = None
         self.spatial_from = ""
         self.later: list[Callable[[], None]] = []  # the slow checks (loading checkpoints), after all others
+        self.paths = ExperimentPaths(exp_dir) if exp_dir is not None else None
 
     def run(self) -> None:
-        self._required()
+        self.required()
         for task in self.order:
-            getattr(self, f"_{task}")()
+            tasks.TASKS[task].preflight(self)
         for check in self.later:
             check()
 
+    def found_checkpoints(self) -> dict[int, Path]:
+        """The checkpoints of the experiment being resumed (none for a new one)."""
+        return self.paths.checkpoints() if self.paths is not None else {}
+
     # -- what every chain needs
 
-    def _required(self) -> None:
+    def required(self) -> None:
         config, first = self.config, self.order[0]
         for task, key in (("train", "train_data"), ("validate", "val_data")):
             if task in self.order and not getattr(config.data, key):
@@ -67,17 +70,19 @@ class Preflight:
         if "cross_validate" in self.order and not all(getattr(config.data, k) for k in config.data.cross_val_folds):
             raise ConfigError("cross_validate needs both folds: set [data] "
                               + " and ".join(config.data.cross_val_folds))
-        if first in _NEEDS and not (self.explicit_input or config.data.input or self.exp_dir is not None):
-            raise ConfigError(f"{first} needs {_NEEDS[first]}: pass --input PATH.zarr[/KEY], or --exp an "
+        needs = getattr(tasks.TASKS[first], "INPUT", "")
+        if needs and not (self.explicit_input or config.data.input or self.exp_dir is not None):
+            raise ConfigError(f"{first} needs {needs}: pass --input PATH.zarr[/KEY], or --exp an "
                               "experiment that holds it")
         if "predict" in self.order and not (self.explicit_input or config.data.input):
             raise ConfigError("predict needs a raw volume: pass --input PATH.zarr/KEY or set [data] input")
         if "evaluate" in self.order and not config.data.ground_truth:
             raise ConfigError("evaluate needs the ground truth: pass --gt GT.zarr/KEY or set [data] ground_truth")
 
-    def _input_of(self, task: str, produced: str) -> str | None:
+    def input_of(self, task: str, produced: str) -> str | None:
         """The input ``TaskContext.upstream`` will give ``task``; None when a task of this chain makes it."""
-        if any(t in self.order for t in tasks.UPSTREAM[task]):
+        module = tasks.TASKS[task]
+        if any(t in self.order for t in module.UPSTREAM):
             return None
         if self.explicit_input:
             return self.explicit_input
@@ -86,10 +91,10 @@ class Preflight:
         if self.config.data.input:
             return self.config.data.input
         where = f"{self.exp_dir} holds none" if self.exp_dir is not None else "nothing was given"
-        raise ConfigError(f"{task} needs {_NEEDS[task]} ({where}): pass --input PATH.zarr[/KEY], or run the "
-                          "upstream task in the same command")
+        raise ConfigError(f"{task} needs {getattr(module, 'INPUT', '')} ({where}): pass --input PATH.zarr[/KEY], "
+                          "or run the upstream task in the same command")
 
-    def _same_space(self, spatial: tuple[int, ...], what: str) -> None:
+    def same_space(self, spatial: tuple[int, ...], what: str) -> None:
         spatial = tuple(int(s) for s in spatial)
         blockwise = self.config.vote.blockwise and "label" in self.order  # cut into vote blocks
         limits.check_volume(spatial, what, self.config.vote.block_shape if blockwise else None)  # crafted shapes
@@ -99,7 +104,7 @@ class Preflight:
         if self.spatial is None:
             self.spatial, self.spatial_from = spatial, what
 
-    def _output(self, name: str, what: str) -> None:
+    def output(self, name: str, what: str) -> None:
         """StorageError if ``what`` cannot be written to ``<experiment>/name`` (checked when resuming)."""
         if self.exp_dir is None:
             return
@@ -118,7 +123,7 @@ class Preflight:
 
     # -- inputs
 
-    def _samples(self, key: str) -> None:
+    def samples(self, key: str) -> None:
         """Each sample of ``[data] key``: raw and ground truth present, matching, non-empty, finite."""
         from ppp_dist.io import volumes
         from ppp_dist.learning.sampling import list_sample_paths
@@ -147,10 +152,10 @@ class Preflight:
 
                 check_spread(raw, fit(raw, data, raw_spec), data, f"training sample {raw_spec}")
 
-    def _raw(self, spec: str) -> int:
+    def raw(self, spec: str) -> int:
         """The raw volume of predict (a zarr array, or a TIFF/PNG image to convert); returns its channel count."""
-        from ppp_dist.image_input import is_image, read_for_check
         from ppp_dist.io import volumes
+        from ppp_dist.tasks.image_input import is_image, read_for_check
 
         arr = read_for_check(spec) if is_image(spec) else volumes.open_array(spec)
         if arr.ndim not in (3, 4):
@@ -162,7 +167,7 @@ class Preflight:
                                  f"{self.config.data.num_channels}; set num_channels or give the right volume")
         volumes.check_real(arr, spec)
         volumes.check_not_empty(arr, spec)
-        self._same_space(arr.shape[-3:], f"the raw volume {spec}")
+        self.same_space(arr.shape[-3:], f"the raw volume {spec}")
         hint = "replace them (e.g. with 0) before predict: the network turns them into NaN predictions"
         unscaled = self.config.data.normalization == "none"  # values reach the float32 network as they are
         bounds = (-RAW_LIMIT, RAW_LIMIT) if unscaled else None
@@ -177,7 +182,7 @@ class Preflight:
             volumes.check_finite(arr, spec, hint, bounds=bounds, bounds_hint=bounds_hint)
         return channels
 
-    def _prediction_group(self, group: str, task: str) -> None:
+    def prediction_group(self, group: str, task: str) -> None:
         """A prediction group (patches + numinst/fg) that label or visualize reads."""
         from ppp_dist.io import volumes
         from ppp_dist.pipeline.settings import check_prediction, prediction_arrays
@@ -197,7 +202,7 @@ class Preflight:
         patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
         spatial = check_prediction(patches, numinst, self.config.model.patch_shape, group)
         volumes.check_not_empty(patches, patches_path)
-        self._same_space(spatial, f"the prediction {group}")
+        self.same_space(spatial, f"the prediction {group}")
         for arr, path in ((patches, patches_path), (numinst, numinst_path)):
             volumes.check_finite(arr, path, _NAN_IN_PREDICTION, limit_bytes=PREDICTION_SCAN_LIMIT, bounds=(0.0, 1.0),
                                  bounds_hint="float predictions are probabilities in [0, 1] (the sigmoid/softmax "
@@ -208,7 +213,7 @@ class Preflight:
             limits.check_memory(need, f"label with [vote] blockwise = false on {group}",
                                 "set [vote] blockwise = true (the default), which works block by block")
 
-    def _labels(self, spec: str) -> tuple[int, ...]:
+    def labels(self, spec: str) -> tuple[int, ...]:
         """A label array as evaluate reads it (``evaluate._Labels``); returns its (Z, Y, X) shape."""
         from ppp_dist.io import volumes
 
@@ -224,7 +229,7 @@ class Preflight:
         spatial = tuple(int(s) for s in arr.shape[arr.ndim - n_spatial:])
         return (1, *spatial) if n_spatial == 2 else spatial
 
-    def _checkpoint(self, task: str, channels: int) -> None:
+    def checkpoint(self, task: str, channels: int) -> None:
         """The checkpoint predict/decode will load: there, readable, of the network [model] describes."""
         if "train" in self.order:
             return
@@ -234,10 +239,10 @@ class Preflight:
             raise CheckpointError(f"{task} needs a trained network but a new experiment (--root) has no "
                                   "checkpoints; add train to the tasks, resume an experiment that has them (--exp "
                                   "DIR), or set prediction.checkpoint to a checkpoint file")
-        train_dir = Path(self.exp_dir or ".") / "train"
+        train_dir = ExperimentPaths(Path(self.exp_dir or ".")).train_dir
         if explicit and not Path(str(which)).is_file():
             raise CheckpointError(f"checkpoint {which} does not exist; give 'last', an iteration number or a file")
-        found = _checkpoint_files(train_dir)
+        found = self.found_checkpoints()
         if not explicit and not found:
             raise CheckpointError(f"{task} needs a trained network but {train_dir} holds no "
                                   "checkpoint_<iteration>.pt; train first or set prediction.checkpoint to a file")
@@ -247,15 +252,13 @@ class Preflight:
                                   "'last'")
 
         def check() -> None:
-            from ppp_dist.model import resolve_checkpoint
-
             if which == "best" and "validate" in self.order:
                 return  # validate chooses it
-            self._load_checkpoint(resolve_checkpoint(Path(self.exp_dir or "."), which), channels)
+            self.load_checkpoint(ExperimentPaths(Path(self.exp_dir or ".")).checkpoint(which), channels)
         self.later.append(check)
 
-    def _load_checkpoint(self, path: Path | str, channels: int) -> None:
-        from ppp_dist.model import architecture, check_compatible, check_weights, read_checkpoint
+    def load_checkpoint(self, path: Path | str, channels: int) -> None:
+        from ppp_dist.learning.model import architecture, check_compatible, check_weights, read_checkpoint
 
         try:
             state = read_checkpoint(path)
@@ -272,30 +275,15 @@ class Preflight:
         raise CheckpointError(f"cannot read checkpoint {path}: torch cannot load it (not a checkpoint, or a damaged "
                               "one); give a checkpoint_<iteration>.pt written by ppp-dist train") from cause
 
-    # -- one method per task
 
-    def _train(self) -> None:
-        self._device("training", self.config.training.device)
-        self._samples("train_data")
-        if self.config.data.val_data and self.config.training.validate_every:
-            self._samples("val_data")
-        self._output("train", "checkpoints into")
-        init = self.config.training.init_checkpoint
-        resuming = self.exp_dir is not None and any((self.exp_dir / "train").glob("checkpoint_*.pt"))
-        if init and not resuming:  # train starts from it
-            if not Path(init).is_file():
-                raise CheckpointError(f"[training] init_checkpoint {init} does not exist; give a checkpoint file "
-                                      "or leave it empty to start from random weights")
-            self.later.append(lambda: self._load_checkpoint(init, self.config.data.num_channels))
-
-    def _metric(self) -> None:
+    def metric(self) -> None:
         from ppp_dist.config.checks import metric_problem
 
         problem = metric_problem(self.config)
         if problem:
             raise ConfigError(problem)
 
-    def _device(self, section: str, device: str) -> None:
+    def device(self, section: str, device: str) -> None:
         """ConfigError if ``device`` (cuda or cuda:N) is not on this machine (checked where the task runs here)."""
         if not device.startswith("cuda"):
             return
@@ -308,138 +296,26 @@ class Preflight:
             raise ConfigError(f"[{section}] device = {device!r} but this machine has {count} CUDA device(s) ({have}); "
                               "use 'auto', 'cpu' or a device that exists")
 
-    def _predicts_here(self) -> bool:
+    def predicts_here(self) -> bool:
         """Whether the network runs in this process or on this machine's workers (not on a remote cluster)."""
         blockwise = self.config.vote.blockwise and "label" in self.order
         return not blockwise or self.config.cluster.kind in ("local", "cuda")
 
-    def _validate(self) -> None:
-        self._metric()
-        self._device("prediction", self.config.prediction.device)
-        self._samples("val_data")
-        self._checkpoints("validate")
-        self._output("val", "validation results into")
-
-    def _cross_validate(self) -> None:
-        self._metric()
-        self._device("prediction", self.config.prediction.device)
-        for key in self.config.data.cross_val_folds:
-            self._samples(key)
-        self._checkpoints("cross_validate")
-        self._output("cv", "cross-validation results into")
-
-    def _checkpoints(self, task: str) -> None:
+    def checkpoints(self, task: str) -> None:
         if "train" in self.order:
             return
         if self.exp_dir is None:
             raise ConfigError(f"{task} needs checkpoints but a new experiment (--root) has none; add train to the "
                               "tasks or resume an experiment that has them (--exp DIR)")
-        found = _checkpoint_files(self.exp_dir / "train")
+        found = self.found_checkpoints()
         wanted = list(self.config.validation.checkpoints) or sorted(found)
         missing = [c for c in wanted if c not in found]
         if not wanted or missing:
-            raise ConfigError(f"{task} needs checkpoints in {self.exp_dir / 'train'}: "
+            raise ConfigError(f"{task} needs checkpoints in {ExperimentPaths(self.exp_dir).train_dir}: "
                               + (f"no checkpoint for iteration(s) {missing} (found {sorted(found)})" if missing
                                  else "none found; train first"))
 
-    def _predict(self) -> None:
-        spec = self.explicit_input or self.config.data.input
-        if self._predicts_here():
-            self._device("prediction", self.config.prediction.device)
-        channels = self._raw(spec)
-        self._checkpoint("predict", channels)
-        self._output(PREDICTION, "the prediction")
-        if self.exp_dir is not None and not self.config.general.overwrite and (self.exp_dir / PREDICTION).is_dir():
-            from ppp_dist.io import volumes
-
-            for name in volumes.list_arrays(self.exp_dir / PREDICTION):
-                old = volumes.open_array(f"{self.exp_dir / PREDICTION}/{name}")
-                if tuple(old.shape[-3:]) != self.spatial:
-                    raise StorageError(f"{self.exp_dir / PREDICTION}/{name} holds the prediction of a volume of "
-                                       f"shape {tuple(old.shape[-3:])}, not of {spec} {self.spatial}; pass --set "
-                                       "general.overwrite=true to replace it, or start a new experiment with --root")
-                if name == "patches" and self.config.model.head == "patches" and \
-                        str(old.dtype) != self.config.prediction.patch_dtype:
-                    raise StorageError(f"{self.exp_dir / PREDICTION}/patches holds {old.dtype} patches, not "
-                                       f"[prediction] patch_dtype = {self.config.prediction.patch_dtype}; pass --set "
-                                       "general.overwrite=true to replace them, or start a new experiment with --root")
-
-    def _decode(self) -> None:
-        from ppp_dist.io import volumes
-
-        if self.config.model.head != "codes":
-            raise ConfigError("decode needs [model] head = 'codes' (ppp+dec); with head = 'patches' the prediction "
-                              "holds patches already")
-        group = self._input_of("decode", PREDICTION)
-        if group is not None:
-            group = group.rstrip("/")
-            volumes.open_group(group)
-            store, key = volumes.parse_array_path(group)
-            codes = f"{key}/codes" if key else "codes"
-            if codes not in volumes.list_arrays(store):
-                raise InputDataError(f"{group} holds no 'codes' array; decode needs the prediction of a ppp+dec "
-                                     "network (run predict with [model] head = 'codes')")
-            arr = volumes.open_array(f"{group}/codes")
-            volumes.check_not_empty(arr, f"{group}/codes")
-            self._same_space(arr.shape[-3:], f"the prediction {group}")
-        self._device("prediction", self.config.prediction.device)
-        self._checkpoint("decode", self.config.data.num_channels)
-        self._output(PREDICTION, "patches into")
-
-    def _label(self) -> None:
-        group = self._input_of("label", PREDICTION)
-        if group is not None:
-            self._prediction_group(group, "label")
-        self._output(INSTANCES, "the instances")
-        if self.config.vote.blockwise:
-            from ppp_dist.pipeline.settings import AssemblySettings
-
-            AssemblySettings.from_config(self.config)  # settings that only the blockwise label refuses
-            self._database()
-            if self.config.cluster.kind == "scheduler":
-                from ppp_dist.scheduler_check import check_scheduler
-
-                check_scheduler(self.config.cluster.scheduler_address)
-
-    def _postprocess(self) -> None:
-        from ppp_dist.io import volumes
-        from ppp_dist.label import INSTANCES_KEY
-
-        spec = self._input_of("postprocess", f"{INSTANCES}/{INSTANCES_KEY}")
-        if spec is not None:
-            arr = volumes.open_array(spec)
-            if arr.ndim != 4:
-                raise InputDataError(f"{spec} has shape {arr.shape}; postprocess needs instance channels (K, Z, Y, X)")
-            if arr.dtype.kind not in "ui":
-                raise InputDataError(f"{spec} has dtype {arr.dtype}; postprocess needs integer instance labels")
-            volumes.check_not_empty(arr, spec)
-            self._same_space(arr.shape[-3:], f"the instances {spec}")
-            volumes.check_ids(arr, spec)
-            limits.check_memory(math.prod(int(s) for s in arr.shape) * (arr.dtype.itemsize + 16),
-                                f"postprocess of {spec} (in one process)", "postprocess a part of the volume")
-        self._output(POSTPROCESSED, "the postprocessed instances")
-
-    def _evaluate(self) -> None:
-        from ppp_dist.label import INSTANCES_KEY
-
-        produced = f"{POSTPROCESSED}/{INSTANCES_KEY}"
-        if self.exp_dir is None or (not (self.exp_dir / produced).exists() and "postprocess" not in self.order):
-            produced = f"{INSTANCES}/{INSTANCES_KEY}"
-        spec = self._input_of("evaluate", produced)
-        gt = self.config.data.ground_truth
-        gt_spatial = self._labels(gt)
-        if spec is not None:
-            self._same_space(self._labels(spec), f"the predicted labels {spec}")
-        self._same_space(gt_spatial, f"the ground truth {gt}")
-        self._output("evaluation", "the evaluation report into")
-
-    def _visualize(self) -> None:
-        group = self._input_of("visualize", PREDICTION)
-        if group is not None:
-            self._prediction_group(group, "visualize")
-        self._output("visualize", "the pictures into")
-
-    def _database(self) -> None:
+    def database(self) -> None:
         """The graph database of blockwise label: reachable, ppp_dist's schema, not another run's."""
         from ppp_dist.io.database import OWNER_ID, OWNER_PATH, foreign_owner_message, inspect_database
 
@@ -454,8 +330,3 @@ class Preflight:
         if self.exp_dir is not None or db.path:
             check_database_free(db, self.exp_dir)  # another run of this experiment holds its database
 
-
-def _checkpoint_files(train_dir: Path) -> dict[int, Path]:
-    """``{iteration: path}`` of the ``checkpoint_<iteration>.pt`` files in ``train_dir`` (without importing torch)."""
-    return {int(m.group(1)): p for p in Path(train_dir).glob("checkpoint_*.pt")
-            if (m := re.match(r"^checkpoint_(\d+)\.pt$", p.name))}

@@ -11,7 +11,7 @@ Layout (ppp_reference §1.1, §1.4):
   convolution (``transposed_conv``) or nearest upsampling + 1x1 convolution (``resize_conv``) up. With
   ``padding = "valid"`` every upsampled map is cropped so that the size left after the level's convolutions
   is a multiple of the downsampling below it (translation-equivariant crop), which is the rule of
-  :mod:`ppp_dist.network_shapes`; a test checks the two agree.
+  :mod:`ppp_dist.learning.network_shapes`; a test checks the two agree.
 * **Heads.** 1x1 convolutions: P = prod(patch_shape) patch logits (``head = "patches"``) or ``code_units``
   code logits (``head = "codes"``), and ``max_num_inst + 1`` numinst class logits (``numinst_head =
   "classes"``) or 1 foreground logit. Kaiming-normal (fan_out, ReLU) init, zero biases; Xavier-uniform for
@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
@@ -42,11 +41,10 @@ from torch import nn
 
 from ppp_dist.config.sections import ModelConfig
 from ppp_dist.errors import CheckpointError, ConfigError
-from ppp_dist.network_shapes import unet_output_shape
+from ppp_dist.learning.network_shapes import unet_output_shape
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 _ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
 
 
@@ -335,51 +333,7 @@ def network_shapes(net: PppModel, model: ModelConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def checkpoint_path(train_dir: Path, iteration: int) -> Path:
-    return Path(train_dir) / f"checkpoint_{int(iteration)}.pt"
-
-
-def list_checkpoints(train_dir: Path) -> list[tuple[int, Path]]:
-    """``(iteration, path)`` of every ``checkpoint_<it>.pt`` in ``train_dir``, ascending."""
-    train_dir = Path(train_dir)
-    if not train_dir.is_dir():
-        return []
-    found = []
-    for path in train_dir.iterdir():
-        m = CHECKPOINT_PATTERN.match(path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return sorted(found)
-
-
-def resolve_checkpoint(exp_dir: Path, which: int | str = "last") -> Path:
-    """The checkpoint file for ``prediction.checkpoint`` (``last``, an iteration, or a path)."""
-    if isinstance(which, str) and which not in ("last", "best"):
-        path = Path(which)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist; give 'last', an iteration number or a file")
-        return path
-    found = list_checkpoints(Path(exp_dir) / "train")
-    if not found:
-        raise CheckpointError(f"no checkpoint_<iteration>.pt in {Path(exp_dir) / 'train'}; train first")
-    if which == "last":
-        return found[-1][1]
-    if which == "best":
-        from ppp_dist.validate import read_best
-
-        best = read_best(Path(exp_dir))
-        if best is None:
-            raise CheckpointError(f"prediction.checkpoint = 'best' needs a validation run in {exp_dir} "
-                                  "(ppp-dist validate); give 'last' or an iteration number")
-        which = int(best["checkpoint"])
-    for it, path in found:
-        if it == int(which):
-            return path
-    raise CheckpointError(f"no checkpoint for iteration {which} in {Path(exp_dir) / 'train'}; found "
-                          f"{[it for it, _ in found]}")
+# checkpoints (where they are and which one to use: ppp_dist.experiment.ExperimentPaths)
 
 
 def save_checkpoint(path: Path, net: PppModel, *, iteration: int, optimizer: torch.optim.Optimizer | None = None,
@@ -518,5 +472,4 @@ def load_network(model: ModelConfig, num_channels: int, checkpoint: Path | str, 
 __all__ = ["PppModel", "UNet", "CodeDecoder", "architecture", "build_model", "network_shapes",
            "expected_output_shape", "measure_output_shape", "save_checkpoint", "read_checkpoint",
            "load_weights", "load_network", "read_normalization", "check_compatible", "check_weights",
-           "list_checkpoints", "checkpoint_path",
-           "resolve_checkpoint", "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]
+           "resolve_device", "is_2d", "effective_input_shape", "effective_factors"]

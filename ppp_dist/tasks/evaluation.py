@@ -1,4 +1,4 @@
-"""Evaluate stage: score predicted instances against ground truth, write CSV/JSON/TOML/markdown reports.
+"""The evaluation: score predicted instances against ground truth, write CSV/JSON/TOML/markdown reports.
 
 Inputs are ``"path.zarr/key"`` strings naming label arrays: ``(Y, X)``, ``(Z, Y, X)`` or channel stacks
 ``(K, Z, Y, X)`` (ids unique across channels, 0 = background; OME-Zarr axes are honoured, so a
@@ -64,7 +64,7 @@ def evaluate_files(predictions: Sequence[str], ground_truths: Sequence[str], out
     dict with ``config``, ``images`` (one result dict per sample), ``mean`` and ``pooled`` aggregates and
     ``files`` (the paths written); the same content as results.json.
     """
-    from ppp_dist import report  # matplotlib is imported only when reports are written
+    from ppp_dist.tasks import report  # matplotlib is imported only when reports are written
 
     if len(predictions) != len(ground_truths):
         raise ConfigError(f"got {len(predictions)} predictions but {len(ground_truths)} ground truths; "

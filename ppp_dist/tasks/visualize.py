@@ -1,4 +1,4 @@
-"""Stage visualize: pictures a person can look at, as PNG.
+"""Task visualize: pictures a person can look at, as PNG.
 
 * ``patches.png``: a mosaic of predicted patches next to the ground-truth patches at sampled foreground
   voxels (the central z-slice of each patch; 2D patches as they are).
@@ -10,13 +10,40 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.config import PipelineConfig
+from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION, VISUALIZE
+from ppp_dist.tasks.base import TaskContext, TaskResult
+
+if TYPE_CHECKING:
+    from ppp_dist.tasks.preflight import Preflight
 
 logger = logging.getLogger(__name__)
+
+NAME = "visualize"
+SUMMARY = "PNG patch mosaics (predicted vs ground truth) and max projections"
+UPSTREAM: tuple[str, ...] = ("predict", "decode")
+INPUT = "a prediction group"
+
+
+def preflight(check: Preflight) -> None:
+    group = check.input_of(NAME, PREDICTION)
+    if group is not None:
+        check.prediction_group(group, NAME)
+    check.output(VISUALIZE, "the pictures into")
+
+
+def run(ctx: TaskContext) -> TaskResult:
+    prediction = ctx.upstream(NAME, UPSTREAM, ctx.experiment.output(PREDICTION), INPUT)
+    instances = ctx.experiment.output(INSTANCES) / INSTANCES_KEY
+    written = run_visualize(ctx.config, prediction, ctx.experiment.output(VISUALIZE),
+                            instances=str(instances) if instances.exists() else None,
+                            ground_truth=ctx.config.data.ground_truth or None)
+    print(f"visualize: {', '.join(written.values())}")
+    return TaskResult(outputs=dict(written))
 
 
 def _probabilities(array_path: str) -> np.ndarray:

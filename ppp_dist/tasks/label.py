@@ -1,0 +1,160 @@
+"""Task label: assemble instances from the consensus of the predicted patches.
+
+With ``[vote] blockwise`` (the default) label runs the distributed pipeline (vote -> agglomerate -> paint,
+``ppp_dist.pipeline.infer``) on the dask cluster of ``[cluster]``; when predict runs in the same command the
+network runs on the workers too (``run_from_raw``), fused when ``[prediction] store_patches = false``.
+Otherwise ``label_volume`` assembles the whole prediction in this process:
+
+The prediction group holds ``patches`` (P, Z, Y, X) as uint8 (value / 255), float16 or float32, and
+``numinst`` (3, Z, Y, X) probabilities (uint8 = value / 255, or float) or ``fg`` (1, Z, Y, X). The output
+``instances`` is (K, Z, Y, X) uint32 with K = ``model.max_num_inst`` when ``vote.overlap_channels`` (channel
+1 holds the second label of overlap voxels), else K = 1, with OME-Zarr label metadata. The distributed
+pipeline calls the same ``ppp_dist.ops`` functions per block.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ppp_dist.config import PipelineConfig
+from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION
+from ppp_dist.tasks.base import TaskContext, TaskResult
+
+if TYPE_CHECKING:
+    from ppp_dist.tasks.preflight import Preflight
+
+logger = logging.getLogger(__name__)
+
+NAME = "label"
+SUMMARY = "assemble instances from the consensus of the predicted patches"
+UPSTREAM: tuple[str, ...] = ("predict", "decode")
+INPUT = "a prediction group (patches + numinst)"
+
+
+def preflight(check: Preflight) -> None:
+    config = check.config
+    group = check.input_of(NAME, PREDICTION)
+    if group is not None:
+        check.prediction_group(group, NAME)
+    check.output(INSTANCES, "the instances")
+    if config.vote.blockwise:
+        from ppp_dist.pipeline.settings import AssemblySettings
+
+        AssemblySettings.from_config(config)  # settings that only the blockwise label refuses
+        check.database()
+        if config.cluster.kind == "scheduler":
+            from ppp_dist.pipeline.scheduler_check import check_scheduler
+
+            check_scheduler(config.cluster.scheduler_address)
+
+
+def run(ctx: TaskContext) -> TaskResult:
+    prediction = ctx.upstream(NAME, UPSTREAM, ctx.experiment.output(PREDICTION), INPUT)
+    if ctx.config.vote.blockwise:
+        return _run_blockwise(ctx, prediction)
+    output = ctx.experiment.output(INSTANCES)
+    summary = label_volume(ctx.vote_config(), prediction, output)
+    print(f"label: {summary['instances']} instances from {summary['selected_patches']} patches "
+          f"({summary['foreground_voxels']} foreground voxels) in {summary['seconds']:.2f} s -> {output}/instances")
+    _warn_if_empty(ctx, summary["instances"], prediction)
+    return TaskResult(outputs={"instances": f"{output}/{INSTANCES_KEY}"}, summary=summary)
+
+
+def run_from_raw(ctx: TaskContext) -> TaskResult:
+    """predict (-> decode) -> vote -> agglomerate -> paint on the dask cluster: the network runs on the workers
+    (GPU workers with [cluster] kind = "cuda"); with [prediction] store_patches = false fused, storing no patches."""
+    return _run_blockwise(ctx, None, raw=ctx.explicit_input or ctx.config.data.input)
+
+
+def _run_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None = None) -> TaskResult:
+    """vote -> agglomerate -> paint on the dask cluster of [cluster]; the output equals the in-process label.
+    With ``raw``: predict first, blockwise (or fused), instead of reading ``prediction``."""
+    from ppp_dist.io.database import open_database
+    from ppp_dist.pipeline.cluster import close_cluster, dashboard_link, start_cluster
+    from ppp_dist.pipeline.infer import run_pipeline
+
+    with open_database(ctx.config.database, ctx.experiment.path) as db:  # one database, one experiment
+        db.claim(ctx.experiment.id, str(ctx.experiment.path.resolve()))
+    if ctx.lock is not None:
+        ctx.lock.hold_database(ctx.config.database)  # the run holds the database too (a copied folder, ...)
+    client = start_cluster(ctx.config.cluster, log_directory=ctx.experiment.jobs_logs)
+    print(f"dask dashboard: {dashboard_link(client, ctx.config.cluster)}", flush=True)
+    try:
+        if raw is not None:
+            result = run_pipeline(ctx.vote_config(), ctx.experiment.path, client=client, raw=raw,
+                                  checkpoint=ctx.checkpoint(), progress=True)
+        else:
+            result = run_pipeline(ctx.vote_config(), ctx.experiment.path, client=client, prediction=prediction,
+                                  progress=True)
+    finally:
+        close_cluster(client)
+    for stage in result["stages"].values():
+        print(stage["format"])
+    if not result["ok"]:
+        return TaskResult(ok=False, summary=result)
+    if raw is not None:
+        where = result["prediction"] or "not stored: fused predict -> vote"
+        print(f"predict: {raw} -> {where} (blockwise on the workers)")
+    print(f"label: {result['instances']} instances (blockwise) -> {result['output']}")
+    _warn_if_empty(ctx, result["instances"], prediction or raw)
+    return TaskResult(outputs={"instances": str(result["output"])}, summary=result)
+
+
+def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> None:
+    """An all-background prediction is no error (label writes an all-zero volume) but deserves one line."""
+    if instances == 0:
+        print(f"ppp-dist: warning: label found no instances in {prediction}: it is all background at [vote] "
+              f"numinst_thresholds = {list(ctx.config.vote.numinst_thresholds)}, so the instances are all 0",
+              file=sys.stderr)
+
+
+
+def read_prediction(group_path: str | Path, patch_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Patches (P, Z, Y, X) and numinst/fg (C, Z, Y, X), both as stored; the assembly converts and
+    validates values (uint8 = value / 255, NaN refused) exactly as the blockwise pipeline does."""
+    from ppp_dist.io import volumes
+    from ppp_dist.pipeline.settings import check_prediction, prediction_arrays
+
+    patches_path, numinst_path = prediction_arrays(str(group_path))
+    patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
+    check_prediction(patches, numinst, patch_shape, str(group_path).rstrip("/"))
+    return np.asarray(patches[...]), np.asarray(numinst[...])
+
+
+def label_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
+    """Assemble instances from a whole prediction group; write ``<output>/instances``; return counts."""
+    from ppp_dist.io import volumes
+    from ppp_dist.ops.assemble import assemble_with_intermediates
+
+    vote, model = config.vote, config.model
+    started = time.perf_counter()
+    patches, numinst = read_prediction(prediction, model.patch_shape)
+    result = assemble_with_intermediates(
+        patches, numinst, model.patch_shape, patch_threshold=vote.patch_threshold,
+        cover_threshold=vote.cover_threshold, numinst_thresholds=vote.numinst_thresholds,
+        consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
+        partition_method=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
+        min_instance_size=config.postprocess.min_instance_size, overlap_votes=vote.overlap_votes,
+        refine_consensus=vote.refine_consensus, thin_out=vote.thin_out,
+        foreground_threshold=vote.foreground_threshold)
+    labels = result.labels if vote.overlap_channels else result.labels[:1]
+    spatial = labels.shape[1:]
+    chunks = (labels.shape[0],) + tuple(min(s, 64) for s in spatial)
+    out = volumes.prepare_array(f"{str(output).rstrip('/')}/{INSTANCES_KEY}", shape=labels.shape, chunks=chunks,
+                                dtype="uint32", overwrite=True, axes="czyx", kind="labels")
+    out[...] = labels
+    n_instances = int(labels.max()) if labels.size else 0
+    summary = {"instances": n_instances, "selected_patches": int(len(result.selected)),
+               "foreground_voxels": int(np.count_nonzero(result.numinst)),
+               "overlap_voxels": int(np.count_nonzero(result.numinst >= 2)),
+               "seconds": time.perf_counter() - started,
+               "step_seconds": {k: round(v, 4) for k, v in result.timings.items()}}
+    logger.info("label: %d instances from %d selected patches in %.2f s", n_instances,
+                summary["selected_patches"], summary["seconds"])
+    return summary
