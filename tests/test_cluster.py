@@ -20,7 +20,8 @@ from ppp_dist.errors import SchedulerError
 from ppp_dist.geometry import BlockSpec, tile
 from ppp_dist.io.graph_store import make_edges, make_fragments
 from ppp_dist.io.stores import StoreFactory
-from ppp_dist.pipeline.runner import BlockOutput, run_stage
+from ppp_dist.pipeline.runner import run_stage
+from ppp_dist.pipeline.worker import BlockOutput
 
 DASK = Path(sys.executable).with_name("dask")
 REPO = Path(__file__).resolve().parents[1]

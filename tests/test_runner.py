@@ -19,7 +19,8 @@ import pytest
 from ppp_dist.geometry import BlockSpec, tile
 from ppp_dist.io.graph_store import make_edges, make_fragments
 from ppp_dist.io.stores import StoreFactory
-from ppp_dist.pipeline.runner import BlockOutput, StageSummary, format_summary_table, run_stage
+from ppp_dist.pipeline.runner import StageSummary, format_summary_table, run_stage
+from ppp_dist.pipeline.worker import BlockOutput
 
 # worker processes cannot import this test module: ship its functions by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

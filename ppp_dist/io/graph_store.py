@@ -20,6 +20,7 @@ arrays, so no global graph object is ever built in Python.
 Examples
 --------
 >>> from ppp_dist.config import DatabaseConfig
+>>> from ppp_dist.io.stores import open_graph_store
 >>> store = open_graph_store(DatabaseConfig(path=":memory:"))
 >>> store.write_block("vote", 3, fragments=make_fragments([5, 9], positions=[(0, 1, 2), (0, 1, 9)], sizes=[4, 7]),
 ...                   edges=make_edges([9], [5], [0.8]), counts={"patches": 11})
@@ -129,7 +130,7 @@ class GraphStore:
 
     Make one with :func:`~ppp_dist.io.stores.open_graph_store` (or a :class:`~ppp_dist.io.stores.StoreFactory`
     on workers). A store holds one connection and is not thread-safe: one per process (worker), see
-    :func:`ppp_dist.pipeline.runner.worker_store`.
+    :func:`ppp_dist.pipeline.worker.worker_store`.
     """
 
     def __init__(self, db: Database) -> None:

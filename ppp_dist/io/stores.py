@@ -26,7 +26,7 @@ def open_graph_store(config: DatabaseConfig, experiment_dir: Path | str | None =
 class StoreFactory:
     """A picklable recipe for a :class:`GraphStore`: what dask tasks carry instead of a connection.
 
-    Workers turn it into one cached store per process (:func:`ppp_dist.pipeline.runner.worker_store`).
+    Workers turn it into one cached store per process (:func:`ppp_dist.pipeline.worker.worker_store`).
     """
 
     config: DatabaseConfig

@@ -140,7 +140,7 @@ def _compute(client: Any, task: Any) -> Any:
 
     if client is not None:
         return client.compute(task).result()
-    from ppp_dist.pipeline.runner import close_worker_stores
+    from ppp_dist.pipeline.worker import close_worker_stores
 
     try:
         return dask.compute(task, scheduler="sync")[0]
@@ -181,7 +181,7 @@ def _table(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
 def _edge_leaf(store_factory: Callable[[], GraphStore], first: int, stop: int, threshold: float, batch_size: int,
                tier: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Merge table of the fragment-graph edges above ``threshold`` written by blocks ``first <= block < stop``."""
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     store = worker_store(store_factory)
     return _table([(b.u, b.v) for b in store.iter_edges(batch_size, min_weight=threshold, blocks=(first, stop),
@@ -249,7 +249,7 @@ def agglomerate_hierarchical(store: GraphStore, store_factory: Callable[[], Grap
 def _link_leaf(store_factory: Callable[[], GraphStore], first: int, stop: int, batch_size: int
                ) -> tuple[np.ndarray, np.ndarray, int]:
     """Merge table of the cross-block attractive links written by blocks ``first <= block < stop``."""
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     return _table(list(worker_store(store_factory).iter_attract_pairs((first, stop), batch_size)))
 
@@ -257,7 +257,7 @@ def _link_leaf(store_factory: Callable[[], GraphStore], first: int, stop: int, b
 def _write_segments(store_factory: Callable[[], GraphStore], root: tuple[np.ndarray, np.ndarray, int]
                     ) -> dict[str, int]:
     """The stitch's root: store the merge table as the ``segments`` table (runs on a worker)."""
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     nodes, reps, n_links = root
     worker_store(store_factory).write_segments(nodes, reps)
@@ -268,7 +268,7 @@ def _write_segments(store_factory: Callable[[], GraphStore], root: tuple[np.ndar
 def _tier2_groups(store_factory: Callable[[], GraphStore]) -> np.ndarray:
     """Split the tier-2 links into independent groups of segments; returns the links per group (on a worker)."""
     from ppp_dist.ops.union_find import connected_components
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     store = worker_store(store_factory)
     t2 = store.tier2_links()
@@ -283,7 +283,7 @@ def _tier2_groups(store_factory: Callable[[], GraphStore]) -> np.ndarray:
 def _tier2_batch(store_factory: Callable[[], GraphStore], first: int, stop: int, threshold: float) -> int:
     """Phase 2 of groups ``first <= grp < stop``: merge_tier2 with their mutexes; returns the merges."""
     from ppp_dist.ops.partition import merge_tier2
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     store = worker_store(store_factory)
     b = store.tier2_batch(first, stop)
@@ -294,7 +294,7 @@ def _tier2_batch(store_factory: Callable[[], GraphStore], first: int, stop: int,
 
 
 def _number_instances(store_factory: Callable[[], GraphStore], *done: Any) -> int:
-    from ppp_dist.pipeline.runner import worker_store
+    from ppp_dist.pipeline.worker import worker_store
 
     return worker_store(store_factory).build_instances()
 

@@ -130,7 +130,7 @@ class PaintStage:
 
     def __call__(self, block: BlockSpec) -> dict[str, Any]:
         from ppp_dist.io.volumes import open_array, write_box
-        from ppp_dist.pipeline.runner import worker_store
+        from ppp_dist.pipeline.worker import worker_store
 
         set_threads(self.threads)
         store = worker_store(self.store_factory)

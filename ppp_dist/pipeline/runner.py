@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -45,86 +44,12 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ppp_dist.geometry import BlockSpec
 from ppp_dist.io.graph_store import GraphStore
 from ppp_dist.logs import LogFile, RedactingFormatter
+from ppp_dist.pipeline.worker import BlockOutput, close_worker_stores, drop_worker_store, worker_store
 
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS_SHOWN = 10
-
-
-@dataclass
-class BlockOutput:
-    """What a graph-producing ``process_block`` returns: written by the runner in one transaction.
-
-    Attributes
-    ----------
-    fragments : structured array or mapping
-        See :func:`ppp_dist.io.graph_store.make_fragments` (id, z, y, x, size).
-    edges : structured array or mapping
-        See :func:`ppp_dist.io.graph_store.make_edges` (u, v, weight, count); only the edges this block
-        owns (the block of min(u, v)), each once.
-    counts : dict
-        Small JSON-able numbers for the ledger (voxels, patches, ...).
-    clusters, patch_map, links : structured arrays, optional
-        The contracted graph (``ppp_dist.ops.contract``; see :meth:`GraphStore.write_block`).
-    """
-
-    fragments: Any = None
-    edges: Any = None
-    counts: dict = field(default_factory=dict)
-    clusters: Any = None
-    patch_map: Any = None
-    links: Any = None
-
-    def tables(self) -> dict[str, Any]:
-        """The tables given, by name."""
-        return {name: table for name, table in (("fragments", self.fragments), ("edges", self.edges),
-                                                ("clusters", self.clusters), ("patch_map", self.patch_map),
-                                                ("links", self.links)) if table is not None}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Per-worker objects
-
-_STORES: dict[str, GraphStore] = {}
 _PLUGIN_CLIENTS: set[str] = set()  # clients whose workers have the StoreCachePlugin
-
-
-def _factory_key(factory: Callable[[], GraphStore]) -> str:
-    from dask.base import tokenize
-
-    # one connection per thread: sqlite3 connections must not cross threads, and interleaved transactions
-    # of two threads on one PostgreSQL connection would commit each other's rows
-    return f"{tokenize(factory)}-{threading.get_ident()}"
-
-
-def worker_store(factory: Callable[[], GraphStore]) -> GraphStore:
-    """The store ``factory`` makes, created once per worker process (and thread) and reused by its blocks."""
-    key = _factory_key(factory)
-    store = _STORES.get(key)
-    if store is None:
-        store = _STORES[key] = factory()
-        logger.debug("process %d opened %s", os.getpid(), store.where)
-    return store
-
-
-def _drop_worker_store(factory: Callable[[], GraphStore]) -> None:
-    """Forget (and close) a cached store after an error, so the next block reconnects."""
-    store = _STORES.pop(_factory_key(factory), None)
-    if store is not None:
-        try:
-            store.close()
-        except Exception as err:  # closing a broken connection may fail too; the error was already logged
-            logger.debug("closing a broken store: %s", err)
-
-
-def close_worker_stores() -> None:
-    """Close every cached store of this process."""
-    while _STORES:
-        _, store = _STORES.popitem()
-        try:
-            store.close()
-        except Exception as err:
-            logger.debug("closing a store: %s", err)
 
 
 class StoreCachePlugin(WorkerPlugin):
@@ -233,11 +158,11 @@ def run_block(stage: str, block: BlockSpec, process_block: Callable[[BlockSpec],
         result.update(status="failed", seconds=seconds, error=error, traceback=tb)
         try:
             if _is_store_error(err):
-                _drop_worker_store(store_factory)
+                drop_worker_store(store_factory)
             worker_store(store_factory).mark_failed(stage, block.block_id, f"{error}\n{tb}", attempt,
                                                     seconds=seconds, worker=worker)
         except Exception as ledger_err:  # the driver records it instead
-            _drop_worker_store(store_factory)
+            drop_worker_store(store_factory)
             result["ledger_error"] = _short_error(ledger_err)
         return result
 

@@ -228,7 +228,7 @@ class VoteStage:
     def __call__(self, block: BlockSpec) -> Any:
         from ppp_dist.io.graph_store import make_clusters, make_edges, make_map
         from ppp_dist.ops.contract import ATTRACT, MUTEX, TIER2, contract_block
-        from ppp_dist.pipeline.runner import BlockOutput
+        from ppp_dist.pipeline.worker import BlockOutput
 
         set_threads(self.threads)
         s = self.settings
