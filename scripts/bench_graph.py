@@ -100,10 +100,10 @@ def run_dataset(name: str, spec: tuple, work: Path) -> dict[str, Any]:
         res = run_pipeline(cfg, exp, client=None, labels=labels)
         s = storage(exp)
         out[key] = {**s, "rows_per_1e6": s["rows"] * 1e6 / nvox, "bytes_per_voxel": s["bytes"] / nvox,
-                    "seconds": round(time.perf_counter() - t0, 2), "instances": res.get("instances"),
-                    "agglomerate_s": res["stages"]["agglomerate"]["seconds"]}
+                    "seconds": round(time.perf_counter() - t0, 2), "instances": res.instances,
+                    "agglomerate_s": res.stages["agglomerate"]["seconds"]}
         if key == "contracted":
-            out["labels"] = np.asarray(open_array(res["output"])[...])
+            out["labels"] = np.asarray(open_array(res.output)[...])
     out["reduction"] = out["full"]["rows"] / max(out["contracted"]["rows"], 1)
     return out
 

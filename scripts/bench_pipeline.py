@@ -291,7 +291,7 @@ def run(shape, block, patch, workdir: Path, *, kind: str = "tubes", workers: int
             sampler.stop()
     stages: dict[str, Any] = {}
     for name, begin, end in marks:
-        s = res["stages"].get(name, {})
+        s = res.stages.get(name, {})
         peaks = sampler.peaks(begin, end)
         secs = float(s.get("seconds", end - begin))
         stages[name] = {"blocks": s.get("blocks"), "seconds": round(secs, 3),
@@ -306,7 +306,7 @@ def run(shape, block, patch, workdir: Path, *, kind: str = "tubes", workers: int
             stages[name]["halo"] = list(halo)
             stages[name]["read_voxels"] = read_voxels(shape, block, halo)
             stages[name]["worker_s"] = round(busy.get(name, 0.0), 3)
-    out = res.get("output") or str(exp / "instances.zarr" / "instances")
+    out = res.output or str(exp / "instances.zarr" / "instances")
     sizes = {"instances": disk_bytes(Path(out)), "graph_db": sum(disk_bytes(p) for p in exp.glob("graph.sqlite*")),
              "vote_for_paint": disk_bytes(exp / "pipeline" / "vote.zarr") + disk_bytes(exp / "pipeline" / "vote_rows")}
     sizes["graph_storage"] = sizes["graph_db"] + sizes["vote_for_paint"]
@@ -318,8 +318,8 @@ def run(shape, block, patch, workdir: Path, *, kind: str = "tubes", workers: int
     timeline = [(round(t, 2), round(max([v for k, v in row.items() if k != "driver"] or [0])),
                  round(row.get("driver", 0))) for t, row in sampler.timeline[::10]]
     result = {"kind": kind, "shape": list(shape), "voxels": nvox, "block": list(block), "patch": list(patch),
-              "workers": workers, "mode": mode, "seed": seed, "ok": bool(res.get("ok")),
-              "instances": res.get("instances"), "write_input_s": round(inputs["write"]["seconds"], 2),
+              "workers": workers, "mode": mode, "seed": seed, "ok": bool(res.ok),
+              "instances": res.instances, "write_input_s": round(inputs["write"]["seconds"], 2),
               "cluster_start_s": round(t_cluster, 2), "warm_up_s": round(t_warm, 2),
               "pipeline_s": round(wall, 2),
               "voxels_per_s": round(nvox / wall) if wall > 0 else None,

@@ -202,14 +202,14 @@ def run_checks(args: argparse.Namespace, root: Path, cuda: bool) -> tuple[list[t
             results["fused_worker_peak_gib"] = max(client.run(_worker_peak_gib).values())
     finally:
         close_cluster(client)
-    if not fused["ok"]:
-        rows.append(("fused predict -> vote", "FAILED: " + "; ".join(s["format"] for s in fused["stages"].values())))
+    if not fused.ok:
+        rows.append(("fused predict -> vote", "FAILED: " + "; ".join(s["format"] for s in fused.stages.values())))
         return rows, results, False
-    seconds = sum(s["seconds"] for s in fused["stages"].values())
+    seconds = sum(s["seconds"] for s in fused.stages.values())
     results["fused_seconds"] = seconds
     results["fused_voxels_per_s"] = size ** 3 / seconds
     rows.append(("fused predict -> vote -> paint", f"{size}^3 in {seconds:.1f} s = {size ** 3 / seconds:,.0f} "
-                 f"voxels/s, {fused['instances']} instances (vote {fused['stages']['vote']['seconds']:.1f} s)"))
+                 f"voxels/s, {fused.instances} instances (vote {fused.stages['vote']['seconds']:.1f} s)"))
     if cuda:
         rows.append(("peak GPU memory, fused worker", f"{results['fused_worker_peak_gib']:.2f} GiB"))
 
@@ -226,9 +226,9 @@ def run_checks(args: argparse.Namespace, root: Path, cuda: bool) -> tuple[list[t
                                 resume=False)
     finally:
         close_cluster(client)
-    same = compare_arrays(open_array(fused["output"])[...], open_array(labelled["output"])[...])
+    same = compare_arrays(open_array(fused.output)[...], open_array(labelled.output)[...])
     results["labels_fused_vs_cpu_path"] = same
-    ok = ok and labelled["ok"] and same["differ"] == 0
+    ok = ok and labelled.ok and same["differ"] == 0
     rows.append(("labels: fused vs CPU path", f"byte-identical ({same['values']:,} labels)" if not same["differ"]
                  else "DIFFER: " + _difference(same)))
 

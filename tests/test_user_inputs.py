@@ -133,10 +133,10 @@ def test_blockwise_prediction_normalises_with_the_same_numbers_as_whole_volume(t
     prepare_array(f"{tmp_path}/raw.zarr/raw", shape=image.shape, chunks=(1, 1, 25, 35), dtype="uint16",
                   axes="czyx")[...] = image
     res = run_pipeline(cfg, tmp_path / "exp", client=None, raw=f"{tmp_path}/raw.zarr/raw")
-    assert res["ok"] and res["stages"]["predict"]["done"] > 1
+    assert res.ok and res.stages["predict"]["done"] > 1
     predict_volume(cfg, ckpt, f"{tmp_path}/raw.zarr/raw", tmp_path / "ref.zarr")
     for name in ("fg", "patches"):
-        np.testing.assert_array_equal(open_array(f"{res['prediction']}/{name}")[...],
+        np.testing.assert_array_equal(open_array(f"{res.prediction}/{name}")[...],
                                       open_array(f"{tmp_path}/ref.zarr/{name}")[...])
     # the same weights without recorded settings follow the config (dtype), and predict something else
     state = read_checkpoint(ckpt)

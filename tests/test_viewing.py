@@ -72,7 +72,7 @@ def outputs(tmp_path_factory):
         volumes.prepare_array(f"{oracle}/{name}", shape=data.shape, chunks=data.shape, dtype="uint8",
                               axes="czyx")[...] = data
     result = run_pipeline(config, exp, client=None, prediction=str(oracle))
-    assert result["ok"] and result["output"] == f"{exp}/instances.zarr/instances"
+    assert result.ok and result.output == f"{exp}/instances.zarr/instances"
     return {"exp": exp, "sample": sample}
 
 

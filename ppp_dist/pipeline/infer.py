@@ -1,6 +1,6 @@
 """Orchestration of the distributed pipeline: predict -> vote -> agglomerate -> paint (-> relabel).
 
-Each blockwise stage is one ``runner.run_stage`` call (ledger, retries, resume); the agglomeration is a
+Each blockwise stage is one ``runner.StageRunner.run`` call (ledger, retries, resume); the agglomeration is a
 tree of tasks on the workers that the driver submits (``ppp_dist.pipeline.agglomerate.agglomerate_instances``).
 Resume: a stage skips the blocks its ledger marks done,
 unless an upstream stage did work in this run (then its old results are stale and it is redone), or the
@@ -15,15 +15,13 @@ file system every worker sees.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppp_dist import __version__
 from ppp_dist.errors import ConfigError, InputDataError, StorageError
 from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION, ExperimentPaths
 
@@ -32,6 +30,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What :func:`run_pipeline` did.
+
+    ``stages``: per stage (predict, vote, agglomerate, paint, relabel; those that ran) a summary with
+    ``blocks``, ``done``, ``skipped``, ``failed``, ``seconds``, ``voxels``, ``voxels_per_s``, ``ok``,
+    ``errors``, ``format`` (one line for people) and ``counts`` (summed over the blocks done in this run).
+    """
+
+    ok: bool  # False: blocks failed (the stage summaries say which); the same call retries them
+    stages: dict[str, dict[str, Any]]
+    prediction: str | None = None  # the stored prediction group (None when fused or from labels)
+    output: str | None = None  # the labels array, "out.zarr/instances"
+    instances: int | None = None
+    removed_instances: int | None = None
 
 
 def _summary(s: Any, voxels: int) -> dict[str, Any]:
@@ -43,21 +58,12 @@ def _summary(s: Any, voxels: int) -> dict[str, Any]:
             "ok": s.ok, "errors": list(s.errors), "format": s.format(), "counts": counts}
 
 
-def _params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
-    path = work / f"params_{stage}.json"
-    text = json.dumps({**params, "ppp_dist_version": __version__}, sort_keys=True, default=str)
-    old = path.read_text() if path.exists() else None
-    work.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return old is not None and old != text
-
-
 def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, raw: str | None = None,
                  prediction: str | None = None, labels: str | None = None, output: str | None = None,
                  checkpoint: str | Path | None = None, block_shape: tuple[int, int, int] | None = None,
                  resume: bool = True, progress: bool = False, threads: int | None = None,
-                 fused: bool | None = None) -> dict[str, Any]:
-    """Run the blockwise pipeline on ``client`` (``None``: in-process) and return per-stage summaries.
+                 fused: bool | None = None) -> PipelineResult:
+    """Run the blockwise pipeline on ``client`` (``None``: in-process).
 
     Parameters
     ----------
@@ -72,157 +78,145 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     output : "out.zarr/instances" array for the labels; default ``<exp_dir>/instances.zarr/instances``.
     block_shape : vote/paint block (default [vote] block_shape); must be whole chunks of the output.
     threads : numba/torch threads per worker task (default [cluster] threads_per_worker).
-
-    Returns
-    -------
-    dict: ``stages`` (name -> blocks, done, skipped, failed, seconds, voxels, voxels_per_s, ok), ``instances``,
-    ``output``, ``prediction``, ``ok``.
     """
-    from ppp_dist.geometry import check_chunk_alignment
     from ppp_dist.io.stores import StoreFactory
-    from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
-    from ppp_dist.learning.normalize import for_prediction
-    from ppp_dist.pipeline import paint as paint_mod
-    from ppp_dist.pipeline import vote as vote_mod
-    from ppp_dist.pipeline.agglomerate import INSTANCES_STAGE, agglomerate_instances
-    from ppp_dist.pipeline.runner import run_stage
-    from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
-    from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
+    from ppp_dist.pipeline.paint import PaintStage
+    from ppp_dist.pipeline.relabel import RelabelStage
+    from ppp_dist.pipeline.runner import StageRunner
+    from ppp_dist.pipeline.settings import AssemblySettings
+    from ppp_dist.pipeline.sources import NetworkPrediction
+    from ppp_dist.pipeline.vote import VoteArtifacts, VoteStage
 
     if sum(x is not None for x in (raw, prediction, labels)) != 1:
         raise ConfigError("give exactly one of raw (predict first), prediction (an existing prediction group) or "
                           "labels (oracle patches computed per block)")
-    if fused is None:
-        fused = not config.prediction.store_patches
-    exp_dir = Path(exp_dir)
-    paths = ExperimentPaths(exp_dir)
-    work = paths.work
-    work.mkdir(parents=True, exist_ok=True)
+    paths = ExperimentPaths(Path(exp_dir))
+    paths.work.mkdir(parents=True, exist_ok=True)
     settings = AssemblySettings.from_config(config)
     if threads is None and client is not None:  # in-process runs leave this process's thread settings alone
         threads = config.cluster.threads_per_worker
-    factory = StoreFactory(config.database, str(exp_dir))
-    log_dir = paths.logs
-    block = tuple(int(b) for b in (block_shape or config.vote.block_shape))
-    retries = config.cluster.retries
-    stages: dict[str, Any] = {}
-    upstream_work = False
-
-    def stage(name: str, blocks: list, fn: Any, params: dict[str, Any], voxels: int, force: bool = False,
-              before: Any = None, **kw: Any) -> Any:
-        nonlocal upstream_work
-        changed = _params_changed(work, name, params)
-        fresh = changed or upstream_work or force or not resume
-        if changed and resume:
-            logger.info("%s: parameters or package version changed since the last run, redoing every block", name)
-        elif fresh and resume:
-            logger.debug("%s: an upstream stage wrote new data, running every block", name)
-        if fresh:
-            _forget(name)
-        if before is not None:
-            before(fresh)
-        s = run_stage(client, name, blocks, fn, factory, retries=retries, resume=not fresh, progress=progress,
-                      log_dir=log_dir, **kw)
-        stages[name] = _summary(s, voxels)
-        upstream_work = upstream_work or (s.done - s.skipped) > 0
-        return s
-
-    def _forget(name: str) -> None:
-        """Drop the stage's ledger rows (all blocks, also of another grid); vote also drops the graph."""
-        store = factory()
-        try:
-            store.reset_blocks(name)
-            if name == vote_mod.STAGE:
-                store.clear_graph()
-                for later in ("agglomerate", INSTANCES_STAGE):
-                    store.reset_blocks(later)
-        finally:
-            store.close()
-
-    def result(ok: bool, **extra: Any) -> dict[str, Any]:
-        return {"stages": stages, "ok": ok, "prediction": prediction, **extra}
+    factory = StoreFactory(config.database, str(paths.path))
+    runner = StageRunner(client, factory, paths.work, resume=resume, retries=config.cluster.retries,
+                         progress=progress, log_dir=paths.logs)
+    bz, by, bx = (int(b) for b in (block_shape or config.vote.block_shape))
+    block = (bz, by, bx)
+    stages: dict[str, dict[str, Any]] = {}
 
     # -- predict (stored), or a source that computes the patches per block
-    source: Any = None
+    config, source, predict = _source(config, paths, raw, prediction, labels, checkpoint, block_shape, threads,
+                                      fused if fused is not None else not config.prediction.store_patches)
+    if predict is not None:
+        s = runner.run(predict)
+        stages[predict.name] = _summary(s, math.prod(predict.grid().volume_shape))
+        if not s.ok:
+            return PipelineResult(False, stages, prediction=predict.outputs_group)
+        prediction = predict.outputs_group
+    vz, vy, vx = (int(v) for v in source.volume_shape(settings))
+    volume = (vz, vy, vx)
+    nvox = math.prod(volume)
+    cuda = config.cluster.kind == "cuda" and isinstance(source, NetworkPrediction)  # the network runs in vote
+    vote = VoteStage(source, settings, VoteArtifacts(str(paths.work)), threads, block, cuda)
+    s = runner.run(vote)
+    stages[vote.name] = _summary(s, nvox)
+    if not s.ok:
+        return PipelineResult(False, stages, prediction=prediction)
+
+    # -- agglomerate (the driver submits a tree of tasks)
+    stages["agglomerate"] = _agglomerate(runner, factory, settings, config, nvox)
+    n_instances = int(stages["agglomerate"]["instances"])
+
+    # -- paint (-> relabel)
+    output = output or str(paths.output(INSTANCES) / INSTANCES_KEY)
+    chunks, force = _prepare_labels(config, output, volume, block, settings, source.describe(), resume)
+    paint = PaintStage(output, factory, volume, block, settings, str(paths.work), threads, source.describe(),
+                       chunks, n_instances)
+    s = runner.run(paint, force=force)  # a (re)created output array has lost whatever the ledger says was painted
+    stages[paint.name] = _summary(s, nvox)
+    if not s.ok:
+        return PipelineResult(False, stages, prediction=prediction, output=output)
+    removed = paint.finalize()
+    if len(removed):
+        relabel = RelabelStage(**{**_fields(paint), "removed": len(removed)})
+        s = runner.run(relabel)
+        stages[relabel.name] = _summary(s, nvox)
+        if not s.ok:
+            return PipelineResult(False, stages, prediction=prediction, output=output)
+    final = n_instances - len(removed)
+    logger.info("pipeline: %d instances in %s", final, output)
+    return PipelineResult(True, stages, prediction=prediction, output=output, instances=final,
+                          removed_instances=int(len(removed)))
+
+
+def _fields(stage: Any) -> dict[str, Any]:
+    return {f.name: getattr(stage, f.name) for f in fields(stage)}
+
+
+def _source(config: PipelineConfig, paths: ExperimentPaths, raw: str | None, prediction: str | None,
+            labels: str | None, checkpoint: str | Path | None, block_shape: tuple[int, int, int] | None,
+            threads: int | None, fused: bool) -> tuple[PipelineConfig, Any, Any]:
+    """(config with the checkpoint's normalisation, the vote's patch source, the predict stage or None)."""
+    from ppp_dist.learning.normalize import for_prediction
+    from ppp_dist.pipeline.settings import prediction_arrays
+    from ppp_dist.pipeline.sources import NetworkPrediction, OraclePatches, StoredPrediction
+
     if labels is not None:
-        source = OraclePatches(str(labels))
-    elif raw is not None and fused:
+        return config, OraclePatches(str(labels)), None
+    if prediction is not None:
+        return config, StoredPrediction(*prediction_arrays(str(prediction))), None
+    assert raw is not None
+    ckpt = str(checkpoint or paths.checkpoint(config.prediction.checkpoint))
+    if fused:
         from ppp_dist.learning.predict import open_raw
 
         open_raw(raw, config.data)  # one sentence now if the volume does not fit the config
-        ckpt = str(checkpoint or paths.checkpoint(config.prediction.checkpoint))
         config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
-        source = NetworkPrediction(config, str(raw), ckpt, threads)
-    elif raw is not None:
-        from ppp_dist.pipeline import predict_blocks as pb
+        return config, NetworkPrediction(config, str(raw), ckpt, threads), None
+    from ppp_dist.pipeline.predict import PredictStage
 
-        ckpt = str(checkpoint or paths.checkpoint(config.prediction.checkpoint))
-        config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
-        prediction = str(paths.output(PREDICTION))
-        outputs = pb.prepare_outputs(config, raw, prediction, ckpt)
-        grid = pb.predict_grid(config, raw, block_shape)
-        for path in outputs.values():
-            arr = open_array(path)
-            check_chunk_alignment(grid.block_shape, arr.chunks[1:], arr.shape[1:], path)
-        fn = pb.PredictStage(config, raw, tuple(sorted(outputs.items())), ckpt, torch_threads=threads)
-        res = {"GPU": 1} if config.cluster.kind == "cuda" else None
-        s = stage(pb.STAGE, list(grid), fn, {"raw": raw, "checkpoint": ckpt, "block": grid.block_shape},
-                  math.prod(grid.volume_shape), resources=res)
-        if not s.ok:
-            return result(False)
-        if "patches" not in outputs:
-            raise ConfigError("head = 'codes' (ppp+dec) runs blockwise only fused (predict -> decode -> vote, "
-                              "[prediction] store_patches = false), or with `ppp-dist decode` before label")
+    config = for_prediction(config, str(raw), ckpt)  # the checkpoint's normalisation, one set of numbers
+    predict = PredictStage.create(config, raw, str(paths.output(PREDICTION)), ckpt, torch_threads=threads,
+                                  block_shape=block_shape)
+    if config.model.head == "codes":
+        raise ConfigError("head = 'codes' (ppp+dec) runs blockwise only fused (predict -> decode -> vote, "
+                          "[prediction] store_patches = false), or with `ppp-dist decode` before label")
+    return config, StoredPrediction(*prediction_arrays(predict.outputs_group)), predict
 
-    # -- vote
-    if source is None:
-        source = StoredPrediction(*prediction_arrays(str(prediction)))
-    volume = source.volume_shape(settings)
-    nvox = math.prod(volume)
-    vgrid = vote_mod.vote_grid(volume, block, settings)
-    # what the vote rows depend on (the contraction depends on partition and edge_threshold; the paint options
-    # only change later stages)
-    later = ("min_instance_size", "accumulate", "overlap_channels")
-    params = {"source": source.describe(), "block": block,
-              "settings": {k: v for k, v in asdict(settings).items() if k not in later}}
-    res = {"GPU": 1} if isinstance(source, NetworkPrediction) and config.cluster.kind == "cuda" else None
-    artifacts = vote_mod.VoteArtifacts(str(work))
-    s = stage(vote_mod.STAGE, list(vgrid), vote_mod.VoteStage(source, settings, artifacts, threads), params, nvox,
-              before=lambda fresh: artifacts.prepare(tuple(volume), vgrid.block_shape, fresh), resources=res)
-    if not s.ok:
-        return result(False)
 
-    # -- agglomerate (driver)
+def _agglomerate(runner: Any, factory: Any, settings: Any, config: PipelineConfig, nvox: int) -> dict[str, Any]:
+    """Agglomerate unless its result is still valid (same parameters, no new vote rows, resume)."""
+    from ppp_dist.pipeline.agglomerate import INSTANCES_STAGE, agglomerate_instances
+
     store = factory()
     try:
         agg_params = {"partition": settings.partition, "edge_threshold": settings.edge_threshold}
-        changed = _params_changed(work, "agglomerate", agg_params)
-        if upstream_work or changed or not store.done_blocks(INSTANCES_STAGE) or not resume:
+        if runner.fresh("agglomerate", agg_params) or not store.done_blocks(INSTANCES_STAGE):
             t0 = time.perf_counter()
-            agg = agglomerate_instances(store, settings, store_factory=factory, client=client,
+            agg = agglomerate_instances(store, settings, store_factory=factory, client=runner.client,
                                         agglomeration=config.vote.agglomeration,
                                         mws_max_memory_gib=config.vote.mws_max_memory_gib)
-            stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 0, "failed": 0,
-                                     "seconds": round(time.perf_counter() - t0, 3), "voxels": nvox, "ok": True,
-                                     "method": agg["method"], "instances": agg["instances"],
-                                     "clusters": agg["clusters"], "counts": agg}
-            stages["agglomerate"]["format"] = (
-                f"agglomerate: {agg['clusters']:,} clusters -> {agg['instances']:,} instances "
-                f"({agg['method']}) | {stages['agglomerate']['seconds']:.1f} s")
-            upstream_work = True
-        else:
-            row = [r for r in store.ledger_rows(INSTANCES_STAGE)][0]
-            stages["agglomerate"] = {"blocks": 1, "done": 1, "skipped": 1, "failed": 0, "seconds": 0.0,
-                                     "voxels": nvox, "ok": True, "instances": int(row.counts["instances"]),
-                                     "format": "agglomerate: skipped, already done"}
-        n_instances = int(stages["agglomerate"]["instances"])
+            runner.upstream_work = True
+            seconds = round(time.perf_counter() - t0, 3)
+            return {"blocks": 1, "done": 1, "skipped": 0, "failed": 0, "seconds": seconds, "voxels": nvox,
+                    "ok": True, "method": agg["method"], "instances": agg["instances"], "clusters": agg["clusters"],
+                    "counts": agg, "format": f"agglomerate: {agg['clusters']:,} clusters -> {agg['instances']:,} "
+                                             f"instances ({agg['method']}) | {seconds:.1f} s"}
+        row = list(store.ledger_rows(INSTANCES_STAGE))[0]
+        return {"blocks": 1, "done": 1, "skipped": 1, "failed": 0, "seconds": 0.0, "voxels": nvox, "ok": True,
+                "instances": int(row.counts["instances"]), "format": "agglomerate: skipped, already done"}
     finally:
         store.close()
 
-    # -- paint
+
+def _prepare_labels(config: PipelineConfig, output: str, volume: tuple[int, ...], block: tuple[int, ...],
+                    settings: Any, source: str, resume: bool) -> tuple[tuple[int, ...], bool]:
+    """Create (or reuse) the labels array; return its chunks and whether every paint block must be redone.
+
+    An earlier output of the paint stage with another layout is replaced (every paint block is redone then);
+    anything else at that path is only replaced with [general] overwrite (``prepare_array`` explains)."""
+    from ppp_dist.geometry import check_chunk_alignment
+    from ppp_dist.io.volumes import choose_chunks, open_array, prepare_array
+
     k = settings.max_num_inst if settings.overlap_channels else 1
-    output = output or str(paths.output(INSTANCES) / INSTANCES_KEY)
-    pgrid = paint_mod.paint_grid(volume, block, settings)
     chunks = choose_chunks(volume, block, channels=k, itemsize=4)
     reuse, ours = False, False
     try:
@@ -235,32 +229,12 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
         reuse = False
     if reuse:
         chunks = tuple(old.chunks[1:])
-    # an earlier output of this stage with another layout is replaced (every paint block is redone then);
-    # anything else at that path is only replaced with [general] overwrite (prepare_array explains)
     prepare_array(output, shape=(k,) + tuple(volume), chunks=(k,) + tuple(chunks), dtype="uint32", axes="czyx",
                   kind="labels", overwrite=not reuse and (ours or config.general.overwrite),
-                  attrs={"ppp_dist": {"stage": "paint", "source": source.describe()}})
+                  attrs={"ppp_dist": {"stage": "paint", "source": source}})
     out = open_array(output)
     check_chunk_alignment(block, out.chunks[1:], volume, output)
-    common: dict[str, Any] = dict(output=output, store_factory=factory, vote_volume=tuple(volume),
-                                  vote_block_shape=block, settings=settings, work_dir=str(work), threads=threads)
-    params = {**params, "settings": asdict(settings), "output": output, "chunks": tuple(out.chunks)}
-    # a (re)created output array has lost whatever the ledger says was painted
-    s = stage(paint_mod.STAGE, list(pgrid), paint_mod.PaintStage(**common), params, nvox, force=not reuse)
-    if not s.ok:
-        return result(False, output=output)
-    removed = paint_mod.removed_instances(work, [b.block_id for b in pgrid], n_instances, settings.min_instance_size)
-    if len(removed):
-        import numpy as np
-
-        np.save(work / "removed_ids.npy", removed)
-        s = stage(paint_mod.RELABEL_STAGE, list(pgrid), paint_mod.PaintStage(**common, relabel=True),
-                  {**params, "removed": len(removed)}, nvox)
-        if not s.ok:
-            return result(False, output=output)
-    final = n_instances - len(removed)
-    logger.info("pipeline: %d instances in %s", final, output)
-    return result(True, output=output, instances=final, removed_instances=int(len(removed)))
+    return tuple(out.chunks), not reuse
 
 
-__all__ = ["run_pipeline"]
+__all__ = ["PipelineResult", "run_pipeline"]

@@ -8,7 +8,7 @@ This module is the read/bookkeeping view used by the runner and by ``ppp-dist st
 Examples
 --------
 >>> from ppp_dist.config import DatabaseConfig
->>> from ppp_dist.io.graph_store import open_graph_store
+>>> from ppp_dist.io.stores import open_graph_store
 >>> ledger = Ledger(open_graph_store(DatabaseConfig(path=":memory:")))
 >>> ledger.mark_done("predict", 0, {"voxels": 512}, seconds=2.0)
 >>> ledger.mark_failed("predict", 1, "OSError: disk full", attempts=3)

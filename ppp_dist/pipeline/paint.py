@@ -33,8 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from ppp_dist.pipeline.vote import CLUSTERS, NUMINST, VoteArtifacts, set_threads
 logger = logging.getLogger(__name__)
 
 STAGE = "paint"
-RELABEL_STAGE = "relabel"
+REMOVED_IDS = "removed_ids.npy"  # in the work folder: what the relabel stage removes
 
 
 def _as_rows(values: np.ndarray) -> np.ndarray:
@@ -88,26 +87,6 @@ def paint_block(block: BlockSpec, grid: BlockGrid, artifacts: VoteArtifacts, sto
     return labels, len(centres)
 
 
-@lru_cache(maxsize=4)
-def _removed_ids(path: str, mtime_ns: int) -> np.ndarray:
-    return np.load(path)
-
-
-def compact(labels: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """``remove_small_and_relabel`` with a global table: removed ids -> 0, the others shifted down by the
-    number of removed ids below them, surviving labels moved to the lowest channels (stable)."""
-    if not len(removed):
-        return labels
-    flat = labels.astype(np.int64)
-    shift = np.searchsorted(removed, flat, side="right")
-    gone = np.isin(flat, removed)
-    out = np.where(gone | (flat == 0), 0, flat - shift).astype(np.uint32)
-    if out.shape[0] > 1:
-        order = np.argsort(out == 0, axis=0, kind="stable")
-        out = np.take_along_axis(out, order, axis=0)
-    return out
-
-
 def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
@@ -117,7 +96,8 @@ def _atomic_save(path: Path, **arrays: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class PaintStage:
-    """``process_block`` of the paint (``relabel=False``) and relabel (``relabel=True``) stages."""
+    """The paint stage (picklable: paths and settings): per block, the labels of its core, and the block's
+    (id, voxel count) table from which :meth:`finalize` finds the instances to remove."""
 
     output: str  # "out.zarr/instances" (K, Z, Y, X) uint32, prepared by the driver
     store_factory: Callable[[], GraphStore]
@@ -125,28 +105,60 @@ class PaintStage:
     vote_block_shape: tuple[int, int, int]
     settings: AssemblySettings
     work_dir: str
-    relabel: bool = False
     threads: int | None = None
+    source: str = ""  # what the vote read, as the vote describes it: another input redoes the labels
+    chunks: tuple[int, ...] = ()  # the output's chunks: another layout redoes every block
+    n_instances: int = 0  # after the agglomeration: the instance ids are 1..n_instances
+    name = STAGE
+    resources = None
+
+    def grid(self) -> BlockGrid:
+        return paint_grid(self.vote_volume, self.vote_block_shape, self.settings)
+
+    def params(self) -> dict[str, Any]:
+        return {"source": self.source, "block": self.vote_block_shape, "settings": asdict(self.settings),
+                "output": self.output, "chunks": self.chunks}
+
+    def prepare(self, fresh: bool) -> None:
+        """Nothing: the driver prepared the output array (its layout decides whether the blocks are redone)."""
+
+    def forget(self, store: Any) -> None:
+        store.reset_blocks(self.name)
+
+    def finalize(self) -> np.ndarray:
+        """The instances to remove (sizes summed over all blocks); saved for the relabel stage if any."""
+        removed = removed_instances(Path(self.work_dir), [b.block_id for b in self.grid()], self.n_instances,
+                                    self.settings.min_instance_size)
+        if len(removed):
+            np.save(Path(self.work_dir) / REMOVED_IDS, removed)
+        return removed
 
     def __call__(self, block: BlockSpec) -> dict[str, Any]:
-        from ppp_dist.io.volumes import open_array, write_box
+        return self.process_block(block)
+
+    def paint(self, block: BlockSpec) -> tuple[np.ndarray, int]:
+        """The block's labels (instance ids of the agglomeration) and the number of patches used."""
         from ppp_dist.pipeline.worker import worker_store
 
         set_threads(self.threads)
         store = worker_store(self.store_factory)
         grid = BlockGrid(self.vote_volume, self.vote_block_shape)
-        labels, patches = paint_block(block, grid, VoteArtifacts(self.work_dir), store, self.settings)
-        if self.relabel:
-            path = Path(self.work_dir) / "removed_ids.npy"
-            labels = compact(labels, _removed_ids(str(path), path.stat().st_mtime_ns))
-        else:
-            found, sizes = np.unique(labels[labels > 0], return_counts=True)
-            _atomic_save(Path(self.work_dir) / "paint_sizes" / f"{block.block_id}.npz", ids=found.astype(np.int64),
-                         sizes=sizes.astype(np.int64))
+        return paint_block(block, grid, VoteArtifacts(self.work_dir), store, self.settings)
+
+    def write(self, block: BlockSpec, labels: np.ndarray, patches: int) -> dict[str, Any]:
+        from ppp_dist.io.volumes import open_array, write_box
+
         out = open_array(self.output, "r+")
         write_box(out, block.write_box, labels[:out.shape[0]])
         return {"voxels": int(np.prod(block.write_box.shape)), "labelled": int(np.count_nonzero(labels[0])),
                 "patches": int(patches)}
+
+    def process_block(self, block: BlockSpec) -> dict[str, Any]:
+        labels, patches = self.paint(block)
+        found, sizes = np.unique(labels[labels > 0], return_counts=True)
+        _atomic_save(Path(self.work_dir) / "paint_sizes" / f"{block.block_id}.npz", ids=found.astype(np.int64),
+                     sizes=sizes.astype(np.int64))
+        return self.write(block, labels, patches)
 
 
 def paint_grid(volume_shape, block_shape, settings: AssemblySettings) -> BlockGrid:
@@ -168,4 +180,4 @@ def removed_instances(work_dir: Path, block_ids: list[int], n_instances: int, mi
     return np.flatnonzero(~keep).astype(np.int64)
 
 
-__all__ = ["PaintStage", "RELABEL_STAGE", "STAGE", "compact", "paint_block", "paint_grid", "removed_instances"]
+__all__ = ["PaintStage", "REMOVED_IDS", "STAGE", "paint_block", "paint_grid", "removed_instances"]

@@ -1,6 +1,12 @@
 """Run one blockwise stage on dask: one task per block, a ledger in the graph DB, retries, resume.
 
-The contract for a stage (what the vote, predict, paint ... code provides)::
+A stage (``pipeline/{predict,vote,paint,relabel}.py``) is a picklable object with ``name``, ``resources``,
+``grid()`` (its blocks), ``params()`` (what its outputs depend on: a change redoes every block),
+``prepare(fresh)`` (before the blocks, on the driver), ``forget(store)`` (drop what an earlier run left),
+``process_block(block)`` and ``finalize()`` (after the blocks, on the driver). :class:`StageRunner` owns
+staleness and resume for a sequence of stages; :func:`run_stage` runs the blocks of one.
+
+The contract for ``process_block``::
 
     def process_block(block: BlockSpec) -> BlockOutput | dict:
         # runs on a worker; reads its inputs (zarr, with halo) itself, writes array outputs itself
@@ -37,7 +43,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -418,5 +424,89 @@ def _run_distributed(client: Any, stage: str, todo: list[BlockSpec], process_blo
             queue.add(retry)
 
 
-__all__ = ["BlockOutput", "StageSummary", "StoreCachePlugin", "close_worker_logs", "close_worker_stores",
-           "format_summary_table", "run_block", "run_stage", "worker_log_path", "worker_store"]
+# ---------------------------------------------------------------------------------------------------------
+# A sequence of stages: staleness and resume
+
+
+class BlockStage(Protocol):
+    """What a stage module provides (see the module docstring)."""
+
+    name: str
+
+    @property
+    def resources(self) -> dict[str, float] | None: ...
+
+    def grid(self) -> Any: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def prepare(self, fresh: bool) -> None: ...
+
+    def forget(self, store: GraphStore) -> None: ...
+
+    def process_block(self, block: BlockSpec) -> Any: ...
+
+    def finalize(self) -> Any: ...
+
+
+def params_changed(work: Path, stage: str, params: dict[str, Any]) -> bool:
+    """Record ``params`` (with the package version) as the stage's in ``work``; True if they differ from the
+    last run's (False on the first run)."""
+    import json
+
+    from ppp_dist import __version__
+
+    path = work / f"params_{stage}.json"
+    text = json.dumps({**params, "ppp_dist_version": __version__}, sort_keys=True, default=str)
+    old = path.read_text() if path.exists() else None
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return old is not None and old != text
+
+
+@dataclass
+class StageRunner:
+    """Runs stages in order and decides, per stage, whether its blocks are done already.
+
+    A stage redoes every block when its parameters (or the package version) changed since the last run, when
+    a stage before it did work in this run (its old results are stale then), when ``force`` says so, or
+    with ``resume`` off; otherwise it skips the blocks its ledger marks done.
+    """
+
+    client: Any
+    store_factory: Callable[[], GraphStore]
+    work: Path
+    resume: bool = True
+    retries: int = 2
+    progress: bool = False
+    log_dir: str | os.PathLike | None = None
+    upstream_work: bool = False  # a stage of this run did work: the later ones redo every block
+
+    def fresh(self, name: str, params: dict[str, Any], force: bool = False) -> bool:
+        """Whether stage ``name`` must redo everything (recording its parameters)."""
+        changed = params_changed(self.work, name, params)
+        fresh = changed or self.upstream_work or force or not self.resume
+        if changed and self.resume:
+            logger.info("%s: parameters or package version changed since the last run, redoing every block", name)
+        elif fresh and self.resume:
+            logger.debug("%s: an upstream stage wrote new data, running every block", name)
+        return fresh
+
+    def run(self, stage: BlockStage, force: bool = False) -> StageSummary:
+        fresh = self.fresh(stage.name, stage.params(), force)
+        if fresh:
+            store = self.store_factory()
+            try:
+                stage.forget(store)
+            finally:
+                store.close()
+        stage.prepare(fresh)
+        summary = run_stage(self.client, stage.name, list(stage.grid()), stage.process_block, self.store_factory,
+                            retries=self.retries, resume=not fresh, progress=self.progress,
+                            resources=stage.resources, log_dir=self.log_dir)
+        self.upstream_work = self.upstream_work or (summary.done - summary.skipped) > 0
+        return summary
+
+
+__all__ = ["BlockStage", "StageRunner", "StageSummary", "StoreCachePlugin", "close_worker_logs",
+           "format_summary_table", "params_changed", "run_block", "run_stage", "worker_log_path"]

@@ -171,7 +171,7 @@ class NetworkPrediction:
 
         from ppp_dist.learning.decode import decode_codes, foreground_mask
         from ppp_dist.learning.predict import tile_geometry, to_storage
-        from ppp_dist.pipeline.predict_blocks import predict_box
+        from ppp_dist.pipeline.predict import predict_box
 
         cfg = self.config
         if self.torch_threads:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,12 +212,17 @@ class VoteArtifacts:
 
 @dataclass(frozen=True)
 class VoteStage:
-    """``process_block`` of the vote stage (picklable: a source of paths and settings, and the settings)."""
+    """The vote stage (picklable: a source of paths and settings, and the settings): per block, the
+    consensus, selection and contracted patch graph; the graph rows go to the database, what paint needs to
+    the work folder (:class:`VoteArtifacts`)."""
 
     source: PatchSource
     settings: AssemblySettings
     artifacts: VoteArtifacts
     threads: int | None = None  # numba threads per worker process
+    block_shape: tuple[int, int, int] | None = None  # the vote (= paint) block; needed for grid()
+    cuda: bool = False  # a network runs inside the blocks on GPU workers (fused)
+    name = STAGE
 
     @classmethod
     def stored(cls, patches: str, numinst: str, settings: AssemblySettings, work_dir: str,
@@ -225,7 +230,43 @@ class VoteStage:
         """On a stored prediction: ``"pred.zarr/patches"`` and ``"pred.zarr/numinst"`` (or fg)."""
         return cls(StoredPrediction(patches, numinst), settings, VoteArtifacts(work_dir), threads)
 
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {"GPU": 1} if self.cuda else None
+
+    def grid(self) -> BlockGrid:
+        if self.block_shape is None:
+            raise ValueError("VoteStage.grid needs block_shape")
+        return vote_grid(self.source.volume_shape(self.settings), self.block_shape, self.settings)
+
+    def params(self) -> dict[str, Any]:
+        """What the vote rows depend on (the contraction depends on partition and edge_threshold; the paint
+        options only change later stages)."""
+        later = ("min_instance_size", "accumulate", "overlap_channels")
+        return {"source": self.source.describe(), "block": self.block_shape,
+                "settings": {k: v for k, v in asdict(self.settings).items() if k not in later}}
+
+    def prepare(self, fresh: bool) -> None:
+        grid = self.grid()
+        self.artifacts.prepare(tuple(grid.volume_shape), grid.block_shape, fresh)
+
+    def forget(self, store: Any) -> None:
+        """Drop the stage's ledger rows (all blocks, also of another grid), the graph, and the agglomeration."""
+        from ppp_dist.pipeline.agglomerate import INSTANCES_STAGE
+        from ppp_dist.pipeline.agglomerate import STAGE as AGGLOMERATE
+
+        store.reset_blocks(self.name)
+        store.clear_graph()
+        for later in (AGGLOMERATE, INSTANCES_STAGE):
+            store.reset_blocks(later)
+
+    def finalize(self) -> None:
+        """Nothing: the agglomeration (on the driver) reads what the blocks wrote."""
+
     def __call__(self, block: BlockSpec) -> Any:
+        return self.process_block(block)
+
+    def process_block(self, block: BlockSpec) -> Any:
         from ppp_dist.io.graph_store import make_clusters, make_edges, make_map
         from ppp_dist.ops.contract import ATTRACT, MUTEX, TIER2, contract_block
         from ppp_dist.pipeline.worker import BlockOutput

@@ -162,31 +162,31 @@ def _run_demo(args: argparse.Namespace, experiment: Any, checkpoint: Path, start
         pipeline = run_pipeline(config, experiment.path, client=client, raw=raw_path, checkpoint=checkpoint)
         # the assembly alone, on the patches a perfect network would predict (computed per block from the GT)
         oracle_dir = experiment.output("oracle_check")
-        oracle = run_pipeline(config, oracle_dir, client=client, labels=gt_path) if pipeline["ok"] else None
+        oracle = run_pipeline(config, oracle_dir, client=client, labels=gt_path) if pipeline.ok else None
     finally:
         client.close()
         client.cluster.close()
     print(f"pipeline on {workers} workers (predict with the sample model -> vote -> agglomerate -> paint):")
-    for stage in pipeline["stages"].values():
-        print("  " + stage["format"].replace("\n", "\n  "))
-    if not pipeline["ok"]:
+    for summary in pipeline.stages.values():
+        print("  " + str(summary["format"]).replace("\n", "\n  "))
+    if not pipeline.ok:
         print(f"the pipeline failed; see {experiment.log_path} and the stage logs above")
         return 1
-    instances = pipeline["output"]
-    print(f"label:             {pipeline['instances']} instances -> {instances}")
+    instances = str(pipeline.output)
+    print(f"label:             {pipeline.instances} instances -> {instances}")
     report = experiment.output(EVALUATION)
     result = evaluate_with_config(config.evaluation, [instances], [gt_path], report)
     print(f"evaluate:          {summary_line(result).split(': ', 1)[1]} (FlyLight clDice metrics; the network "
           f"was trained on this crop)")
-    if oracle is not None and oracle["ok"]:
-        checked = evaluate_with_config(config.evaluation, [oracle["output"]], [gt_path], oracle_dir / EVALUATION,
+    if oracle is not None and oracle.ok:
+        checked = evaluate_with_config(config.evaluation, [str(oracle.output)], [gt_path], oracle_dir / EVALUATION,
                                        write_images=False)
-        seconds = sum(float(s.get("seconds", 0.0)) for s in oracle["stages"].values())
+        seconds = sum(float(s.get("seconds", 0.0)) for s in oracle.stages.values())
         print(f"assembly check:    the same vote -> agglomerate -> paint on oracle patches (the ground truth made "
-              f"into patches, what a perfect network predicts): {oracle['instances']} instances, "
+              f"into patches, what a perfect network predicts): {oracle.instances} instances, "
               f"{summary_line(checked).split(': ', 1)[1]} ({seconds:.1f} s)")
     print("where to look:")
-    print(f"  prediction       {pipeline['prediction']} (numinst, patches: uint8 = probability x 255)")
+    print(f"  prediction       {pipeline.prediction} (numinst, patches: uint8 = probability x 255)")
     print(f"  instances        {instances} (OME-Zarr labels, one channel per overlapping instance)")
     print(f"  report           {report / 'report.md'}")
     print(f"  config, log      {experiment.config_path}, {experiment.log_path}")

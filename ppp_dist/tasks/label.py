@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,16 +95,16 @@ def _run_blockwise(ctx: TaskContext, prediction: str | None, raw: str | None = N
                                   progress=True)
     finally:
         close_cluster(client)
-    for stage in result["stages"].values():
+    for stage in result.stages.values():
         print(stage["format"])
-    if not result["ok"]:
-        return TaskResult(ok=False, summary=result)
+    if not result.ok:
+        return TaskResult(ok=False, summary=asdict(result))
     if raw is not None:
-        where = result["prediction"] or "not stored: fused predict -> vote"
+        where = result.prediction or "not stored: fused predict -> vote"
         print(f"predict: {raw} -> {where} (blockwise on the workers)")
-    print(f"label: {result['instances']} instances (blockwise) -> {result['output']}")
-    _warn_if_empty(ctx, result["instances"], prediction or raw)
-    return TaskResult(outputs={"instances": str(result["output"])}, summary=result)
+    print(f"label: {result.instances} instances (blockwise) -> {result.output}")
+    _warn_if_empty(ctx, int(result.instances or 0), prediction or raw)
+    return TaskResult(outputs={"instances": str(result.output)}, summary=asdict(result))
 
 
 def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> None:

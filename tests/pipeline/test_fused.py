@@ -56,10 +56,10 @@ def test_fused_oracle_equals_the_stored_oracle_pipeline(tmp_path, block):
     group = write_oracle(tmp_path / "o.zarr", inst, (5, 5, 5), block)
     ref = whole_volume(group, AssemblySettings.from_config(cfg))
     res = run_pipeline(cfg, tmp_path / "exp", client=None, labels=_labels(tmp_path, inst))
-    assert res["ok"] and res["prediction"] is None
-    assert res["stages"]["vote"]["done"] == len(list(range(0, 36, block[0]))) * len(list(range(0, 36, block[1]))) \
+    assert res.ok and res.prediction is None
+    assert res.stages["vote"]["done"] == len(list(range(0, 36, block[0]))) * len(list(range(0, 36, block[1]))) \
         * len(list(range(0, 36, block[2])))
-    out = np.asarray(open_array(res["output"])[...])
+    out = np.asarray(open_array(res.output)[...])
     assert len(np.unique(ref)) > 3
     np.testing.assert_array_equal(out, ref)
     assert "prediction.zarr" not in {p.name for p in (tmp_path / "exp").iterdir()}
@@ -94,12 +94,12 @@ def test_fused_network_equals_predict_then_label(tmp_path, torch_one_thread, blo
     ckpt = _random_network(cfg, tmp_path / "exp" / "train" / "checkpoint_1.pt")
     raw = _raw(tmp_path)
     res = run_pipeline(cfg, tmp_path / "exp", client=None, raw=raw)
-    assert res["ok"] and "predict" not in res["stages"] and res["prediction"] is None
+    assert res.ok and "predict" not in res.stages and res.prediction is None
     assert not (tmp_path / "exp" / "prediction.zarr").exists()
     predict_volume(cfg, ckpt, raw, tmp_path / "ref.zarr")
     ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
     assert (ref > 0).sum() > 20
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), ref)
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), ref)
 
 
 def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, torch_one_thread):
@@ -112,13 +112,13 @@ def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, torch_one_thread):
     ckpt = _random_network(cfg, tmp_path / "exp" / "train" / "checkpoint_1.pt")
     raw = _raw(tmp_path)
     res = run_pipeline(cfg, tmp_path / "exp", client=None, raw=raw)
-    assert res["ok"]
+    assert res.ok
     predict_volume(cfg, ckpt, raw, tmp_path / "ref.zarr")
     decode_volume(cfg, ckpt, tmp_path / "ref.zarr")
     assert {"codes", "patches", "numinst"} <= set(list_arrays(tmp_path / "ref.zarr"))
     ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
     assert (ref > 0).sum() > 20
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), ref)
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), ref)
     # the stored ppp+dec pipeline without decode is refused with the way out named
     cfg_stored = config_from_table({"data": {"normalization": "none"}, "model": CODES,
                                     "prediction": {"device": "cpu"}, "training": {"use_amp": False},
@@ -146,7 +146,7 @@ def test_vote_keys_reach_the_blockwise_and_the_one_process_label(tmp_path):
         assert settings.refine_consensus == vote.get("refine_consensus", True)
         ref = whole_volume(group, settings)
         res = run_pipeline(cfg, tmp_path / f"exp_{name}", client=None, prediction=group)
-        np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), ref)
+        np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), ref)
         label_volume(cfg, group, tmp_path / f"one_{name}.zarr")
         np.testing.assert_array_equal(np.asarray(open_array(f"{tmp_path}/one_{name}.zarr/instances")[...]), ref)
         outs[name] = ref

@@ -95,11 +95,11 @@ def oracle(tmp_path_factory):
     group = write_oracle(root / "pred.zarr", inst, PS, CHUNKS)
     cfg = config_from_table(TABLE)
     ref = run_pipeline(cfg, root / "reference", client=None, prediction=group)
-    labels = _labels(ref["output"])
-    assert ref["ok"] and ref["stages"]["vote"]["blocks"] == N_BLOCKS and ref["instances"] >= 4
+    labels = _labels(ref.output)
+    assert ref.ok and ref.stages["vote"]["blocks"] == N_BLOCKS and ref.instances >= 4
     np.testing.assert_array_equal(labels, whole_volume(group, AssemblySettings.from_config(cfg)))
     return {"group": group, "labels": labels, "graph": _graph(StoreFactory(cfg.database, str(root / "reference"))),
-            "instances": ref["instances"]}
+            "instances": ref.instances}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,12 +171,12 @@ def test_worker_killed_mid_vote_and_mid_paint_gives_the_uninterrupted_bytes(clie
     client.wait_for_workers(2, timeout=60)
     assert not {pid for pid, _, _ in killed.values()} & set(client.run(os.getpid).values())
 
-    assert res["ok"], {k: v.get("format") for k, v in res["stages"].items()}
+    assert res.ok, {k: v.get("format") for k, v in res.stages.items()}
     for stage in ("vote", "paint"):
-        s = res["stages"][stage]
+        s = res.stages[stage]
         assert (s["blocks"], s["done"], s["skipped"], s["failed"]) == (N_BLOCKS, N_BLOCKS, 0, 0)
-    assert res["instances"] == oracle["instances"]
-    out = _labels(res["output"])
+    assert res.instances == oracle["instances"]
+    out = _labels(res.output)
     assert out.dtype == oracle["labels"].dtype and out.tobytes() == oracle["labels"].tobytes()
     factory = StoreFactory(cfg.database, str(tmp_path / "exp"))
     assert _graph(factory) == oracle["graph"]  # no stale, duplicate or missing rows from the killed attempt
@@ -315,12 +315,12 @@ def test_corrupt_prediction_chunk_fails_its_blocks_after_retries_and_the_rest_fi
     assert 1 <= len(failing) <= 2, failing  # a corner chunk: read by one block (two at most)
     exp = tmp_path / "exp"
     res = run_pipeline(cfg, exp, client=client, prediction=group)
-    assert res["ok"] is False
-    vote = res["stages"]["vote"]
+    assert res.ok is False
+    vote = res.stages["vote"]
     assert (vote["done"], vote["failed"], vote["ok"]) == (N_BLOCKS - len(failing), len(failing), False)
     assert [b for b, _ in vote["errors"]] == failing and all(BLOSC in e for _, e in vote["errors"])
     assert re.search(rf"^  failed: {failing[0]} \(\w+: .*{BLOSC}", vote["format"], re.M), vote["format"]
-    assert set(res["stages"]) == {"vote"}  # nothing downstream of a failed stage ran
+    assert set(res.stages) == {"vote"}  # nothing downstream of a failed stage ran
     assert not (exp / "instances.zarr").exists()
     factory = StoreFactory(cfg.database, str(exp))
     rows = _ledger(factory, "vote")
@@ -335,10 +335,10 @@ def test_corrupt_prediction_chunk_fails_its_blocks_after_retries_and_the_rest_fi
     # the chunk repaired: the same call redoes only the failed blocks and gives the uninterrupted bytes
     chunk.write_bytes(good)
     again = run_pipeline(cfg, exp, client=client, prediction=group)
-    assert again["ok"]
-    vote = again["stages"]["vote"]
+    assert again.ok
+    vote = again.stages["vote"]
     assert (vote["done"], vote["skipped"], vote["failed"]) == (N_BLOCKS, N_BLOCKS - len(failing), 0)
-    assert _labels(again["output"]).tobytes() == oracle["labels"].tobytes()
+    assert _labels(again.output).tobytes() == oracle["labels"].tobytes()
     assert _graph(factory) == oracle["graph"]
 
 

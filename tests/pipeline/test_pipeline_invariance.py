@@ -81,8 +81,8 @@ def _reference(group, settings):
 def _run(tmp_path, group, ps, block, client, db=None, **vote):
     cfg = _config(tmp_path, ps, block, db, **vote)
     res = run_pipeline(cfg, tmp_path / "exp", client=client, prediction=group)
-    assert res["ok"], res["stages"]
-    out = np.asarray(open_array(res["output"])[...])
+    assert res.ok, res.stages
+    out = np.asarray(open_array(res.output)[...])
     return out, res, AssemblySettings.from_config(cfg)
 
 
@@ -97,8 +97,8 @@ def test_blockwise_equals_whole_volume(name, datasets, clients, tmp_path):
         assert ref.max() >= 3, "the scene should hold several instances"
         assert out.dtype == np.uint32 and out.shape == ref.shape
         np.testing.assert_array_equal(out, ref, err_msg=f"{name} block {block}")
-        assert res["instances"] == ref.max()
-        assert res["stages"]["vote"]["done"] == res["stages"]["vote"]["blocks"] > 1 or block[1:] == (36, 36)
+        assert res.instances == ref.max()
+        assert res.stages["vote"]["done"] == res.stages["vote"]["blocks"] > 1 or block[1:] == (36, 36)
 
 
 def test_tier2_edges_and_mutex_watershed(datasets, clients, tmp_path):
@@ -106,12 +106,12 @@ def test_tier2_edges_and_mutex_watershed(datasets, clients, tmp_path):
     group = datasets("worms2d")
     ps = DATASETS["worms2d"][2]
     out, res, settings = _run(tmp_path / "cc", group, ps, (1, 24, 40), clients[2])
-    agg = res["stages"]["agglomerate"]
+    agg = res.stages["agglomerate"]
     assert agg["method"] == "two-tier stitch (tree of tasks)"
     assert agg["counts"]["tier2_links"] > 0 and agg["counts"]["tier2_groups"] > 0
     out, res, settings = _run(tmp_path / "mws", group, ps, (1, 24, 40), clients[2], partition="mutex_watershed")
     np.testing.assert_array_equal(out, _reference(group, settings))
-    assert res["stages"]["agglomerate"]["method"] == "mutex_watershed (in memory)"
+    assert res.stages["agglomerate"]["method"] == "mutex_watershed (in memory)"
 
 
 @pytest.mark.parametrize("name", ["nuclei2d", "worms2d"])
@@ -129,11 +129,11 @@ def test_stitch_as_one_task_or_a_tree(name, mode, leaf, method, datasets, client
     group = datasets(name)
     cfg = _config(tmp_path, DATASETS[name][2], (1, 24, 32), agglomeration=mode)
     res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
-    agg = res["stages"]["agglomerate"]
+    agg = res.stages["agglomerate"]
     assert agg["method"] == method
     if leaf == 1:
-        assert agg["counts"]["stitch_tasks"] > res["stages"]["vote"]["blocks"]  # leaves + at least 2 levels
-    out = np.asarray(open_array(res["output"])[...])
+        assert agg["counts"]["stitch_tasks"] > res.stages["vote"]["blocks"]  # leaves + at least 2 levels
+    out = np.asarray(open_array(res.output)[...])
     np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
 
 
@@ -158,9 +158,9 @@ def test_soft_noisy_prediction_and_small_instance_removal(datasets, clients, tmp
     cfg = config_from_table(table)
     settings = AssemblySettings.from_config(cfg)
     res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
-    out = np.asarray(open_array(res["output"])[...])
+    out = np.asarray(open_array(res.output)[...])
     np.testing.assert_array_equal(out, whole_volume(group, settings))
-    assert res["removed_instances"] > 0 and "relabel" in res["stages"]
+    assert res.removed_instances > 0 and "relabel" in res.stages
 
 
 @pytest.mark.slow
@@ -173,7 +173,7 @@ def test_flylight_crop(clients, tmp_path):
     for i, block in enumerate([(25, 50, 50), (20, 30, 40), (15, 15, 35)]):
         out, res, settings = _run(tmp_path / f"b{i}", group, (7, 7, 7), block, clients[2 if i < 2 else 1])
         np.testing.assert_array_equal(out, _reference(group, settings))
-        vote = res["stages"]["vote"]
+        vote = res.stages["vote"]
         assert vote["counts"]["patch_edges"] > 10 * vote["counts"]["rows"]  # the contraction at work
 
 
@@ -187,6 +187,6 @@ def test_postgres_backend(name, block, datasets, clients, tmp_path, postgres_dsn
     np.testing.assert_array_equal(out, _reference(group, settings))
     store = open_graph_store(DatabaseConfig(backend="postgres", dsn=db["dsn"]))
     try:
-        assert store.num_clusters() == res["stages"]["agglomerate"]["clusters"]
+        assert store.num_clusters() == res.stages["agglomerate"]["clusters"]
     finally:
         store.close()

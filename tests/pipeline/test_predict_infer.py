@@ -38,13 +38,13 @@ def test_pipeline_from_raw(tmp_path, torch_one_thread):
                         axes="czyx")
     arr[...] = raw
     res = run_pipeline(cfg, tmp_path / "exp", client=None, raw=f"{tmp_path}/raw.zarr/raw")
-    assert res["ok"] and res["stages"]["predict"]["done"] > 1
+    assert res.ok and res.stages["predict"]["done"] > 1
     predict_volume(cfg, ckpt, f"{tmp_path}/raw.zarr/raw", tmp_path / "ref.zarr")
     for name in ("numinst", "patches"):
-        np.testing.assert_array_equal(open_array(f"{res['prediction']}/{name}")[...],
+        np.testing.assert_array_equal(open_array(f"{res.prediction}/{name}")[...],
                                       open_array(f"{tmp_path}/ref.zarr/{name}")[...])
     ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
-    out = np.asarray(open_array(res["output"])[...])
+    out = np.asarray(open_array(res.output)[...])
     assert (ref > 0).sum() > 20
     np.testing.assert_array_equal(out, ref)
 

@@ -42,7 +42,7 @@ def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_pat
     settings = AssemblySettings.from_config(cfg)
     ref = whole_volume(group, settings)
     full = run_pipeline(cfg, tmp_path / "full", client=None, prediction=group)
-    expected = np.asarray(open_array(full["output"])[...])
+    expected = np.asarray(open_array(full.output)[...])
     np.testing.assert_array_equal(expected, ref)
 
     # "killed" after 4 of 9 vote blocks: only those are in the ledger
@@ -58,19 +58,19 @@ def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_pat
     assert part.done == 4
     # the same parameters as run_pipeline records, so the done blocks count
     res = run_pipeline(cfg, exp, client=None, prediction=group)
-    assert res["stages"]["vote"]["skipped"] == 4 and res["stages"]["vote"]["done"] == 9
-    out = np.asarray(open_array(res["output"])[...])
+    assert res.stages["vote"]["skipped"] == 4 and res.stages["vote"]["done"] == 9
+    out = np.asarray(open_array(res.output)[...])
     np.testing.assert_array_equal(out, expected)
     assert _db(cfg, exp) == _db(cfg, tmp_path / "full")
 
     # a finished run rerun: every stage skipped, same bytes
     again = run_pipeline(cfg, exp, client=None, prediction=group)
-    assert again["stages"]["vote"]["skipped"] == 9 and again["stages"]["paint"]["skipped"] == 9
-    assert again["stages"]["agglomerate"]["skipped"] == 1
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), expected)
+    assert again.stages["vote"]["skipped"] == 9 and again.stages["paint"]["skipped"] == 9
+    assert again.stages["agglomerate"]["skipped"] == 1
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), expected)
 
     # paint output of two blocks lost (zeroed) and their ledger rows forgotten: only they are redone
-    arr = open_array(res["output"], "r+")
+    arr = open_array(res.output, "r+")
     for b in (0, 4):
         box = grid[b].write_box
         write_box(arr, box, np.zeros((arr.shape[0],) + box.shape, np.uint32))
@@ -78,17 +78,17 @@ def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_pat
     store.reset_blocks("paint", [0, 4])
     store.close()
     redo = run_pipeline(cfg, exp, client=None, prediction=group)
-    assert redo["stages"]["paint"]["skipped"] == 7 and redo["stages"]["vote"]["skipped"] == 9
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), expected)
+    assert redo.stages["paint"]["skipped"] == 7 and redo.stages["vote"]["skipped"] == 9
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), expected)
 
 
 def test_changed_block_shape_redoes_every_stage(tmp_path):
     group, cfg = _setup(tmp_path)
     first = run_pipeline(cfg, tmp_path / "exp", client=None, prediction=group)
-    expected = np.asarray(open_array(first["output"])[...])
+    expected = np.asarray(open_array(first.output)[...])
     res = run_pipeline(cfg, tmp_path / "exp", client=None, prediction=group, block_shape=(1, 32, 40))
-    assert res["stages"]["vote"]["skipped"] == 0 and res["stages"]["paint"]["skipped"] == 0
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]), expected)
+    assert res.stages["vote"]["skipped"] == 0 and res.stages["paint"]["skipped"] == 0
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), expected)
 
 
 def test_new_edge_threshold_redoes_vote_agglomerate_and_paint(tmp_path):
@@ -98,9 +98,9 @@ def test_new_edge_threshold_redoes_vote_agglomerate_and_paint(tmp_path):
     cfg2 = config_from_table({"model": {"patch_shape": list(PS)},
                               "vote": {"block_shape": list(BLOCK), "edge_threshold": 0.95}})
     res = run_pipeline(cfg2, tmp_path / "exp", client=None, prediction=group)
-    assert res["stages"]["vote"]["skipped"] == 0
-    assert res["stages"]["agglomerate"]["skipped"] == 0 and res["stages"]["paint"]["skipped"] == 0
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]),
+    assert res.stages["vote"]["skipped"] == 0
+    assert res.stages["agglomerate"]["skipped"] == 0 and res.stages["paint"]["skipped"] == 0
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]),
                                   whole_volume(group, AssemblySettings.from_config(cfg2)))
 
 
@@ -110,7 +110,7 @@ def test_new_paint_setting_redoes_paint_only(tmp_path):
     cfg2 = config_from_table({"model": {"patch_shape": list(PS)}, "vote": {"block_shape": list(BLOCK)},
                               "postprocess": {"min_instance_size": 100}})  # one of the 4 worms has 51 voxels
     res = run_pipeline(cfg2, tmp_path / "exp", client=None, prediction=group)
-    assert res["stages"]["vote"]["skipped"] == 9 and res["stages"]["agglomerate"]["skipped"] == 1
-    assert res["stages"]["paint"]["skipped"] == 0 and res["removed_instances"] > 0
-    np.testing.assert_array_equal(np.asarray(open_array(res["output"])[...]),
+    assert res.stages["vote"]["skipped"] == 9 and res.stages["agglomerate"]["skipped"] == 1
+    assert res.stages["paint"]["skipped"] == 0 and res.removed_instances > 0
+    np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]),
                                   whole_volume(group, AssemblySettings.from_config(cfg2)))

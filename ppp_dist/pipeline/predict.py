@@ -99,15 +99,52 @@ def predict_box(net: Any, raw: Any, box: Any, config: PipelineConfig) -> dict[st
 
 @dataclass(frozen=True)
 class PredictStage:
-    """``process_block`` of the predict stage (picklable: config sections and paths)."""
+    """The predict stage (picklable: config sections and paths): raw -> the prediction arrays, whole tiles."""
 
     config: PipelineConfig
     raw: str
-    outputs: tuple[tuple[str, str], ...]  # (name, array path)
+    outputs: tuple[tuple[str, str], ...]  # (name, array path), prepared by :meth:`create`
     checkpoint: str
     torch_threads: int | None = None
+    block_shape: tuple[int, int, int] | None = None  # default [vote] block_shape (rounded to whole tiles)
+    outputs_group: str = ""  # the prediction group the outputs are in
+    name = STAGE
 
-    def __call__(self, block: BlockSpec) -> dict[str, Any]:
+    @classmethod
+    def create(cls, config: PipelineConfig, raw: str, prediction: str, checkpoint: str, *,
+               torch_threads: int | None = None, block_shape: tuple[int, int, int] | None = None) -> PredictStage:
+        """Prepare the prediction arrays in the group ``prediction`` (chunks that divide the blocks)."""
+        from ppp_dist.geometry import check_chunk_alignment
+        from ppp_dist.io.volumes import open_array
+
+        outputs = prepare_outputs(config, raw, prediction, checkpoint)
+        stage = cls(config, raw, tuple(sorted(outputs.items())), checkpoint, torch_threads, block_shape, prediction)
+        grid = stage.grid()
+        for path in outputs.values():
+            arr = open_array(path)
+            check_chunk_alignment(grid.block_shape, arr.chunks[1:], arr.shape[1:], path)
+        return stage
+
+    @property
+    def resources(self) -> dict[str, float] | None:
+        return {"GPU": 1} if self.config.cluster.kind == "cuda" else None
+
+    def grid(self) -> BlockGrid:
+        return predict_grid(self.config, self.raw, self.block_shape)
+
+    def params(self) -> dict[str, Any]:
+        return {"raw": self.raw, "checkpoint": self.checkpoint, "block": self.grid().block_shape}
+
+    def prepare(self, fresh: bool) -> None:
+        """Nothing: the arrays were prepared by :meth:`create`, and every block writes whole chunks."""
+
+    def forget(self, store: Any) -> None:
+        store.reset_blocks(self.name)
+
+    def finalize(self) -> None:
+        """Nothing to do after the blocks."""
+
+    def process_block(self, block: BlockSpec) -> dict[str, Any]:
         import torch
 
         from ppp_dist.io.volumes import open_array, write_box
