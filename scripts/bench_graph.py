@@ -113,14 +113,14 @@ def check_whole(result: dict[str, Any], work: Path) -> bool:
     from ppp_dist.config import config_from_table
     from ppp_dist.geometry import Box
     from ppp_dist.ops.assemble import assemble
-    from ppp_dist.pipeline.settings import AssemblySettings
+    from ppp_dist.pipeline.settings import assembly_settings
     from ppp_dist.pipeline.sources import OraclePatches
 
     shape = tuple(result["shape"])
-    settings = AssemblySettings.from_config(config_from_table({"model": {"patch_shape": result["patch"]}}))
+    settings = assembly_settings(config_from_table({"model": {"patch_shape": result["patch"]}}))
     p, ni = OraclePatches(str(work / "gt.zarr" / "gt")).read(Box.from_shape(shape), settings)
     onehot = np.stack([(ni == k).astype(np.uint8) * 255 for k in range(3)])
-    whole = assemble(p, onehot, settings.patch_shape, **settings.assemble_kwargs())
+    whole = assemble(p, onehot, settings)
     return bool(np.array_equal(whole, result["labels"]))
 
 

@@ -143,12 +143,12 @@ def network_ratios(side: int = 10_000) -> dict[str, Any]:
     prediction, and the fused mode for vote blocks of 64, 128 and 256 (``ppp_dist.tasks.plan.network_ratio``)."""
     from ppp_dist.config import config_from_table
     from ppp_dist.learning.predict import tile_geometry
-    from ppp_dist.pipeline.settings import AssemblySettings, vote_halo
+    from ppp_dist.pipeline.settings import assembly_settings, vote_halo
     from ppp_dist.tasks.plan import network_ratio
 
     config = config_from_table({})
     tile = tuple(int(t) for t in tile_geometry(config.model).output_shape)
-    halo = vote_halo(AssemblySettings.from_config(config))
+    halo = vote_halo(assembly_settings(config))
     volume = (side,) * 3
     return {"tile": list(tile), "vote_halo": list(halo), "stored": network_ratio(volume, tile),
             "fused": {b: network_ratio(volume, tile, fused=True, block_shape=(b,) * 3, halo=halo)

@@ -43,15 +43,15 @@ def _score(config: Any, checkpoint: Path, raw: str, gt: str, out: Path) -> dict[
     from ppp_dist.learning.predict import predict_volume
     from ppp_dist.ops.assemble import assemble
     from ppp_dist.ops.patches import numinst_target
-    from ppp_dist.pipeline.settings import AssemblySettings
+    from ppp_dist.pipeline.settings import assembly_settings
     from ppp_dist.tasks.evaluation import evaluate_arrays
 
     pred = predict_volume(config, checkpoint, raw, out)
     patches = np.asarray(open_array(f"{out}/patches")[...])
     numinst = np.asarray(open_array(f"{out}/numinst")[...])
-    settings = AssemblySettings.from_config(config)
+    settings = assembly_settings(config)
     started = time.perf_counter()
-    labels = assemble(patches, numinst, settings.patch_shape, **settings.assemble_kwargs())
+    labels = assemble(patches, numinst, settings)
     assemble_s = time.perf_counter() - started
     truth = np.asarray(open_array(gt)[...])
     e = config.evaluation

@@ -83,7 +83,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     from ppp_dist.pipeline.paint import PaintStage
     from ppp_dist.pipeline.relabel import RelabelStage
     from ppp_dist.pipeline.runner import StageRunner
-    from ppp_dist.pipeline.settings import AssemblySettings
+    from ppp_dist.pipeline.settings import blockwise_settings
     from ppp_dist.pipeline.sources import NetworkPrediction
     from ppp_dist.pipeline.vote import VoteArtifacts, VoteStage
 
@@ -92,7 +92,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
                           "labels (oracle patches computed per block)")
     paths = ExperimentPaths(Path(exp_dir))
     paths.work.mkdir(parents=True, exist_ok=True)
-    settings = AssemblySettings.from_config(config)
+    settings = blockwise_settings(config)
     if threads is None and client is not None:  # in-process runs leave this process's thread settings alone
         threads = config.cluster.threads_per_worker
     factory = StoreFactory(config.database, str(paths.path))

@@ -45,9 +45,9 @@ def preflight(check: Preflight) -> None:
         check.prediction_group(group, NAME)
     check.output(INSTANCES, "the instances")
     if config.vote.blockwise:
-        from ppp_dist.pipeline.settings import AssemblySettings
+        from ppp_dist.pipeline.settings import blockwise_settings
 
-        AssemblySettings.from_config(config)  # settings that only the blockwise label refuses
+        blockwise_settings(config)  # settings that only the blockwise label refuses
         check.database()
         if config.cluster.kind == "scheduler":
             from ppp_dist.pipeline.scheduler_check import check_scheduler
@@ -132,19 +132,13 @@ def label_volume(config: PipelineConfig, prediction: str | Path, output: str | P
     """Assemble instances from a whole prediction group; write ``<output>/instances``; return counts."""
     from ppp_dist.io import volumes
     from ppp_dist.ops.assemble import assemble_with_intermediates
+    from ppp_dist.pipeline.settings import assembly_settings
 
-    vote, model = config.vote, config.model
+    settings = assembly_settings(config)
     started = time.perf_counter()
-    patches, numinst = read_prediction(prediction, model.patch_shape)
-    result = assemble_with_intermediates(
-        patches, numinst, model.patch_shape, patch_threshold=vote.patch_threshold,
-        cover_threshold=vote.cover_threshold, numinst_thresholds=vote.numinst_thresholds,
-        consensus=vote.consensus, different_rule=vote.different_rule, selection=vote.selection,
-        partition_method=vote.partition, edge_threshold=vote.edge_threshold, max_num_inst=model.max_num_inst,
-        min_instance_size=config.postprocess.min_instance_size, overlap_votes=vote.overlap_votes,
-        refine_consensus=vote.refine_consensus, thin_out=vote.thin_out,
-        foreground_threshold=vote.foreground_threshold)
-    labels = result.labels if vote.overlap_channels else result.labels[:1]
+    patches, numinst = read_prediction(prediction, settings.patch_shape)
+    result = assemble_with_intermediates(patches, numinst, settings)
+    labels = result.labels if settings.overlap_channels else result.labels[:1]
     spatial = labels.shape[1:]
     chunks = (labels.shape[0],) + tuple(min(s, 64) for s in spatial)
     out = volumes.prepare_array(f"{str(output).rstrip('/')}/{INSTANCES_KEY}", shape=labels.shape, chunks=chunks,

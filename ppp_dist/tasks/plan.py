@@ -12,7 +12,7 @@ from ppp_dist import geometry
 from ppp_dist.config import PipelineConfig, load_config
 from ppp_dist.errors import ConfigError, InputDataError
 from ppp_dist.learning.network_shapes import unet_output_shape
-from ppp_dist.pipeline.settings import AssemblySettings, vote_halo
+from ppp_dist.pipeline.settings import assembly_settings, vote_halo
 from ppp_dist.tasks.base import CommandContext, TaskResult
 
 NAME = "plan"
@@ -132,7 +132,7 @@ def plan_volume(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> list[
     in_bytes = int(np.prod(predict_in)) * config.data.num_channels * 4
     out_bytes = int(np.prod(predict_out)) * (out_channels + model.max_num_inst + 1) * 4
     block_shape = tuple(min(b, s) for b, s in zip(vote.block_shape, spatial_shape))
-    halo = vote_halo(AssemblySettings.from_config(config))
+    halo = vote_halo(assembly_settings(config))
     vote_blocks = geometry.BlockGrid(spatial_shape, block_shape, halo).num_blocks
     return [
         StagePlan("predict", predict_blocks, predict_out, context, in_bytes + out_bytes,
@@ -227,7 +227,7 @@ def network_lines(config: PipelineConfig, spatial_shape: tuple[int, ...]) -> lis
     # a same-padding network computes its whole input tile and keeps the centre
     computed = float(np.prod(geometry.input_shape) / np.prod(out)) if config.model.padding == "same" else 1.0
     block = tuple(min(b, s) for b, s in zip(config.vote.block_shape, spatial_shape))
-    halo = vote_halo(AssemblySettings.from_config(config))
+    halo = vote_halo(assembly_settings(config))
     stored = network_ratio(spatial_shape, out) * computed
     fused = network_ratio(spatial_shape, out, fused=True, block_shape=block, halo=halo) * computed
     use = "fused" if not config.prediction.store_patches else "stored"

@@ -104,7 +104,7 @@ def test_same_bytes_with_one_and_two_threads():
         runs = []
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            r = assemble_with_intermediates(patches, ni, ps, partition_method="mutex_watershed")
+            r = assemble_with_intermediates(patches, ni, ps, partition="mutex_watershed")
             runs.append(r)
     finally:
         numba.set_num_threads(before)

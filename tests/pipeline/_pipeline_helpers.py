@@ -30,7 +30,7 @@ def whole_volume(group: str, settings) -> np.ndarray:
     """``ops.assemble`` on the whole stored prediction (the reference of block invariance)."""
     patches = np.asarray(open_array(f"{group}/patches")[...])
     numinst = np.asarray(open_array(f"{group}/numinst")[...])
-    labels = assemble(patches, numinst, settings.patch_shape, **settings.assemble_kwargs())
+    labels = assemble(patches, numinst, settings)
     return labels if settings.overlap_channels else labels[:1]
 
 

@@ -17,7 +17,7 @@ from ppp_dist.learning.decode import decode_volume
 from ppp_dist.learning.model import build_model, save_checkpoint
 from ppp_dist.learning.predict import predict_volume
 from ppp_dist.pipeline.infer import run_pipeline
-from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.pipeline.settings import AssemblySettings, assembly_settings
 from ppp_dist.pipeline.sources import OraclePatches, StoredPrediction
 
 TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2.0], "fmap_dec_factors": [2.0, 2.0],
@@ -54,7 +54,7 @@ def test_fused_oracle_equals_the_stored_oracle_pipeline(tmp_path, block):
     inst = synthetic.crossing_tubes_3d((36, 36, 36), n_tubes=3, seed=1).instances
     cfg = config_from_table({"model": {"patch_shape": [5, 5, 5]}, "vote": {"block_shape": list(block)}})
     group = write_oracle(tmp_path / "o.zarr", inst, (5, 5, 5), block)
-    ref = whole_volume(group, AssemblySettings.from_config(cfg))
+    ref = whole_volume(group, assembly_settings(cfg))
     res = run_pipeline(cfg, tmp_path / "exp", client=None, labels=_labels(tmp_path, inst))
     assert res.ok and res.prediction is None
     assert res.stages["vote"]["done"] == len(list(range(0, 36, block[0]))) * len(list(range(0, 36, block[1]))) \
@@ -97,7 +97,7 @@ def test_fused_network_equals_predict_then_label(tmp_path, torch_one_thread, blo
     assert res.ok and "predict" not in res.stages and res.prediction is None
     assert not (tmp_path / "exp" / "prediction.zarr").exists()
     predict_volume(cfg, ckpt, raw, tmp_path / "ref.zarr")
-    ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
+    ref = whole_volume(str(tmp_path / "ref.zarr"), assembly_settings(cfg))
     assert (ref > 0).sum() > 20
     np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), ref)
 
@@ -116,7 +116,7 @@ def test_fused_ppp_dec_equals_predict_decode_label(tmp_path, torch_one_thread):
     predict_volume(cfg, ckpt, raw, tmp_path / "ref.zarr")
     decode_volume(cfg, ckpt, tmp_path / "ref.zarr")
     assert {"codes", "patches", "numinst"} <= set(list_arrays(tmp_path / "ref.zarr"))
-    ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
+    ref = whole_volume(str(tmp_path / "ref.zarr"), assembly_settings(cfg))
     assert (ref > 0).sum() > 20
     np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]), ref)
     # the stored ppp+dec pipeline without decode is refused with the way out named
@@ -142,7 +142,7 @@ def test_vote_keys_reach_the_blockwise_and_the_one_process_label(tmp_path):
     for name, vote in (("default", {}), ("plain", {"refine_consensus": False, "overlap_votes": "ignore"})):
         cfg = config_from_table({"model": {"patch_shape": [5, 5, 5]},
                                  "vote": {"block_shape": [12, 12, 12], **vote}})
-        settings = AssemblySettings.from_config(cfg)
+        settings = assembly_settings(cfg)
         assert settings.refine_consensus == vote.get("refine_consensus", True)
         ref = whole_volume(group, settings)
         res = run_pipeline(cfg, tmp_path / f"exp_{name}", client=None, prediction=group)

@@ -14,7 +14,7 @@ from ppp_dist.config import load_config
 from ppp_dist.io.volumes import open_array
 from ppp_dist.learning.predict import predict_volume, tile_geometry
 from ppp_dist.pipeline.infer import run_pipeline
-from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.pipeline.settings import AssemblySettings, assembly_settings
 from ppp_dist.tasks.demo import sample_model, write_sample
 
 # (vote block, workers, [postprocess] min_instance_size): 25 divides 50, 32 and 30/40 do not; the predict
@@ -65,7 +65,7 @@ def test_shipped_model_reference_is_plausible(reference):
     assert tile_geometry(config.model).output_shape == (34, 34, 34)
     numinst = np.asarray(open_array(f"{reference['group']}/numinst")[...])
     assert numinst.shape == (3, 50, 50, 50)
-    labels = reference["labels"](AssemblySettings.from_config(config))
+    labels = reference["labels"](assembly_settings(config))
     assert labels.shape == (2, 50, 50, 50) and labels.dtype == np.uint32
     # measured: 411 instances (most of them fragments), 15,304 labelled voxels; GT 3 neurons, 21,819 voxels
     assert 200 <= labels.max() <= 800
@@ -88,7 +88,7 @@ def test_pipeline_from_raw_equals_whole_volume(block, workers, min_size, referen
         np.testing.assert_array_equal(open_array(f"{res.prediction}/{name}")[...],
                                       open_array(f"{reference['group']}/{name}")[...], err_msg=name)
     out = np.asarray(open_array(res.output)[...])
-    ref = reference["labels"](AssemblySettings.from_config(config))
+    ref = reference["labels"](assembly_settings(config))
     # instances that win no voxel are removed even with min_instance_size 0 (as ops.assemble): relabel runs
     # always here; measured 418 agglomerated -> 411 (min 0) or 4 (min 500)
     agg = res.stages["agglomerate"]["instances"]

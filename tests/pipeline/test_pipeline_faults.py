@@ -39,7 +39,7 @@ from ppp_dist.io.stores import StoreFactory
 from ppp_dist.io.volumes import open_array
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.runner import worker_log_path
-from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.pipeline.settings import assembly_settings
 
 # the kill plugin is defined here: workers cannot import this module, ship it by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -97,7 +97,7 @@ def oracle(tmp_path_factory):
     ref = run_pipeline(cfg, root / "reference", client=None, prediction=group)
     labels = _labels(ref.output)
     assert ref.ok and ref.stages["vote"]["blocks"] == N_BLOCKS and ref.instances >= 4
-    np.testing.assert_array_equal(labels, whole_volume(group, AssemblySettings.from_config(cfg)))
+    np.testing.assert_array_equal(labels, whole_volume(group, assembly_settings(cfg)))
     return {"group": group, "labels": labels, "graph": _graph(StoreFactory(cfg.database, str(root / "reference"))),
             "instances": ref.instances}
 
@@ -292,7 +292,7 @@ def _corrupt_prediction(oracle, where: Path) -> tuple[str, Path, bytes, list[int
 
     group = where / "pred.zarr"
     shutil.copytree(oracle["group"], group)
-    grid = list(vote_grid((1,) + VOLUME, BLOCK, AssemblySettings.from_config(config_from_table(TABLE))))
+    grid = list(vote_grid((1,) + VOLUME, BLOCK, assembly_settings(config_from_table(TABLE))))
     candidates = []
     for chunk in (group / "patches" / "c" / "0" / "0").glob("*/*"):  # (all patches, z 0, y chunk, x chunk)
         cy, cx = int(chunk.parent.name), int(chunk.name)

@@ -13,7 +13,7 @@ from ppp_dist.config import DatabaseConfig, config_from_table
 from ppp_dist.io.stores import open_graph_store
 from ppp_dist.io.volumes import open_array
 from ppp_dist.pipeline.infer import run_pipeline
-from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.pipeline.settings import assembly_settings
 
 
 def _cluster(n):
@@ -83,7 +83,7 @@ def _run(tmp_path, group, ps, block, client, db=None, **vote):
     res = run_pipeline(cfg, tmp_path / "exp", client=client, prediction=group)
     assert res.ok, res.stages
     out = np.asarray(open_array(res.output)[...])
-    return out, res, AssemblySettings.from_config(cfg)
+    return out, res, assembly_settings(cfg)
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -134,7 +134,7 @@ def test_stitch_as_one_task_or_a_tree(name, mode, leaf, method, datasets, client
     if leaf == 1:
         assert agg["counts"]["stitch_tasks"] > res.stages["vote"]["blocks"]  # leaves + at least 2 levels
     out = np.asarray(open_array(res.output)[...])
-    np.testing.assert_array_equal(out, _reference(group, AssemblySettings.from_config(cfg)))
+    np.testing.assert_array_equal(out, _reference(group, assembly_settings(cfg)))
 
 
 def test_soft_noisy_prediction_and_small_instance_removal(datasets, clients, tmp_path):
@@ -156,7 +156,7 @@ def test_soft_noisy_prediction_and_small_instance_removal(datasets, clients, tmp
     table = {"model": {"patch_shape": list(ps)}, "vote": {"block_shape": [1, 24, 32]},
              "database": {"path": str(tmp_path / "graph.sqlite")}, **cfg_extra}
     cfg = config_from_table(table)
-    settings = AssemblySettings.from_config(cfg)
+    settings = assembly_settings(cfg)
     res = run_pipeline(cfg, tmp_path / "exp", client=clients[2], prediction=group)
     out = np.asarray(open_array(res.output)[...])
     np.testing.assert_array_equal(out, whole_volume(group, settings))

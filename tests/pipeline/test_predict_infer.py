@@ -14,7 +14,7 @@ from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.model import build_model, save_checkpoint
 from ppp_dist.learning.predict import predict_volume
 from ppp_dist.pipeline.infer import run_pipeline
-from ppp_dist.pipeline.settings import AssemblySettings
+from ppp_dist.pipeline.settings import assembly_settings
 
 TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2.0], "fmap_dec_factors": [2.0, 2.0],
            "downsample_factors": [[1, 2, 2], [1, 2, 2]], "train_input_shape": [1, 56, 56],
@@ -43,7 +43,7 @@ def test_pipeline_from_raw(tmp_path, torch_one_thread):
     for name in ("numinst", "patches"):
         np.testing.assert_array_equal(open_array(f"{res.prediction}/{name}")[...],
                                       open_array(f"{tmp_path}/ref.zarr/{name}")[...])
-    ref = whole_volume(str(tmp_path / "ref.zarr"), AssemblySettings.from_config(cfg))
+    ref = whole_volume(str(tmp_path / "ref.zarr"), assembly_settings(cfg))
     out = np.asarray(open_array(res.output)[...])
     assert (ref > 0).sum() > 20
     np.testing.assert_array_equal(out, ref)

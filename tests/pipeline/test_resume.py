@@ -13,7 +13,7 @@ from ppp_dist.io.volumes import open_array, write_box
 from ppp_dist.pipeline import vote as vote_mod
 from ppp_dist.pipeline.infer import run_pipeline
 from ppp_dist.pipeline.runner import run_stage
-from ppp_dist.pipeline.settings import AssemblySettings, prediction_arrays
+from ppp_dist.pipeline.settings import assembly_settings, prediction_arrays
 
 PS = (1, 7, 7)
 BLOCK = (1, 24, 24)
@@ -39,7 +39,7 @@ def _db(cfg, exp, blocks=9):
 
 def test_interrupted_vote_and_lost_paint_blocks_resume_to_the_same_bytes(tmp_path):
     group, cfg = _setup(tmp_path)
-    settings = AssemblySettings.from_config(cfg)
+    settings = assembly_settings(cfg)
     ref = whole_volume(group, settings)
     full = run_pipeline(cfg, tmp_path / "full", client=None, prediction=group)
     expected = np.asarray(open_array(full.output)[...])
@@ -101,7 +101,7 @@ def test_new_edge_threshold_redoes_vote_agglomerate_and_paint(tmp_path):
     assert res.stages["vote"]["skipped"] == 0
     assert res.stages["agglomerate"]["skipped"] == 0 and res.stages["paint"]["skipped"] == 0
     np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]),
-                                  whole_volume(group, AssemblySettings.from_config(cfg2)))
+                                  whole_volume(group, assembly_settings(cfg2)))
 
 
 def test_new_paint_setting_redoes_paint_only(tmp_path):
@@ -113,4 +113,4 @@ def test_new_paint_setting_redoes_paint_only(tmp_path):
     assert res.stages["vote"]["skipped"] == 9 and res.stages["agglomerate"]["skipped"] == 1
     assert res.stages["paint"]["skipped"] == 0 and res.removed_instances > 0
     np.testing.assert_array_equal(np.asarray(open_array(res.output)[...]),
-                                  whole_volume(group, AssemblySettings.from_config(cfg2)))
+                                  whole_volume(group, assembly_settings(cfg2)))
