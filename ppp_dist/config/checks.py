@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # sections imports this module at run time
+    from ppp_dist.config.sections import ClusterConfig, DatabaseConfig, EvaluationConfig, PipelineConfig
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 WALLTIME = re.compile(r"^\d{1,4}:[0-5]\d:[0-5]\d$")  # HH:MM:SS (hours may exceed 24)
@@ -32,7 +35,7 @@ def _text(value: str) -> str:
     return repr(value)
 
 
-def cluster_problems(cluster: Any) -> list[str]:
+def cluster_problems(cluster: ClusterConfig) -> list[str]:
     """Problems of the ``[cluster]`` strings (see the module docstring)."""
     problems = []
     for f in dataclasses.fields(cluster):
@@ -77,7 +80,7 @@ def device_problems(section: str, device: str) -> list[str]:
     return [f"[{section}] device must be auto, cpu, cuda or cuda:N, got {_text(device)}"]
 
 
-def database_problems(database: Any) -> list[str]:
+def database_problems(database: DatabaseConfig) -> list[str]:
     """The graph database must outlive the process: the workers, a resume and ``status`` read it."""
     path = database.path.strip()
     if database.backend == "sqlite" and (path == ":memory:" or path.lower().startswith("file:")
@@ -89,7 +92,7 @@ def database_problems(database: Any) -> list[str]:
     return []
 
 
-def metric_names(evaluation: Any) -> list[str]:
+def metric_names(evaluation: EvaluationConfig) -> list[str]:
     """The numbers ``evaluate`` reports for ``[evaluation]`` (what ``[validation] metric`` may name).
 
     ``tests/test_config_checks.py`` checks this list against what the evaluation really returns.
@@ -106,7 +109,7 @@ def metric_names(evaluation: Any) -> list[str]:
     return names + ["n_gt", "n_pred", "n_images"]
 
 
-def metric_problem(config: Any) -> str:
+def metric_problem(config: PipelineConfig) -> str:
     """The sentence for a ``[validation] metric`` that ``[evaluation]`` does not report ("" if it does).
 
     Checked when the config loads for names no evaluation reports, and before validate/cross_validate run
@@ -122,7 +125,7 @@ def metric_problem(config: Any) -> str:
             f"{', '.join(names)}")
 
 
-def validation_problems(config: Any) -> list[str]:
+def validation_problems(config: PipelineConfig) -> list[str]:
     """Every value of the ``[validation.grid]`` sweep is a valid ``[vote]`` value; the metric exists."""
     from typing import get_type_hints
 

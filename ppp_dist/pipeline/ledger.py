@@ -22,7 +22,7 @@ predict     1       1            2.0
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ppp_dist.io.graph_store import GraphStore, LedgerRow
@@ -71,13 +71,18 @@ class Ledger:
         for stage in self.store.stages():
             s = self.summary(stage)
             rows.append((stage, f"{s['done']:,}", f"{s['failed']:,}", f"{s['block_seconds']:.1f}"))
-        widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
-        lines = []
-        for i, row in enumerate(rows):
-            lines.append("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))))
-            if i == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return text_table(rows)
 
 
-__all__ = ["Ledger"]
+def text_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of strings as aligned columns (the first left-aligned, the others right), a rule under the first."""
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = ["Ledger", "text_table"]

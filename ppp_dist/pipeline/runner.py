@@ -50,6 +50,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ppp_dist.geometry import BlockSpec
 from ppp_dist.io.graph_store import GraphStore
 from ppp_dist.logs import LogFile, RedactingFormatter
+from ppp_dist.pipeline.ledger import text_table
 from ppp_dist.pipeline.worker import BlockOutput, close_worker_stores, drop_worker_store, worker_store
 
 logger = logging.getLogger(__name__)
@@ -247,13 +248,7 @@ def format_summary_table(summaries: Iterable[StageSummary]) -> str:
         rate = f"{ran / s.seconds:.1f}" if s.seconds > 0 and ran else "-"
         rows.append((s.stage, f"{s.total:,}", f"{s.done:,}", f"{s.skipped:,}", f"{s.failed:,}", f"{s.seconds:.1f}",
                      rate))
-    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
-    out = []
-    for i, r in enumerate(rows):
-        out.append("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
-        if i == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return text_table(rows)
 
 
 def _progress(total: int, stage: str, enabled: bool) -> Any:
