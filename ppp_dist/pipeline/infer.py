@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,7 +107,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
                                       fused if fused is not None else not config.prediction.store_patches)
     if predict is not None:
         s = runner.run(predict)
-        stages[predict.name] = _summary(s, math.prod(predict.grid().volume_shape))
+        stages[predict.name] = _summary(s, math.prod(predict.volume_shape or ()))
         if not s.ok:
             return PipelineResult(False, stages, prediction=predict.outputs_group)
         prediction = predict.outputs_group
@@ -115,7 +115,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     volume = (vz, vy, vx)
     nvox = math.prod(volume)
     cuda = config.cluster.kind == "cuda" and isinstance(source, NetworkPrediction)  # the network runs in vote
-    vote = VoteStage(source, settings, VoteArtifacts(str(paths.work)), threads, block, cuda)
+    vote = VoteStage(source, settings, VoteArtifacts(str(paths.work)), threads, block, cuda, volume)
     s = runner.run(vote)
     stages[vote.name] = _summary(s, nvox)
     if not s.ok:
@@ -136,7 +136,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
         return PipelineResult(False, stages, prediction=prediction, output=output)
     removed = paint.finalize()
     if len(removed):
-        relabel = RelabelStage(**{**_fields(paint), "removed": len(removed)})
+        relabel = RelabelStage(**vars(paint), removed=len(removed))
         s = runner.run(relabel)
         stages[relabel.name] = _summary(s, nvox)
         if not s.ok:
@@ -145,10 +145,6 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     logger.info("pipeline: %d instances in %s", final, output)
     return PipelineResult(True, stages, prediction=prediction, output=output, instances=final,
                           removed_instances=int(len(removed)))
-
-
-def _fields(stage: Any) -> dict[str, Any]:
-    return {f.name: getattr(stage, f.name) for f in fields(stage)}
 
 
 def _source(config: PipelineConfig, paths: ExperimentPaths, raw: str | None, prediction: str | None,

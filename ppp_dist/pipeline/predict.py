@@ -108,6 +108,7 @@ class PredictStage:
     torch_threads: int | None = None
     block_shape: tuple[int, int, int] | None = None  # default [vote] block_shape (rounded to whole tiles)
     outputs_group: str = ""  # the prediction group the outputs are in
+    volume_shape: tuple[int, int, int] | None = None  # (Z, Y, X) of the raw, read once by :meth:`create`
     name = STAGE
 
     @classmethod
@@ -118,10 +119,12 @@ class PredictStage:
         from ppp_dist.io.volumes import open_array
 
         outputs = prepare_outputs(config, raw, prediction, checkpoint)
-        stage = cls(config, raw, tuple(sorted(outputs.items())), checkpoint, torch_threads, block_shape, prediction)
+        arrays = {path: open_array(path) for path in outputs.values()}
+        z, y, x = (int(s) for s in next(iter(arrays.values())).shape[1:])  # the raw's spatial shape
+        stage = cls(config, raw, tuple(sorted(outputs.items())), checkpoint, torch_threads, block_shape, prediction,
+                    (z, y, x))
         grid = stage.grid()
-        for path in outputs.values():
-            arr = open_array(path)
+        for path, arr in arrays.items():
             check_chunk_alignment(grid.block_shape, arr.chunks[1:], arr.shape[1:], path)
         return stage
 
@@ -130,7 +133,9 @@ class PredictStage:
         return {"GPU": 1} if self.config.cluster.kind == "cuda" else None
 
     def grid(self) -> BlockGrid:
-        return predict_grid(self.config, self.raw, self.block_shape)
+        if self.volume_shape is None:
+            raise ValueError("PredictStage.grid needs volume_shape (PredictStage.create reads it)")
+        return BlockGrid(self.volume_shape, block_shape_for(self.config, self.block_shape))
 
     def params(self) -> dict[str, Any]:
         return {"raw": self.raw, "checkpoint": self.checkpoint, "block": self.grid().block_shape}
@@ -165,13 +170,6 @@ class PredictStage:
                 "tiles": len(tile(core.shape, tile_geometry(cfg.model).output_shape))}
 
 
-def predict_grid(config: PipelineConfig, raw: str, block_shape: tuple[int, int, int] | None = None) -> BlockGrid:
-    from ppp_dist.io.volumes import open_array
-
-    arr = open_array(raw)
-    return BlockGrid(tuple(int(s) for s in arr.shape[-3:]), block_shape_for(config, block_shape))
-
-
 def check_tiles(config: PipelineConfig, grid: BlockGrid) -> None:
     from ppp_dist.learning.predict import tile_geometry
 
@@ -181,6 +179,6 @@ def check_tiles(config: PipelineConfig, grid: BlockGrid) -> None:
                           f"{out}")
 
 
-__all__ = ["PredictStage", "STAGE", "block_shape_for", "predict_box", "check_tiles", "output_names", "predict_grid",
+__all__ = ["PredictStage", "STAGE", "block_shape_for", "predict_box", "check_tiles", "output_names",
            "prepare_outputs"]
 

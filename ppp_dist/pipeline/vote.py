@@ -222,6 +222,7 @@ class VoteStage:
     threads: int | None = None  # numba threads per worker process
     block_shape: tuple[int, int, int] | None = None  # the vote (= paint) block; needed for grid()
     cuda: bool = False  # a network runs inside the blocks on GPU workers (fused)
+    volume_shape: tuple[int, int, int] | None = None  # the source's (Z, Y, X) when the caller read it already
     name = STAGE
 
     @classmethod
@@ -237,7 +238,8 @@ class VoteStage:
     def grid(self) -> BlockGrid:
         if self.block_shape is None:
             raise ValueError("VoteStage.grid needs block_shape")
-        return vote_grid(self.source.volume_shape(self.settings), self.block_shape, self.settings)
+        volume = self.volume_shape or self.source.volume_shape(self.settings)  # the source validates on reading
+        return vote_grid(volume, self.block_shape, self.settings)
 
     def params(self) -> dict[str, Any]:
         """What the vote rows depend on (the contraction depends on partition and edge_threshold; the paint

@@ -54,7 +54,7 @@ def run_cross_validate(config: PipelineConfig, exp_dir: Path) -> dict[str, Any]:
     folds = [list_sample_paths(getattr(config.data, key), key) for key in config.data.cross_val_folds]
     if len(folds) != 2:
         raise ConfigError(f"[data] cross_val_folds must name two data keys, got {config.data.cross_val_folds}")
-    entries = [sweep(config, exp_dir, samples, f"{CV}/fold{k}") for k, samples in enumerate(folds)]
+    entries = [sweep(config, exp_dir, samples, f"{CV}/fold{k}", NAME) for k, samples in enumerate(folds)]
     chosen, images = [], []
     for k in (0, 1):
         best = best_entry(entries[k], metric)  # chosen on fold k, applied to the other fold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppp_dist.experiment import EVALUATION, INSTANCES, INSTANCES_KEY, POSTPROCESSED
@@ -16,11 +17,17 @@ UPSTREAM: tuple[str, ...] = ("label", "postprocess")
 INPUT = "predicted labels"
 
 
+def _produced(folder: Path | None, order: tuple[str, ...]) -> str:
+    """The labels evaluate scores inside the experiment folder: the postprocessed ones when postprocess runs
+    in this command or ran before, else label's."""
+    postprocessed = f"{POSTPROCESSED}/{INSTANCES_KEY}"
+    if "postprocess" in order or (folder is not None and (folder / postprocessed).exists()):
+        return postprocessed
+    return f"{INSTANCES}/{INSTANCES_KEY}"
+
+
 def preflight(check: Preflight) -> None:
-    produced = f"{POSTPROCESSED}/{INSTANCES_KEY}"
-    if check.exp_dir is None or (not (check.exp_dir / produced).exists() and "postprocess" not in check.order):
-        produced = f"{INSTANCES}/{INSTANCES_KEY}"
-    spec = check.input_of(NAME, produced)
+    spec = check.input_of(NAME, _produced(check.exp_dir, check.order))
     gt = check.config.data.ground_truth
     gt_spatial = check.labels(gt)
     if spec is not None:
@@ -32,9 +39,7 @@ def preflight(check: Preflight) -> None:
 def run(ctx: TaskContext) -> TaskResult:
     from ppp_dist.tasks.evaluation import evaluate_with_config
 
-    produced = ctx.experiment.output(POSTPROCESSED) / INSTANCES_KEY
-    if not produced.exists() and "postprocess" not in ctx.order:
-        produced = ctx.experiment.output(INSTANCES) / INSTANCES_KEY
+    produced = ctx.experiment.output(_produced(ctx.experiment.path, ctx.order))
     prediction = ctx.upstream(NAME, UPSTREAM, produced, INPUT)
     out_dir = ctx.experiment.output(EVALUATION)
     result = evaluate_with_config(ctx.config.evaluation, [prediction], [ctx.config.data.ground_truth], out_dir)

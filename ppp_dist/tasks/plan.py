@@ -34,8 +34,10 @@ def preflight(ctx: CommandContext) -> None:
 
 def run(ctx: CommandContext) -> TaskResult:
     """Print the blocks, halos and memory per block of every stage for the input volume."""
+    from ppp_dist.io import volumes
+
     config = load_config(ctx.args.config, ctx.overrides)
-    array = _open_input(config)
+    array = volumes.open_array(config.data.input)  # checked by preflight
     spatial = tuple(int(s) for s in array.shape[-3:])
     channels = int(array.shape[0]) if array.ndim == 4 else 1
     print(f"volume   {config.data.input}: {channels} channel(s) x {spatial} (Z, Y, X), {array.dtype}, "

@@ -307,13 +307,9 @@ class Preflight:
         if self.exp_dir is None:
             raise ConfigError(f"{task} needs checkpoints but a new experiment (--root) has none; add train to the "
                               "tasks or resume an experiment that has them (--exp DIR)")
-        found = self.found_checkpoints()
-        wanted = list(self.config.validation.checkpoints) or sorted(found)
-        missing = [c for c in wanted if c not in found]
-        if not wanted or missing:
-            raise ConfigError(f"{task} needs checkpoints in {ExperimentPaths(self.exp_dir).train_dir}: "
-                              + (f"no checkpoint for iteration(s) {missing} (found {sorted(found)})" if missing
-                                 else "none found; train first"))
+        from ppp_dist.tasks.validate import sweep_checkpoints
+
+        sweep_checkpoints(self.config, ExperimentPaths(self.exp_dir), task)
 
     def database(self) -> None:
         """The graph database of blockwise label: reachable, ppp_dist's schema, not another run's."""

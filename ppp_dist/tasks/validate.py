@@ -90,18 +90,22 @@ def _metric(result: dict[str, Any], metric: str, pooled: bool) -> float:
     return float(value)
 
 
-def _checkpoints(config: PipelineConfig, exp_dir: Path) -> tuple[list[int], dict[int, Path]]:
-    found = ExperimentPaths(exp_dir).checkpoints()
+def sweep_checkpoints(config: PipelineConfig, paths: ExperimentPaths, task: str = NAME
+                      ) -> tuple[list[int], dict[int, Path]]:
+    """The iterations ``task`` sweeps ([validation] checkpoints, default all) and every checkpoint found;
+    ConfigError if one is missing or there is none."""
+    found = paths.checkpoints()
     wanted = list(config.validation.checkpoints) or sorted(found)
     missing = [c for c in wanted if c not in found]
     if not wanted or missing:
-        raise ConfigError(f"validate needs checkpoints in {ExperimentPaths(exp_dir).train_dir}: "
+        raise ConfigError(f"{task} needs checkpoints in {paths.train_dir}: "
                           + (f"no checkpoint for iteration(s) {missing} (found {sorted(found)})" if missing
                              else "none found; train first"))
     return wanted, found
 
 
-def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str) -> list[dict[str, Any]]:
+def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str, task: str = NAME
+          ) -> list[dict[str, Any]]:
     """Predict, label and evaluate ``samples`` for every checkpoint x parameter set under ``exp_dir/folder``.
 
     Returns one entry per (checkpoint, set): ``checkpoint``, ``params``, ``name``, the metric's value and
@@ -111,7 +115,7 @@ def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str
     from ppp_dist.tasks.evaluation import evaluate_with_config
     from ppp_dist.tasks.label import label_volume
 
-    wanted, found = _checkpoints(config, exp_dir)
+    wanted, found = sweep_checkpoints(config, ExperimentPaths(exp_dir), task)
     ev, metric = config.evaluation, config.validation.metric
     root = exp_dir / folder
     entries = []
