@@ -116,9 +116,10 @@ def run_checks(args: argparse.Namespace, root: Path, cuda: bool) -> tuple[list[t
     from ppp_dist.data import write_synthetic_volume
     from ppp_dist.io.volumes import open_array, prepare_array
     from ppp_dist.learning.model import load_network
-    from ppp_dist.learning.predict import predict_tile, predict_volume, tile_geometry
+    from ppp_dist.learning.predict import predict_tile, tile_geometry
     from ppp_dist.pipeline.cluster import close_cluster, start_cluster
     from ppp_dist.pipeline.infer import run_pipeline
+    from ppp_dist.pipeline.predict import predict_volume
     from ppp_dist.tasks.demo import sample_model
 
     started = time.perf_counter()

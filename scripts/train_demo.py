@@ -40,8 +40,8 @@ def _score(config, checkpoint: str, sample: Path, out: Path) -> dict:
     from scipy import ndimage
 
     from ppp_dist.io.volumes import open_array
-    from ppp_dist.learning.predict import predict_volume
     from ppp_dist.ops.assemble import assemble
+    from ppp_dist.pipeline.predict import predict_volume
     from ppp_dist.tasks.evaluation import evaluate_arrays
 
     pred = predict_volume(config, checkpoint, f"{sample}/raw", out)

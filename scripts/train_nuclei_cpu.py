@@ -37,7 +37,7 @@ def predict_sample(config: Any, checkpoint: str, sample: Path, out: Path) -> tup
                                                                                     np.ndarray]:
     """(foreground probability (1, Z, Y, X) float32, patches uint8, ground truth) of one sample."""
     from ppp_dist.io.volumes import open_array
-    from ppp_dist.learning.predict import predict_volume
+    from ppp_dist.pipeline.predict import predict_volume
 
     predict_volume(config, checkpoint, f"{sample}/{config.data.raw_key}", out)
     fg = open_array(f"{out}/fg")[...].astype(np.float32) / 255.0

@@ -9,7 +9,7 @@ Steps: write the FlyLight crop (``ppp_dist.data.flylight.load_flylight``: 3 x 50
 neurons) as ``OUT/flylight_sample.zarr`` in the layout the demo writes (``ppp_dist.tasks.demo.write_sample``);
 train ``configs/sample_model.toml`` into ``OUT/exp`` with ``ppp_dist.learning.train.run_train`` (seeded,
 CPU; a rerun resumes from the newest checkpoint there); predict the crop in-process
-(``learning.predict.predict_volume``), assemble it with ``ops.assemble`` and the ``[vote]`` settings, score
+(``pipeline.predict.predict_volume``), assemble it with ``ops.assemble`` and the ``[vote]`` settings, score
 it with the ``[evaluation]`` metrics (FlyLight clDice). MODEL_DIR then holds ``checkpoint.pt`` (weights only,
 no optimiser state), ``config.toml`` (the resolved training config, the demo's first config layer),
 ``metrics.csv`` (the training losses) and ``MODEL.md`` (command, iterations, wall time, losses, sha256,
@@ -40,9 +40,9 @@ SCORE_KEYS = ("avF1", "C", "S", "tp_rel", "FS", "FM")
 def _score(config: Any, checkpoint: Path, raw: str, gt: str, out: Path) -> dict[str, Any]:
     """Whole-crop prediction + ``ops.assemble`` + the ``[evaluation]`` metrics (what the demo computes)."""
     from ppp_dist.io.volumes import open_array
-    from ppp_dist.learning.predict import predict_volume
     from ppp_dist.ops.assemble import assemble
     from ppp_dist.ops.patches import numinst_target
+    from ppp_dist.pipeline.predict import predict_volume
     from ppp_dist.pipeline.settings import assembly_settings
     from ppp_dist.tasks.evaluation import evaluate_arrays
 

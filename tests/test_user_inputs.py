@@ -15,8 +15,8 @@ from ppp_dist.config.loader import config_to_table
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.model import build_model, read_checkpoint, save_checkpoint
 from ppp_dist.learning.normalize import settings_of
-from ppp_dist.learning.predict import predict_volume
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.predict import predict_volume
 
 TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2.0], "fmap_dec_factors": [2.0, 2.0],
            "downsample_factors": [[1, 2, 2], [1, 2, 2]], "train_input_shape": [1, 56, 56],

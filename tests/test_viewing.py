@@ -43,9 +43,9 @@ def outputs(tmp_path_factory):
     from ppp_dist.config import config_from_table
     from ppp_dist.data.writer import write_synthetic_volume
     from ppp_dist.learning.model import build_model, save_checkpoint
-    from ppp_dist.learning.predict import predict_volume
     from ppp_dist.ops.patches import numinst_onehot, numinst_target, patch_targets
     from ppp_dist.pipeline.infer import run_pipeline
+    from ppp_dist.pipeline.predict import predict_volume
 
     root = tmp_path_factory.mktemp("viewing")
     sample = root / "worms.zarr"

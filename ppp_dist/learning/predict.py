@@ -1,4 +1,7 @@
-"""In-process tiled prediction of one volume (ppp_reference §2): :func:`predict_volume`, :func:`predict_tile`.
+"""Tiled prediction (ppp_reference §2): the tile geometry and the pure per-tile functions.
+
+``pipeline.predict`` cuts a volume into blocks of whole tiles and calls these per tile, on dask workers or
+in this process (``pipeline.predict.predict_volume``): one tiler for both.
 
 Tiling. The volume is cut into output tiles of the network's output size (valid padding) or of the input
 size minus a margin per side (same padding; the margin is an upper bound of the network's receptive
@@ -7,7 +10,7 @@ its input with that context; outside the volume the (normalised) input is the vo
 border. Valid-padding tiles stitch exactly, without overlap or blending; the last tile per axis is cropped
 at the volume end, so any volume shape works.
 
-Outputs (zarr v3 arrays in ``output_store``, chunks dividing the output tile so that tiles write whole chunks):
+Outputs (zarr v3 arrays, chunks dividing the output tile so that tiles write whole chunks):
 
 * ``numinst`` (max_num_inst + 1, Z, Y, X) uint8 softmax probabilities x 255 (rounded), or ``fg`` (1, Z, Y, X)
   for ``numinst_head = "foreground"``;
@@ -23,28 +26,23 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ppp_dist import __version__
-from ppp_dist.config.sections import DataConfig, ModelConfig, PipelineConfig
+from ppp_dist.config.sections import DataConfig, ModelConfig
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.geometry import Box, tile
-from ppp_dist.io.volumes import check_real, choose_chunks, open_array, prepare_array, write_box
-from ppp_dist.learning.background import zero_background, zeroed_attrs
+from ppp_dist.geometry import Box
+from ppp_dist.io.volumes import check_real, open_array
 from ppp_dist.learning.model import (
     PppModel,
     effective_factors,
     effective_input_shape,
     expected_output_shape,
-    load_network,
 )
-from ppp_dist.learning.normalize import fit, for_prediction
+from ppp_dist.learning.normalize import fit
 from ppp_dist.learning.sampling import read_normalised
 
 logger = logging.getLogger(__name__)
@@ -176,66 +174,5 @@ def open_raw(input_spec: str, data: Any) -> tuple[Any, int, tuple[int, ...]]:
     return arr, channels, tuple(int(s) for s in arr.shape[-3:])
 
 
-def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_spec: str, output_store: Path | str
-                   ) -> dict[str, Any]:
-    """Predict one volume in this process and write the outputs into ``output_store`` (a .zarr folder).
-
-    Parameters
-    ----------
-    config : uses [model], [data] (channels, normalisation: the checkpoint's, see ``normalize.for_prediction``),
-        [prediction] (device, batch_size, patch_dtype) and [general] overwrite.
-    checkpoint_path : a checkpoint of the same architecture (else CheckpointError).
-    input_spec : ``"path.zarr/key"`` of a (C, Z, Y, X) or (Z, Y, X) raw volume.
-    output_store : the zarr group to write ``numinst``/``fg`` and ``patches``/``codes`` into.
-
-    Returns
-    -------
-    dict: ``outputs`` (name -> array spec), ``tiles``, ``voxels``, ``seconds``, ``voxels_per_s``,
-    ``tile_geometry``.
-    """
-    started = time.perf_counter()
-    arr, channels, spatial = open_raw(input_spec, config.data)
-    config = for_prediction(config, input_spec, checkpoint_path)
-    net = load_network(config.model, channels, checkpoint_path, config.prediction.device)
-    geometry = tile_geometry(config.model)
-    amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"
-    store = Path(output_store)
-    numinst_name = "numinst" if net.arch["numinst_channels"] > 1 else "fg"
-    patch_name = "patches" if net.decoder is None else "codes"
-    patch_channels = net.arch["out_channels"]
-    patch_dtype = "float16" if patch_name == "codes" else config.prediction.patch_dtype
-    attrs = {"ppp_dist": {"version": __version__, "stage": "predict", "checkpoint": str(checkpoint_path),
-                          "input": str(input_spec), "patch_shape": list(config.model.patch_shape)}}
-    outputs = {}
-    for name, ch, dtype in ((numinst_name, net.arch["numinst_channels"], "uint8"),
-                            (patch_name, patch_channels, patch_dtype)):
-        chunks = choose_chunks(spatial, geometry.output_shape, channels=ch, itemsize=np.dtype(dtype).itemsize)
-        scale = "value / 255" if dtype == "uint8" else "value"
-        extra = {"ppp_dist": {**attrs["ppp_dist"], **zeroed_attrs(config)}} if name == "patches" else attrs
-        outputs[name] = prepare_array(f"{store}/{name}", shape=(ch,) + spatial, chunks=(ch,) + tuple(chunks),
-                                      dtype=dtype, overwrite=config.general.overwrite, axes="czyx",
-                                      attrs={**extra, "encoding": scale})
-    tiles = tile(spatial, geometry.output_shape)
-    batch_size = config.prediction.batch_size
-    for first in range(0, len(tiles), batch_size):
-        specs = tiles[first:first + batch_size]
-        inputs = np.stack([read_input_tile(arr, spec.write_box, geometry, config.data) for spec in specs])
-        result = predict_tile(net, inputs, geometry, amp=amp)
-        for i, spec in enumerate(specs):
-            keep = tuple(slice(0, s) for s in spec.write_box.shape)
-            stored = {name: to_storage(name, values[i][(slice(None), *keep)], patch_dtype)
-                      for name, values in result.items()}
-            if config.prediction.zero_background:  # exact: the assembly never reads them (learning/background.py)
-                stored = zero_background(stored, config.vote.numinst_thresholds, config.vote.foreground_threshold)
-            for name, values in stored.items():
-                write_box(outputs[name], spec.write_box, values)
-    seconds = time.perf_counter() - started
-    voxels = int(np.prod(spatial))
-    logger.info("predicted %s (%s, %d tiles of %s) in %.1f s: %.0f voxels/s", input_spec, spatial, len(tiles),
-                geometry.output_shape, seconds, voxels / max(seconds, 1e-9))
-    return {"outputs": {k: f"{store}/{k}" for k in outputs}, "tiles": len(tiles), "voxels": voxels,
-            "seconds": seconds, "voxels_per_s": voxels / max(seconds, 1e-9), "tile_geometry": geometry}
-
-
 __all__ = ["TileGeometry", "tile_geometry", "receptive_context", "read_input_tile", "predict_tile", "to_storage",
-           "predict_volume"]
+           "open_raw"]

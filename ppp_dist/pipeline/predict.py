@@ -1,16 +1,20 @@
-"""The predict stage, blockwise on dask: raw -> numinst/fg + patches (or codes), whole output chunks per block.
+"""The predict stage: raw -> numinst/fg + patches (or codes), whole output chunks per block; the one tiler.
 
-Each block is a whole number of prediction tiles (``learning.predict.tile_geometry``), so the tiles inside
-the blocks are exactly the tiles of the in-process ``predict_volume`` (same inputs with context, same
-network calls, same quantisation: identical bytes). The network is loaded once per worker process
-(``model.load_network`` is cached). Outputs are prepared on the driver (:func:`prepare_outputs`) with the
-chunking ``predict_volume`` uses (chunks divide the tile, hence every block).
+Each block is a whole number of prediction tiles (``learning.predict.tile_geometry``) of the whole-volume
+tiling, and :func:`predict_box` runs the network on those tiles (inputs with context, batches of
+``[prediction] batch_size``, quantisation). On dask, :class:`PredictStage` runs one task per block (the
+network is loaded once per worker process: ``model.load_network`` is cached); in this process,
+:func:`predict_volume` runs the same blocks in order. The fused mode (``pipeline.sources.NetworkPrediction``)
+calls :func:`predict_box` inside its vote and paint blocks. Outputs are prepared on the driver
+(:func:`prepare_outputs`) with chunks that divide the tile, hence every block.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,8 +75,8 @@ def prepare_outputs(config: PipelineConfig, raw: str, output_group: str, checkpo
 
 def predict_box(net: Any, raw: Any, box: Any, config: PipelineConfig) -> dict[str, np.ndarray]:
     """Stored-form outputs (name -> (C, *box)) of the network on ``box``, a whole number of output tiles of
-    the whole-volume tiling (clipped at the volume end): the tiles, batches and quantisation of
-    ``predict_volume``, so the bytes are the same. Used by the predict stage and the fused mode."""
+    the whole-volume tiling (clipped at the volume end), in batches of ``[prediction] batch_size`` tiles.
+    Used by the predict stage (on dask or in this process) and the fused mode."""
     from ppp_dist.learning.background import zero_background
     from ppp_dist.learning.predict import predict_tile, read_input_tile, tile_geometry, to_storage
 
@@ -170,6 +174,44 @@ class PredictStage:
                 "tiles": len(tile(core.shape, tile_geometry(cfg.model).output_shape))}
 
 
+def predict_volume(config: PipelineConfig, checkpoint_path: Path | str, input_spec: str, output_store: Path | str
+                   ) -> dict[str, Any]:
+    """Predict one volume in this process: the predict stage's blocks in order, without a ledger.
+
+    Parameters
+    ----------
+    config : uses [model], [data] (channels, normalisation: the checkpoint's, see ``normalize.for_prediction``),
+        [prediction] (device, batch_size, patch_dtype, zero_background), [vote] block_shape (the block, rounded
+        up to whole tiles) and [general] overwrite.
+    checkpoint_path : a checkpoint of the same architecture (else CheckpointError, before anything is written).
+    input_spec : ``"path.zarr/key"`` of a (C, Z, Y, X) or (Z, Y, X) raw volume.
+    output_store : the zarr group to write ``numinst``/``fg`` and ``patches``/``codes`` into.
+
+    Returns
+    -------
+    dict: ``outputs`` (name -> array spec), ``tiles``, ``blocks``, ``voxels``, ``seconds``, ``voxels_per_s``,
+    ``tile_geometry``.
+    """
+    from ppp_dist.learning.model import load_network
+    from ppp_dist.learning.normalize import for_prediction
+    from ppp_dist.learning.predict import open_raw, tile_geometry
+
+    started = time.perf_counter()
+    _, channels, spatial = open_raw(input_spec, config.data)
+    config = for_prediction(config, input_spec, checkpoint_path)
+    load_network(config.model, channels, checkpoint_path, config.prediction.device)  # refused before any write
+    stage = PredictStage.create(config, input_spec, str(output_store), str(checkpoint_path))
+    grid = stage.grid()
+    tiles = sum(int(stage.process_block(block)["tiles"]) for block in grid)
+    seconds = time.perf_counter() - started
+    voxels = int(np.prod(spatial))
+    geometry = tile_geometry(config.model)
+    logger.info("predicted %s (%s, %d tiles of %s in %d blocks) in %.1f s: %.0f voxels/s", input_spec, spatial, tiles,
+                geometry.output_shape, len(grid), seconds, voxels / max(seconds, 1e-9))
+    return {"outputs": dict(stage.outputs), "tiles": tiles, "blocks": len(grid), "voxels": voxels,
+            "seconds": seconds, "voxels_per_s": voxels / max(seconds, 1e-9), "tile_geometry": geometry}
+
+
 def check_tiles(config: PipelineConfig, grid: BlockGrid) -> None:
     from ppp_dist.learning.predict import tile_geometry
 
@@ -179,6 +221,6 @@ def check_tiles(config: PipelineConfig, grid: BlockGrid) -> None:
                           f"{out}")
 
 
-__all__ = ["PredictStage", "STAGE", "block_shape_for", "predict_box", "check_tiles", "output_names",
-           "prepare_outputs"]
+__all__ = ["PredictStage", "STAGE", "block_shape_for", "predict_box", "predict_volume", "check_tiles",
+           "output_names", "prepare_outputs"]
 

@@ -46,7 +46,7 @@ def preflight(check: Preflight) -> None:
 
 
 def run(ctx: TaskContext) -> TaskResult:
-    from ppp_dist.learning.predict import predict_volume
+    from ppp_dist.pipeline.predict import predict_volume
 
     source = ctx.explicit_input or ctx.config.data.input
     output = ctx.experiment.output(PREDICTION)

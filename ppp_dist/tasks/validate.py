@@ -111,7 +111,7 @@ def sweep(config: PipelineConfig, exp_dir: Path, samples: list[str], folder: str
     Returns one entry per (checkpoint, set): ``checkpoint``, ``params``, ``name``, the metric's value and
     ``images`` (the per-sample evaluation results, for pooling across folds).
     """
-    from ppp_dist.learning.predict import predict_volume
+    from ppp_dist.pipeline.predict import predict_volume
     from ppp_dist.tasks.evaluation import evaluate_with_config
     from ppp_dist.tasks.label import label_volume
 

@@ -14,7 +14,7 @@ from ppp_dist.config import config_from_table
 from ppp_dist.data.packaged_nuclei import write_nuclei2d
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.checkpoint_config import checkpoint_table
-from ppp_dist.learning.predict import predict_volume
+from ppp_dist.pipeline.predict import predict_volume
 
 MODEL = Path(__file__).resolve().parents[2] / "ppp_dist" / "data" / "models" / "nuclei2d" / "checkpoint.pt"
 PAD, BAND = 64, 12

@@ -11,8 +11,9 @@ from ppp_dist.errors import ConfigError
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.decode import decode_codes, decode_volume, foreground_mask
 from ppp_dist.learning.model import build_model, load_network, save_checkpoint
-from ppp_dist.learning.predict import predict_volume, to_storage
+from ppp_dist.learning.predict import to_storage
 from ppp_dist.learning.train import run_train
+from ppp_dist.pipeline.predict import predict_volume
 
 CODES = {**TINY_2D, "head": "codes", "code_units": 8, "decoder": {"code_shape": [2, 1, 2, 2], "num_fmaps": [4, 2]}}
 

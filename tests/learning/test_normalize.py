@@ -15,9 +15,10 @@ from ppp_dist.geometry import Box
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.model import read_normalization
 from ppp_dist.learning.normalize import MIN_SPREAD, fit, for_prediction, strided_subsample
-from ppp_dist.learning.predict import predict_volume, read_input_tile, tile_geometry
+from ppp_dist.learning.predict import read_input_tile, tile_geometry
 from ppp_dist.learning.sampling import TrainingSample
 from ppp_dist.learning.train import run_train
+from ppp_dist.pipeline.predict import predict_volume
 
 OFFSET, RANGE = 33_000, 3_900  # the 16-bit camera of issue 17: values between 33,000 and 36,900
 

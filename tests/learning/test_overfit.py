@@ -23,9 +23,9 @@ from __future__ import annotations
 from _learning_helpers import make_config
 
 from ppp_dist.io.volumes import open_array
-from ppp_dist.learning.predict import predict_volume
 from ppp_dist.learning.train import run_train
 from ppp_dist.ops.assemble import assemble
+from ppp_dist.pipeline.predict import predict_volume
 from ppp_dist.tasks.evaluation import evaluate_arrays
 
 LOSS_TARGET = 0.04  # mean loss of the last 100 iterations; reached after 900-1,100 iterations on seeds 0-7

@@ -10,7 +10,8 @@ from _learning_helpers import TINY_2D, TINY_3D, make_config
 from ppp_dist.errors import CheckpointError, InputDataError
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.model import build_model, load_network, save_checkpoint
-from ppp_dist.learning.predict import predict_tile, predict_volume, tile_geometry, to_storage
+from ppp_dist.learning.predict import predict_tile, tile_geometry, to_storage
+from ppp_dist.pipeline.predict import predict_volume
 
 
 def _write_raw(path, shape, seed=0):

@@ -15,8 +15,8 @@ from ppp_dist.geometry import Box
 from ppp_dist.io.volumes import list_arrays, open_array, prepare_array
 from ppp_dist.learning.decode import decode_volume
 from ppp_dist.learning.model import build_model, save_checkpoint
-from ppp_dist.learning.predict import predict_volume
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.predict import predict_volume
 from ppp_dist.pipeline.settings import AssemblySettings, assembly_settings
 from ppp_dist.pipeline.sources import OraclePatches, StoredPrediction
 

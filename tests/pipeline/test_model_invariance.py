@@ -12,8 +12,9 @@ from distributed import Client, LocalCluster
 
 from ppp_dist.config import load_config
 from ppp_dist.io.volumes import open_array
-from ppp_dist.learning.predict import predict_volume, tile_geometry
+from ppp_dist.learning.predict import tile_geometry
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.predict import predict_volume
 from ppp_dist.pipeline.settings import AssemblySettings, assembly_settings
 from ppp_dist.tasks.demo import sample_model, write_sample
 

@@ -12,8 +12,8 @@ from ppp_dist.config import config_from_table
 from ppp_dist.errors import ConfigError
 from ppp_dist.io.volumes import open_array, prepare_array
 from ppp_dist.learning.model import build_model, save_checkpoint
-from ppp_dist.learning.predict import predict_volume
 from ppp_dist.pipeline.infer import run_pipeline
+from ppp_dist.pipeline.predict import predict_volume
 from ppp_dist.pipeline.settings import assembly_settings
 
 TINY_2D = {"patch_shape": [1, 5, 5], "num_fmaps": 4, "fmap_inc_factors": [2.0, 2.0], "fmap_dec_factors": [2.0, 2.0],
