@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
 
-    from ppp_dist.errors import PppDistError
+    from ppp_dist.errors import PppDistError, disk_full
     from ppp_dist.logs import setup_logging
     from ppp_dist.redact import redact
     from ppp_dist.tasks.chain import dispatch
@@ -158,21 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppp-dist: error: {redact(full)}; free some space (or choose another --root / [database] path), "
               "then run the same command again: it resumes where it stopped", file=sys.stderr)
         return EXIT_USAGE
-
-
-def disk_full(err: BaseException) -> str | None:
-    """"no space left ..." when ``err`` (or an exception it was raised from) is a full disk or quota, else None."""
-    import errno
-
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"no space left on the device{f' (writing {err.filename})' if err.filename else ''}"
-        if "database or disk is full" in str(err):
-            return "no space left on the device of the run database"
-        err = err.__cause__ or err.__context__  # type: ignore[assignment]
-    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

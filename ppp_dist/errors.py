@@ -47,3 +47,18 @@ class BlockError(PppDistError):
 
 class LockedError(PppDistError):
     """Another run holds the experiment (its lock file or the lock row of its database)."""
+
+
+def disk_full(err: BaseException | None) -> str | None:
+    """"no space left ..." when ``err`` (or an exception it was raised from) is a full disk or quota, else None."""
+    import errno
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on the device{f' (writing {err.filename})' if err.filename else ''}"
+        if "database or disk is full" in str(err):
+            return "no space left on the device of the run database"
+        err = err.__cause__ or err.__context__
+    return None

@@ -62,7 +62,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
                  prediction: str | None = None, labels: str | None = None, output: str | None = None,
                  checkpoint: str | Path | None = None, block_shape: tuple[int, int, int] | None = None,
                  resume: bool = True, progress: bool = False, threads: int | None = None,
-                 fused: bool | None = None) -> PipelineResult:
+                 fused: bool | None = None, fail_fast: bool = False) -> PipelineResult:
     """Run the blockwise pipeline on ``client`` (``None``: in-process).
 
     Parameters
@@ -78,6 +78,8 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     output : "out.zarr/instances" array for the labels; default ``<exp_dir>/instances.zarr/instances``.
     block_shape : vote/paint block (default [vote] block_shape); must be whole chunks of the output.
     threads : numba/torch threads per worker task (default [cluster] threads_per_worker).
+    fail_fast : in this process only (``client=None``): a failing block raises its error (no retries).
+    With ``client=None`` the blocks log to this process's log (no worker log files).
     """
     from ppp_dist.io.stores import StoreFactory
     from ppp_dist.pipeline.paint import PaintStage
@@ -97,7 +99,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
         threads = config.cluster.threads_per_worker
     factory = StoreFactory(config.database, str(paths.path))
     runner = StageRunner(client, factory, paths.work, resume=resume, retries=config.cluster.retries,
-                         progress=progress, log_dir=paths.logs)
+                         progress=progress, log_dir=paths.logs if client is not None else None, fail_fast=fail_fast)
     bz, by, bx = (int(b) for b in (block_shape or config.vote.block_shape))
     block = (bz, by, bx)
     stages: dict[str, dict[str, Any]] = {}

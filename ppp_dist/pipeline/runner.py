@@ -29,7 +29,8 @@ succeeds, carrying the error), recorded in the ledger as ``failed`` and resubmit
 spent; a worker that dies is handled by dask (the task is rescheduled; after
 ``distributed.scheduler.allowed-failures`` deaths the driver sees ``KilledWorker`` and counts an attempt).
 A failed block is an outcome, not a crash: :class:`StageSummary` reports it and the caller exits 1.
-``client=None`` runs every block in this process, in order (tests, ``pdb``).
+``client=None`` runs every block in this process, in order (tests, ``pdb``, the in-process label); with
+``fail_fast`` the first failing block raises its error there, after its ledger row is written.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _short_error(err: BaseException) -> str:
 
 def run_block(stage: str, block: BlockSpec, process_block: Callable[[BlockSpec], Any],
               store_factory: Callable[[], GraphStore], attempt: int = 1,
-              log_dir: str | None = None) -> dict[str, Any]:
-    """Process one block and record the outcome in the ledger; never raises for a block's failure.
+              log_dir: str | None = None, reraise: bool = False) -> dict[str, Any]:
+    """Process one block and record the outcome in the ledger; raises a block's error only with ``reraise``
+    (after recording it).
 
     Returns ``{"block", "status": "done"|"failed", "seconds", "worker", "counts" | "error", "traceback"}``.
     With ``log_dir``, this process's ``ppp_dist`` log also goes to ``<log_dir>/<stage>/worker-<name>.log``.
@@ -171,6 +173,8 @@ def run_block(stage: str, block: BlockSpec, process_block: Callable[[BlockSpec],
         except Exception as ledger_err:  # the driver records it instead
             drop_worker_store(store_factory)
             result["ledger_error"] = _short_error(ledger_err)
+        if reraise:
+            raise
         return result
 
 
@@ -260,7 +264,8 @@ def _progress(total: int, stage: str, enabled: bool) -> Any:
 def run_stage(client: Any, stage_name: str, blocks: Sequence[BlockSpec],
               process_block: Callable[[BlockSpec], Any], store_factory: Callable[[], GraphStore], *,
               retries: int = 2, resume: bool = True, progress: bool = True,
-              resources: dict[str, float] | None = None, log_dir: str | os.PathLike | None = None) -> StageSummary:
+              resources: dict[str, float] | None = None, log_dir: str | os.PathLike | None = None,
+              fail_fast: bool = False) -> StageSummary:
     """Run ``process_block`` on every block not yet done, on ``client``'s cluster (``None``: in-process).
 
     Parameters
@@ -284,6 +289,8 @@ def run_stage(client: Any, stage_name: str, blocks: Sequence[BlockSpec],
     log_dir : path, optional
         Every worker process also logs to ``<log_dir>/<stage>/worker-<address>.log`` (e.g. ``run_dir/logs``;
         must be a folder the workers can write to).
+    fail_fast : bool
+        In-process only (``client=None``): the first block that fails raises its error, with no retry.
 
     Returns
     -------
@@ -291,6 +298,8 @@ def run_stage(client: Any, stage_name: str, blocks: Sequence[BlockSpec],
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if fail_fast and client is not None:
+        raise ValueError("fail_fast runs in this process only (client=None)")
     ids = [b.block_id for b in blocks]
     if len(set(ids)) != len(ids):
         raise ValueError(f"stage {stage_name}: block ids are not unique")
@@ -311,7 +320,8 @@ def run_stage(client: Any, stage_name: str, blocks: Sequence[BlockSpec],
         bar = _progress(len(todo), stage_name, progress)
         try:
             if client is None:
-                _run_local(stage_name, todo, process_block, store_factory, retries, summary, store, bar, log_dir_s)
+                _run_local(stage_name, todo, process_block, store_factory, retries, summary, store, bar, log_dir_s,
+                           fail_fast)
             else:
                 _run_distributed(client, stage_name, todo, process_block, store_factory, retries, summary, store,
                                  bar, resources, log_dir_s)
@@ -359,12 +369,13 @@ def _record(summary: StageSummary, result: dict[str, Any], retries: int, store: 
 
 
 def _run_local(stage: str, todo: list[BlockSpec], process_block: Callable, store_factory: Callable,
-               retries: int, summary: StageSummary, store: GraphStore, bar: Any, log_dir: str | None) -> None:
+               retries: int, summary: StageSummary, store: GraphStore, bar: Any, log_dir: str | None,
+               fail_fast: bool = False) -> None:
     try:
         for block in todo:
             attempt = 1
             while True:
-                result = run_block(stage, block, process_block, store_factory, attempt, log_dir)
+                result = run_block(stage, block, process_block, store_factory, attempt, log_dir, reraise=fail_fast)
                 if not _record(summary, result, retries, store, bar):
                     break
                 attempt += 1
@@ -475,6 +486,7 @@ class StageRunner:
     retries: int = 2
     progress: bool = False
     log_dir: str | os.PathLike | None = None
+    fail_fast: bool = False  # in-process only: a failing block raises (run_stage)
     upstream_work: bool = False  # a stage of this run did work: the later ones redo every block
 
     def fresh(self, name: str, params: dict[str, Any], force: bool = False) -> bool:
@@ -498,7 +510,7 @@ class StageRunner:
         stage.prepare(fresh)
         summary = run_stage(self.client, stage.name, list(stage.grid()), stage.process_block, self.store_factory,
                             retries=self.retries, resume=not fresh, progress=self.progress,
-                            resources=stage.resources, log_dir=self.log_dir)
+                            resources=stage.resources, log_dir=self.log_dir, fail_fast=self.fail_fast)
         self.upstream_work = self.upstream_work or (summary.done - summary.skipped) > 0
         return summary
 

@@ -71,7 +71,7 @@ def paint_halo(settings: AssemblySettings) -> Shape:
 
 
 def prediction_arrays(prediction: str) -> tuple[str, str]:
-    """``(patches, numinst-or-fg)`` array paths inside a prediction group (``label.read_prediction`` layout)."""
+    """``(patches, numinst-or-fg)`` array paths inside a prediction group."""
     from ppp_dist.errors import InputDataError
     from ppp_dist.io import volumes
 

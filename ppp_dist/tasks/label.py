@@ -3,27 +3,29 @@
 With ``[vote] blockwise`` (the default) label runs the distributed pipeline (vote -> agglomerate -> paint,
 ``ppp_dist.pipeline.infer``) on the dask cluster of ``[cluster]``; when predict runs in the same command the
 network runs on the workers too (``run_from_raw``), fused when ``[prediction] store_patches = false``.
-Otherwise ``label_volume`` assembles the whole prediction in this process:
+Otherwise ``label_volume`` runs the same pipeline in this process with one block over the whole volume
+(``ops.assemble`` only for the greedy cover, which is sequential over the whole volume):
 
 The prediction group holds ``patches`` (P, Z, Y, X) as uint8 (value / 255), float16 or float32, and
 ``numinst`` (3, Z, Y, X) probabilities (uint8 = value / 255, or float) or ``fg`` (1, Z, Y, X). The output
 ``instances`` is (K, Z, Y, X) uint32 with K = ``model.max_num_inst`` when ``vote.overlap_channels`` (channel
-1 holds the second label of overlap voxels), else K = 1, with OME-Zarr label metadata. The distributed
-pipeline calls the same ``ppp_dist.ops`` functions per block.
+1 holds the second label of overlap voxels), else K = 1, with OME-Zarr label metadata.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ppp_dist.config import PipelineConfig
+from ppp_dist.errors import StorageError, disk_full
 from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION
 from ppp_dist.tasks.base import TaskContext, TaskResult
 
@@ -116,28 +118,77 @@ def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> 
 
 
 
-def read_prediction(group_path: str | Path, patch_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Patches (P, Z, Y, X) and numinst/fg (C, Z, Y, X), both as stored; the assembly converts and
-    validates values (uint8 = value / 255, NaN refused) exactly as the blockwise pipeline does."""
-    from ppp_dist.io import volumes
-    from ppp_dist.pipeline.settings import check_prediction, prediction_arrays
-
-    patches_path, numinst_path = prediction_arrays(str(group_path))
-    patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
-    check_prediction(patches, numinst, patch_shape, str(group_path).rstrip("/"))
-    return np.asarray(patches[...]), np.asarray(numinst[...])
-
-
 def label_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
-    """Assemble instances from a whole prediction group; write ``<output>/instances``; return counts."""
-    from ppp_dist.io import volumes
-    from ppp_dist.ops.assemble import assemble_with_intermediates
+    """Assemble instances from a whole prediction group in this process; write ``<output>/instances``.
+
+    The blockwise pipeline (vote -> agglomerate -> paint) with one block over the whole volume and
+    ``client=None``, on a private SQLite database and work folder (``.<output name>.work`` beside the output,
+    removed afterwards): the same code path as ``[vote] blockwise``, so the two cannot drift apart. Only
+    ``[vote] selection = "greedy"``, which is sequential over the whole volume, runs ``ops.assemble``
+    instead. A block's error (NaN values, ...) is raised here, not retried.
+
+    Returns
+    -------
+    dict: ``instances``, ``selected_patches``, ``foreground_voxels``, ``seconds``, ``step_seconds``.
+    """
     from ppp_dist.pipeline.settings import assembly_settings
 
     settings = assembly_settings(config)
+    if settings.selection == "greedy":
+        return _assemble_whole_volume(config, prediction, output)
+    return _label_one_block(config, prediction, output)
+
+
+def _label_one_block(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
+    from ppp_dist.config import DatabaseConfig
+    from ppp_dist.io import volumes
+    from ppp_dist.pipeline.infer import run_pipeline
+    from ppp_dist.pipeline.settings import assembly_settings, check_prediction, prediction_arrays
+
     started = time.perf_counter()
-    patches, numinst = read_prediction(prediction, settings.patch_shape)
-    result = assemble_with_intermediates(patches, numinst, settings)
+    group = str(prediction).rstrip("/")
+    patches_path, numinst_path = prediction_arrays(group)
+    volume = check_prediction(volumes.open_array(patches_path), volumes.open_array(numinst_path),
+                              assembly_settings(config).patch_shape, group)
+    out = Path(output)
+    work = out.parent / f".{out.name}.work"
+    # the in-process label always replaced its output; dilation is the postprocess task's (not the label's)
+    local = replace(config, database=DatabaseConfig(), general=replace(config.general, overwrite=True),
+                    postprocess=replace(config.postprocess, dilate=0))
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        result = run_pipeline(local, work, client=None, prediction=group, output=f"{out}/{INSTANCES_KEY}",
+                              block_shape=volume, resume=False, fail_fast=True)
+    except Exception as err:
+        if disk_full(err) is None:
+            raise
+        # the work folder is part of writing the output here: name the output, not the private database
+        raise StorageError(f"no space left on the device for output {out}; free some space, then run the same "
+                           "command again") from err
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    vote = result.stages["vote"]["counts"]
+    summary = {"instances": int(result.instances or 0), "selected_patches": int(vote.get("patches", 0)),
+               "foreground_voxels": int(vote.get("foreground", 0)), "seconds": time.perf_counter() - started,
+               "step_seconds": {name: stage["seconds"] for name, stage in result.stages.items()}}
+    logger.info("label: %d instances from %d selected patches in %.2f s (one block)", summary["instances"],
+                summary["selected_patches"], summary["seconds"])
+    return summary
+
+
+def _assemble_whole_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
+    """``ops.assemble`` on the whole prediction: the greedy cover, which no block can compute."""
+    from ppp_dist.io import volumes
+    from ppp_dist.ops.assemble import assemble_with_intermediates
+    from ppp_dist.pipeline.settings import assembly_settings, check_prediction, prediction_arrays
+
+    settings = assembly_settings(config)
+    started = time.perf_counter()
+    group = str(prediction).rstrip("/")
+    patches_path, numinst_path = prediction_arrays(group)
+    patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
+    check_prediction(patches, numinst, settings.patch_shape, group)
+    result = assemble_with_intermediates(np.asarray(patches[...]), np.asarray(numinst[...]), settings)
     labels = result.labels if settings.overlap_channels else result.labels[:1]
     spatial = labels.shape[1:]
     chunks = (labels.shape[0],) + tuple(min(s, 64) for s in spatial)
@@ -146,10 +197,8 @@ def label_volume(config: PipelineConfig, prediction: str | Path, output: str | P
     out[...] = labels
     n_instances = int(labels.max()) if labels.size else 0
     summary = {"instances": n_instances, "selected_patches": int(len(result.selected)),
-               "foreground_voxels": int(np.count_nonzero(result.numinst)),
-               "overlap_voxels": int(np.count_nonzero(result.numinst >= 2)),
-               "seconds": time.perf_counter() - started,
+               "foreground_voxels": int(np.count_nonzero(result.numinst)), "seconds": time.perf_counter() - started,
                "step_seconds": {k: round(v, 4) for k, v in result.timings.items()}}
-    logger.info("label: %d instances from %d selected patches in %.2f s", n_instances,
+    logger.info("label: %d instances from %d selected patches in %.2f s (whole volume, greedy cover)", n_instances,
                 summary["selected_patches"], summary["seconds"])
     return summary
