@@ -81,6 +81,20 @@ class ExperimentPaths:
         return self.path / TRAIN
 
     @property
+    def train_metrics(self) -> Path:
+        """One row per ``log_every`` training iterations (train.py)."""
+        return self.path / TRAIN / "metrics.csv"
+
+    @property
+    def train_network(self) -> Path:
+        """The architecture and measured input/output shapes of the trained network."""
+        return self.path / TRAIN / "network.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TRAIN / "tensorboard"
+
+    @property
     def best_file(self) -> Path:
         """The (checkpoint, parameters) validate chose."""
         return self.path / VAL / "best.json"

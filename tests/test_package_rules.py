@@ -87,6 +87,44 @@ def test_sql_lives_in_io_only():
     assert not offenders, f"SQL outside ppp_dist/io/: {offenders}"
 
 
+# a file name that other modules give their own files too: name -> the module that may spell it (report.py names
+# its JSON so in any folder it is given, e.g. <exp>/evaluation/; validate's val/results.json is ExperimentPaths')
+_SHARED_FILE_NAMES = {"results.json": "tasks/report.py"}
+
+
+def test_experiment_folder_names_live_in_experiment_py():
+    """Every name inside an experiment folder is spelled in experiment.py only (its constants and
+    ExperimentPaths): no other module joins a path with one of them, spells one of its file names, or builds a
+    checkpoint file name."""
+    owner = PACKAGE / "experiment.py"
+    tree = ast.parse(owner.read_text())
+    names = {node.right.value for node in ast.walk(tree) if isinstance(node, ast.BinOp)
+             and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+             and isinstance(node.right.value, str)}
+    names |= {node.value.value for node in tree.body if isinstance(node, ast.Assign)
+              and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+              and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+    assert {"train", "val", "pipeline", "logs", "prediction.zarr", "instances.zarr", "graph.sqlite", "best.json",
+            "metrics.csv", "run.log", "config.toml", "secrets.toml"} <= names, "the scan missed the owner's names"
+    files = {n for n in names if "." in n}
+    offenders = []
+    for path in _modules():
+        if path == owner:
+            continue
+        where = path.relative_to(PACKAGE)
+        shared = {n for n, module in _SHARED_FILE_NAMES.items() if str(where) == module}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
+                    and node.right.value in names - shared):
+                offenders.append(f"{where}:{node.lineno} / {node.right.value!r}")
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in files - shared:
+                offenders.append(f"{where}:{node.lineno} {node.value!r}")
+            elif isinstance(node, ast.JoinedStr) and any(isinstance(v, ast.Constant) and v.value == "checkpoint_"
+                                                         for v in node.values):
+                offenders.append(f"{where}:{node.lineno} f'checkpoint_...'")
+    assert not offenders, f"experiment-folder names outside experiment.py (use ExperimentPaths): {offenders}"
+
+
 def test_paint_reads_no_prediction_and_no_graph():
     """Paint reads what vote left and a slice of the instances table: no patch source, no fragment graph."""
     import re

@@ -452,7 +452,7 @@ def open_database(config: DatabaseConfig, experiment_dir: Path | str | None = No
     if config.backend == "sqlite":
         path = sqlite_path(config, experiment_dir)
         if path.is_dir():
-            raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / 'graph.sqlite'}")
+            raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / GRAPH_DB}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE for writers)
@@ -521,7 +521,7 @@ def open_read_only(config: DatabaseConfig, experiment_dir: Path | str | None = N
         return _connect_postgres(_postgres_dsn(config))
     path = sqlite_path(config, experiment_dir)
     if path.is_dir():
-        raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / 'graph.sqlite'}")
+        raise DatabaseError(f"[database] path {path} is a folder; give a file name such as {path / GRAPH_DB}")
     if not path.exists():
         probe = path.parent
         while not probe.exists() and probe != probe.parent:

@@ -125,7 +125,7 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
     device = resolve_device(t.device)
     net = build_model(config.model, config.data.num_channels)
     shapes = network_shapes(net, config.model)
-    (train_dir / "network.json").write_text(json.dumps({"architecture": net.arch, "padding": net.padding,
+    paths.train_network.write_text(json.dumps({"architecture": net.arch, "padding": net.padding,
                                                         **shapes}, indent=2))
     found = paths.checkpoints()
     state = None
@@ -170,8 +170,8 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
         val_batches = fixed_batches(val_sampler, count=VALIDATION_BATCHES, batch_size=t.batch_size,
                                     seed=config.general.seed)
     settings = loss_settings(config)
-    writer = _summary_writer(train_dir / "tensorboard")
-    metrics_path = train_dir / "metrics.csv"
+    writer = _summary_writer(paths.tensorboard)
+    metrics_path = paths.train_metrics
     window = {"loss": 0.0, "patch": 0.0, "numinst": 0.0, "n": 0}
     last_path = summary["checkpoint"]
     net.train()

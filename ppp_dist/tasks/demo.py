@@ -23,7 +23,7 @@ from typing import Any
 
 from ppp_dist.config import load_config
 from ppp_dist.errors import ConfigError, InputDataError
-from ppp_dist.experiment import EVALUATION, check_experiment_location, open_experiment
+from ppp_dist.experiment import CONFIG_NAME, EVALUATION, check_experiment_location, open_experiment
 from ppp_dist.lock import ExperimentLock, check_free
 from ppp_dist.logs import setup_logging
 from ppp_dist.tasks.base import CommandContext, TaskResult
@@ -42,7 +42,7 @@ MODEL_FOLDER = ("sample", "model")
 def sample_model() -> tuple[Path, Path]:
     """(checkpoint, resolved training config) of the network shipped in ``ppp_dist/data/sample/model/``."""
     folder = Path(os.fspath(importlib.resources.files("ppp_dist.data").joinpath(*MODEL_FOLDER)))  # type: ignore[call-overload]  # a regular install
-    checkpoint, config = folder / "checkpoint.pt", folder / "config.toml"
+    checkpoint, config = folder / "checkpoint.pt", folder / CONFIG_NAME  # saved as an experiment saves it
     if not (checkpoint.is_file() and config.is_file()):
         raise InputDataError(f"the sample model ({checkpoint}, {config}) is missing; the package was installed "
                              f"without its data files, or run scripts/train_sample_model.py")
