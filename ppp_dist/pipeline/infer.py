@@ -79,7 +79,6 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
     block_shape : vote/paint block (default [vote] block_shape); must be whole chunks of the output.
     threads : numba/torch threads per worker task (default [cluster] threads_per_worker).
     fail_fast : in this process only (``client=None``): a failing block raises its error (no retries).
-    With ``client=None`` the blocks log to this process's log (no worker log files).
     """
     from ppp_dist.io.stores import StoreFactory
     from ppp_dist.pipeline.paint import PaintStage
@@ -99,7 +98,7 @@ def run_pipeline(config: PipelineConfig, exp_dir: str | Path, *, client: Any, ra
         threads = config.cluster.threads_per_worker
     factory = StoreFactory(config.database, str(paths.path))
     runner = StageRunner(client, factory, paths.work, resume=resume, retries=config.cluster.retries,
-                         progress=progress, log_dir=paths.logs if client is not None else None, fail_fast=fail_fast)
+                         progress=progress, log_dir=paths.logs, fail_fast=fail_fast)
     bz, by, bx = (int(b) for b in (block_shape or config.vote.block_shape))
     block = (bz, by, bx)
     stages: dict[str, dict[str, Any]] = {}
