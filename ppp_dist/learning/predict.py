@@ -161,7 +161,7 @@ def read_input_tile(arr: Any, write_box: Box, geometry: TileGeometry, data: Data
     return read_normalised(arr, box, fit(arr, data))
 
 
-def open_raw(input_spec: str, data: Any) -> tuple[Any, int, tuple[int, ...]]:
+def open_raw(input_spec: str, data: DataConfig) -> tuple[Any, int, tuple[int, ...]]:
     """The raw volume ``input_spec`` checked against ``[data]``: (array, channels, spatial (Z, Y, X))."""
     arr = open_array(input_spec)
     if arr.ndim not in (3, 4):

@@ -27,9 +27,11 @@ from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION, Experiment
 
 if TYPE_CHECKING:
     from ppp_dist.config.sections import PipelineConfig
+    from ppp_dist.io.stores import StoreFactory
+    from ppp_dist.ops.settings import AssemblySettings
+    from ppp_dist.pipeline.runner import StageRunner
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def _source(config: PipelineConfig, paths: ExperimentPaths, raw: str | None, pre
     return config, StoredPrediction(*prediction_arrays(predict.outputs_group)), predict
 
 
-def _agglomerate(runner: Any, factory: Any, settings: Any, config: PipelineConfig, nvox: int) -> dict[str, Any]:
+def _agglomerate(runner: StageRunner, factory: StoreFactory, settings: AssemblySettings, config: PipelineConfig,
+                 nvox: int) -> dict[str, Any]:
     """Agglomerate unless its result is still valid (same parameters, no new vote rows, resume)."""
     from ppp_dist.pipeline.agglomerate import INSTANCES_STAGE, agglomerate_instances
 
@@ -205,7 +208,7 @@ def _agglomerate(runner: Any, factory: Any, settings: Any, config: PipelineConfi
 
 
 def _prepare_labels(config: PipelineConfig, output: str, volume: tuple[int, ...], block: tuple[int, ...],
-                    settings: Any, source: str, resume: bool) -> tuple[tuple[int, ...], bool]:
+                    settings: AssemblySettings, source: str, resume: bool) -> tuple[tuple[int, ...], bool]:
     """Create (or reuse) the labels array; return its chunks and whether every paint block must be redone.
 
     An earlier output of the paint stage with another layout is replaced (every paint block is redone then);

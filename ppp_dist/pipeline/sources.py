@@ -31,7 +31,8 @@ import numpy as np
 from ppp_dist.geometry import Box
 
 if TYPE_CHECKING:
-    from ppp_dist.config.sections import PipelineConfig
+    from ppp_dist.config.sections import ModelConfig, PipelineConfig
+    from ppp_dist.learning.model import PppModel
     from ppp_dist.pipeline.settings import AssemblySettings
 
 Shape = tuple[int, int, int]
@@ -146,7 +147,7 @@ class OraclePatches:
 
 
 @lru_cache(maxsize=2)
-def _network(model: Any, channels: int, checkpoint: str, device: str) -> Any:
+def _network(model: ModelConfig, channels: int, checkpoint: str, device: str) -> PppModel:
     from ppp_dist.learning.model import load_network
 
     return load_network(model, channels, checkpoint, device)
@@ -180,7 +181,7 @@ class NetworkPrediction:
         channels = 1 if raw.ndim == 3 else int(raw.shape[0])
         net = _network(cfg.model, channels, self.checkpoint, cfg.prediction.device)
         geometry = tile_geometry(cfg.model)
-        codes = net.decoder is not None
+        decoder = net.decoder  # ppp+dec (head = "codes"): the patches are decoded from the predicted codes
         patch_dtype = cfg.prediction.patch_dtype
         volume = self.volume_shape(settings)
         # the tiles of the whole-volume tiling (origin 0, step = output tile) that intersect the box
@@ -193,12 +194,12 @@ class NetworkPrediction:
         inner = (slice(None), *box.relative_to(cover))
         ni_name = "numinst" if "numinst" in region else "fg"
         ni = np.ascontiguousarray(region[ni_name][inner])
-        if codes:
+        if decoder is not None:
             mask = foreground_mask(ni, cfg.prediction.decode_foreground_threshold)
             patches = np.zeros((patch_channels,) + box.shape, dtype=patch_dtype)
             if mask.any():
                 code = region["codes"][inner][:, mask].T
-                probs = decode_codes(net.decoder, code, cfg.model.decoder.decode_batch_size)
+                probs = decode_codes(decoder, code, cfg.model.decoder.decode_batch_size)
                 patches[:, mask] = to_storage("patches", probs.T, patch_dtype)
         else:
             patches = np.ascontiguousarray(region["patches"][inner])
