@@ -30,6 +30,7 @@ from ppp_dist.experiment import INSTANCES, INSTANCES_KEY, PREDICTION
 from ppp_dist.tasks.base import TaskContext, TaskResult
 
 if TYPE_CHECKING:
+    from ppp_dist.ops.settings import AssemblySettings
     from ppp_dist.tasks.preflight import Preflight
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,6 @@ def _warn_if_empty(ctx: TaskContext, instances: int, prediction: str | None) -> 
               file=sys.stderr)
 
 
-
 def label_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
     """Assemble instances from a whole prediction group in this process; write ``<output>/instances``.
 
@@ -131,25 +131,24 @@ def label_volume(config: PipelineConfig, prediction: str | Path, output: str | P
     -------
     dict: ``instances``, ``selected_patches``, ``foreground_voxels``, ``seconds``, ``step_seconds``.
     """
-    from ppp_dist.pipeline.settings import assembly_settings
-
-    settings = assembly_settings(config)
-    if settings.selection == "greedy":
-        return _assemble_whole_volume(config, prediction, output)
-    return _label_one_block(config, prediction, output)
-
-
-def _label_one_block(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
-    from ppp_dist.config import DatabaseConfig
     from ppp_dist.io import volumes
-    from ppp_dist.pipeline.infer import run_pipeline
     from ppp_dist.pipeline.settings import assembly_settings, check_prediction, prediction_arrays
 
     started = time.perf_counter()
+    settings = assembly_settings(config)
     group = str(prediction).rstrip("/")
-    patches_path, numinst_path = prediction_arrays(group)
-    volume = check_prediction(volumes.open_array(patches_path), volumes.open_array(numinst_path),
-                              assembly_settings(config).patch_shape, group)
+    patches, numinst = (volumes.open_array(path) for path in prediction_arrays(group))
+    volume = check_prediction(patches, numinst, settings.patch_shape, group)
+    if settings.selection == "greedy":
+        return _assemble_whole_volume(settings, patches, numinst, output, started)
+    return _label_one_block(config, group, volume, output, started)
+
+
+def _label_one_block(config: PipelineConfig, group: str, volume: tuple[int, int, int], output: str | Path,
+                     started: float) -> dict[str, Any]:
+    from ppp_dist.config import DatabaseConfig
+    from ppp_dist.pipeline.infer import run_pipeline
+
     out = Path(output)
     work = out.parent / f".{out.name}.work"
     # the in-process label always replaced its output; dilation is the postprocess task's (not the label's)
@@ -176,18 +175,12 @@ def _label_one_block(config: PipelineConfig, prediction: str | Path, output: str
     return summary
 
 
-def _assemble_whole_volume(config: PipelineConfig, prediction: str | Path, output: str | Path) -> dict[str, Any]:
+def _assemble_whole_volume(settings: AssemblySettings, patches: Any, numinst: Any, output: str | Path,
+                           started: float) -> dict[str, Any]:
     """``ops.assemble`` on the whole prediction: the greedy cover, which no block can compute."""
     from ppp_dist.io import volumes
     from ppp_dist.ops.assemble import assemble_with_intermediates
-    from ppp_dist.pipeline.settings import assembly_settings, check_prediction, prediction_arrays
 
-    settings = assembly_settings(config)
-    started = time.perf_counter()
-    group = str(prediction).rstrip("/")
-    patches_path, numinst_path = prediction_arrays(group)
-    patches, numinst = volumes.open_array(patches_path), volumes.open_array(numinst_path)
-    check_prediction(patches, numinst, settings.patch_shape, group)
     result = assemble_with_intermediates(np.asarray(patches[...]), np.asarray(numinst[...]), settings)
     labels = result.labels if settings.overlap_channels else result.labels[:1]
     spatial = labels.shape[1:]
