@@ -7,12 +7,18 @@ Example::
     python scripts/train_nuclei_cpu.py --dims 2 --out nuclei2d_cpu \\
         --export ppp_dist/data/models/nuclei2d                              # the shipped model
 
-Steps: ``ppp_dist.data.packaged_nuclei`` writes ``OUT/data/{train,val,test}`` (regions of stardist's bundled
-DSB2018 image, or of its synthetic 3D volume); the recipe trains into ``OUT/exp``; the val and test samples
-are predicted once; on **val** the ``[validation.grid]`` values of ``foreground_threshold`` and
-``min_instance_size`` are swept, for PatchPerPix and for the baseline (connected components of the same
-network's foreground, with its own best threshold and size filter); the two choices are then scored on
-**test**, which nothing was chosen on. Writes ``OUT/summary.json`` and prints a table. ``--export DIR`` writes
+Steps: the data are written under ``OUT/data``. By default (``--data dsb2018``)
+``ppp_dist.data.packaged_nuclei`` writes ``OUT/data/{train,val,test}``: regions of stardist's bundled DSB2018
+image (in 3D its synthetic volume). ``--data mnfinder`` adds the 49 real images of the mnfinder package
+(``ppp_dist.data.mnfinder_nuclei``; the wheel is downloaded once into ``--cache``): training on mnfinder's
+training images plus the DSB2018 train region (``--balance-dsb SHARE``: that share of the crops from the
+DSB2018 region, whose val region then joins val), val on mnfinder's validation images, and two held-out
+sets, ``test`` (mnfinder's test images) and ``test_dsb2018`` (the DSB2018 test quadrant). The recipe trains
+into ``OUT/exp``; the val and held-out samples are predicted once; on **val** the ``[validation.grid]``
+values are swept, for PatchPerPix and for the baseline (connected components of the same network's
+foreground, with its own best threshold and size filter); the two choices are then scored on each held-out
+set, which nothing was chosen on (means over the images of a set). Writes ``OUT/summary.json`` and prints a
+table. ``--score CHECKPOINT`` skips training. ``--export DIR`` writes
 the trained network as a weights-only checkpoint (with the chosen settings in its config) and ``config.toml``.
 """
 
@@ -125,6 +131,31 @@ def export_model(config_path: Path, config: Any, checkpoint: str, chosen: tuple,
     return out / "checkpoint.pt"
 
 
+def write_samples(dims: int, data: str, out: Path, cache: Path | None,
+                  balance_dsb: float = 0.0) -> dict[str, list[Path]]:
+    """split -> zarr samples; the held-out splits are the keys starting with ``test``.
+
+    ``balance_dsb`` (2D mnfinder only; 0 = off): the DSB2018 train region is listed so often that this share
+    of the training crops (samples are drawn uniformly from the list) comes from touching nuclei (0.5: once
+    per mnfinder training image), and the DSB2018 val region joins mnfinder's val images; the held-out sets
+    are unchanged.
+    """
+    from ppp_dist.data.packaged_nuclei import write_nuclei2d, write_nuclei3d
+
+    if dims == 3:
+        return {split: [path] for split, path in write_nuclei3d(out).items()}
+    if data == "dsb2018":
+        return {split: [path] for split, path in write_nuclei2d(out).items()}
+    from ppp_dist.data.mnfinder_nuclei import write_mnfinder
+
+    dsb = write_nuclei2d(out / "dsb2018")
+    mnfinder = write_mnfinder(out / "mnfinder", cache)
+    repeats = max(1, round(len(mnfinder["train"]) * balance_dsb / (1.0 - balance_dsb))) if balance_dsb else 1
+    return {"train": [*mnfinder["train"], *[dsb["train"]] * repeats],
+            "val": [*mnfinder["val"], *([dsb["val"]] if balance_dsb else [])],
+            "test": mnfinder["test"], "test_dsb2018": [dsb["test"]]}
+
+
 def _name(key: tuple) -> str:
     return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in key)
 
@@ -134,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, choices=(2, 3), default=2)
     parser.add_argument("--out", type=Path, default=None, help="default nuclei<dims>d_cpu")
     parser.add_argument("--config", type=Path, default=None, help="default configs/nuclei<dims>d_cpu.toml")
+    parser.add_argument("--data", choices=("dsb2018", "mnfinder"), default="dsb2018",
+                        help="2D data: the DSB2018 image's regions (the recipe's own), or the mnfinder images "
+                             "(+ the DSB2018 train region) with two held-out sets")
+    parser.add_argument("--balance-dsb", type=float, nargs="?", const=0.5, default=0.0, metavar="SHARE",
+                        help="with --data mnfinder: this share (default 0.5) of the training crops from the "
+                             "DSB2018 train region (touching nuclei); its val region joins val")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for the downloaded mnfinder wheel (default $PPP_DIST_CACHE or ~/.cache/ppp_dist)")
     parser.add_argument("--iterations", type=int, default=None, help="default: training.max_iterations")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -148,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ppp_dist.config import load_config
-    from ppp_dist.data.packaged_nuclei import write_nuclei2d, write_nuclei3d
-    from ppp_dist.errors import PppDistError
+    from ppp_dist.errors import InputDataError, PppDistError
     from ppp_dist.learning.train import run_train
     from ppp_dist.logs import setup_logging
 
@@ -158,26 +196,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ppp_dist.tasks.convert").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     try:
-        samples = (write_nuclei2d if args.dims == 2 else write_nuclei3d)(out / "data")
-        config = load_config([config_path], overrides=[f"data.train_data=['{samples['train']}']",
-                                                       f"data.val_data=['{samples['val']}']", *args.set])
+        if not 0.0 <= args.balance_dsb < 1.0:
+            raise InputDataError(f"--balance-dsb must lie in [0, 1), got {args.balance_dsb}")
+        samples = write_samples(args.dims, args.data, out / "data", args.cache, args.balance_dsb)
+        held_out = [split for split in samples if split.startswith("test")]
+        config = load_config([config_path], overrides=[f"data.train_data={[str(p) for p in samples['train']]}",
+                                                       f"data.val_data={[str(p) for p in samples['val']]}",
+                                                       *args.set, *([f"training.max_iterations={args.iterations}"]
+                                                                    if args.iterations else [])])
         if args.score:
             summary = {"checkpoint": args.score, "iterations": 0, "iterations_run": 0, "seconds": 0.0,
                        "it_per_s": 0.0, "final_loss": float("nan")}
         else:
-            summary = run_train(config, out / "exp", max_iterations=args.iterations)
+            summary = run_train(config, out / "exp")
         started = time.perf_counter()
-        predicted = {split: [predict_sample(config, summary["checkpoint"], samples[split],
-                                            out / "pred" / f"{split}.zarr")] for split in ("val", "test")}
+        predicted = {split: [predict_sample(config, summary["checkpoint"], sample,
+                                            out / "pred" / split / sample.name) for sample in samples[split]]
+                     for split in ("val", *held_out)}
         val = sweep(config, predicted["val"])
         chosen = {method: best_of(val[method]) for method in ("ppp", "cc")}
-        test = {}
+        scored: dict[str, dict] = {split: {} for split in held_out}
         for method, key in chosen.items():
-            one = dict(key)
-            grid = {k: (v,) for k, v in one.items()}
+            grid = {k: (v,) for k, v in dict(key).items()}
             single = dataclasses.replace(config, validation=dataclasses.replace(config.validation, grid=grid,
                                                                                 zip_keys=()))
-            test[method] = sweep(single, predicted["test"])[method][key]
+            for split in held_out:
+                scored[split][method] = sweep(single, predicted[split])[method][key]
         evaluate_s = time.perf_counter() - started
         exported = export_model(config_path, config, summary["checkpoint"], chosen["ppp"], args.export) \
             if args.export else None
@@ -187,14 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {"config": str(config_path), "training": {k: v for k, v in summary.items() if k != "shapes"},
               "chosen_on_val": {m: dict(c) for m, c in chosen.items()},
               "val": {m: {_name(k): v for k, v in val[m].items()} for m in val},
-              "test": test, "evaluate_seconds": evaluate_s, "exported": str(exported or "")}
+              **scored, "images": {split: len(paths) for split, paths in samples.items()},
+              "evaluate_seconds": evaluate_s, "exported": str(exported or "")}
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"trained {summary['iterations']} iterations, {summary['iterations_run']} now in "
           f"{summary['seconds']:.0f} s ({summary['it_per_s']:.2f} it/s), final loss {summary['final_loss']:.4f}")
     for method in ("ppp", "cc"):
-        print(f"{method:<4} chosen on val: {_name(chosen[method])} (val avS {val[method][chosen[method]]['avS']:.3f})"
-              f" -> test avS {test[method]['avS']:.3f}, S_0.5 {test[method]['S_0.5']:.3f}, "
-              f"{test[method]['instances']} instances")
+        print(f"{method:<4} chosen on val: {_name(chosen[method])} (val avS {val[method][chosen[method]]['avS']:.3f})")
+        for split in held_out:
+            one = scored[split][method]
+            print(f"     {split} ({len(samples[split])} images): avS {one['avS']:.3f}, S_0.5 {one['S_0.5']:.3f}, "
+                  f"{one['instances']} instances per image")
     return 0
 
 
