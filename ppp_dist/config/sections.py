@@ -25,6 +25,7 @@ Upsampling = Literal["transposed_conv", "resize_conv"]
 Head = Literal["patches", "codes"]
 NuminstHead = Literal["classes", "foreground"]
 Optimizer = Literal["adam", "adamw", "sgd"]
+LearningRateSchedule = Literal["constant", "cosine"]
 Consensus = Literal["prob_product", "raw_prob_product", "count"]
 DifferentRule = Literal["less_than_threshold", "inverse_threshold", "half_threshold"]
 Selection = Literal["local", "greedy"]
@@ -232,6 +233,7 @@ class TrainingConfig:
     batch_size: int = 2  # crops per iteration
     max_iterations: int = 400_000  # training stops after this many iterations
     learning_rate: float = 1e-4  # Adam/AdamW/SGD learning rate
+    learning_rate_schedule: LearningRateSchedule = "constant"  # or cosine: learning_rate down to 1 % of it at the end
     optimizer: Optimizer = "adam"  # torch optimiser
     adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW betas (the ECCV networks used 0.95, 0.999)
     weight_decay: float = 0.0  # L2 penalty of the optimiser

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 METRIC_COLUMNS = ("iteration", "loss", "patch_loss", "numinst_loss", "val_loss", "val_patch_loss",
                   "val_numinst_loss", "learning_rate", "seconds", "it_per_s")
 VALIDATION_BATCHES = 4
+COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of [training] learning_rate
 
 
 def loss_settings(config: PipelineConfig) -> LossSettings:
@@ -53,6 +54,18 @@ def loss_settings(config: PipelineConfig) -> LossSettings:
                         numinst_head=m.numinst_head, patch_weight=t.patch_loss_weight,
                         numinst_weight=t.numinst_loss_weight, background_weight=t.background_weight,
                         num_code_samples=m.decoder.num_code_samples)
+
+
+def learning_rate_at(config: PipelineConfig, iteration: int) -> float:
+    """The learning rate of the step after ``iteration`` completed steps: ``[training] learning_rate_schedule``
+    over ``[training] max_iterations``, a function of the iteration alone, so that a resumed run continues the
+    schedule where it stopped (and a run stopped early by ``run_train(max_iterations=...)`` follows the
+    configured one)."""
+    t = config.training
+    if t.learning_rate_schedule == "constant":
+        return t.learning_rate
+    done = min(iteration / t.max_iterations, 1.0)
+    return t.learning_rate * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
 def make_optimizer(net: torch.nn.Module, config: PipelineConfig) -> torch.optim.Optimizer:
@@ -187,6 +200,8 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 patch_logits, numinst_logits = net(raw)
                 terms = ppp_loss(patch_logits, numinst_logits, gt, settings, net.decoder)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(config, iteration)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             scaler.step(optimizer)
@@ -245,4 +260,4 @@ def run_train(config: PipelineConfig, exp_dir: Path, *, max_iterations: int | No
     return summary
 
 
-__all__ = ["run_train", "loss_settings", "make_optimizer", "validation_loss"]
+__all__ = ["run_train", "learning_rate_at", "loss_settings", "make_optimizer", "validation_loss"]

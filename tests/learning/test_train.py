@@ -12,7 +12,7 @@ from _learning_helpers import TINY_3D, make_config
 from ppp_dist.errors import CheckpointError
 from ppp_dist.experiment import ExperimentPaths
 from ppp_dist.learning.model import read_checkpoint
-from ppp_dist.learning.train import run_train
+from ppp_dist.learning.train import COSINE_FLOOR, learning_rate_at, run_train
 
 
 def _metrics(exp):
@@ -54,6 +54,34 @@ def test_resumed_training_equals_uninterrupted_training(nuclei_sample, tmp_path)
     rows = _metrics(tmp_path / "twice")
     assert [int(r["iteration"]) for r in rows] == [3, 6, 9, 12]
     assert [bool(r["val_loss"]) for r in rows] == [False, True, False, True]
+
+
+def test_cosine_schedule_runs_from_the_learning_rate_to_its_floor(nuclei_sample):
+    config = make_config(nuclei_sample, training={"learning_rate": 1e-3, "max_iterations": 100,
+                                                  "learning_rate_schedule": "cosine"})
+    rates = [learning_rate_at(config, i) for i in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[50] == pytest.approx(1e-3 * (1 + COSINE_FLOOR) / 2)
+    assert rates[100] == pytest.approx(1e-3 * COSINE_FLOOR) and learning_rate_at(config, 150) == rates[100]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    constant = make_config(nuclei_sample, training={"learning_rate": 1e-3, "max_iterations": 100})
+    assert {learning_rate_at(constant, i) for i in (0, 50, 100)} == {1e-3}
+
+
+def test_a_resumed_cosine_run_continues_the_schedule(nuclei_sample, tmp_path):
+    config = make_config(nuclei_sample, training={"checkpoint_every": 6, "log_every": 3, "max_iterations": 12,
+                                                  "learning_rate": 1e-3, "learning_rate_schedule": "cosine"},
+                         **{"general": {"seed": 5}})
+    run_train(config, tmp_path / "once")
+    run_train(config, tmp_path / "twice", max_iterations=6)
+    assert run_train(config, tmp_path / "twice")["iterations_run"] == 6
+    a = read_checkpoint(tmp_path / "once" / "train" / "checkpoint_12.pt")
+    b = read_checkpoint(tmp_path / "twice" / "train" / "checkpoint_12.pt")
+    for key, value in a["model_state_dict"].items():
+        torch.testing.assert_close(b["model_state_dict"][key], value, rtol=0, atol=1e-6)
+    logged = [float(r["learning_rate"]) for r in _metrics(tmp_path / "twice")]
+    # each row logs the rate of its window's last step (after iteration - 1 steps)
+    assert logged == pytest.approx([learning_rate_at(config, i - 1) for i in (3, 6, 9, 12)])
+    assert logged == pytest.approx([float(r["learning_rate"]) for r in _metrics(tmp_path / "once")])
 
 
 def test_resuming_with_another_architecture_is_refused(nuclei_sample, tmp_path):
