@@ -274,6 +274,7 @@ class PredictionConfig:
     store_patches: bool = True  # false = fused predict -> decode -> vote that stores no patches
     zero_background: bool = True  # store 0 as the patches of background voxels (never read): empty chunks compress
     decode_foreground_threshold: float = 0.5  # decode codes only where P(foreground) >= this
+    test_time_flips: bool = False  # average the network over every flip of Y, X (and Z in 3D): 4x / 8x the time
 
     def problems(self) -> list[str]:
         problems = _positive("prediction", batch_size=self.batch_size)
@@ -468,4 +469,7 @@ class PipelineConfig:
         for name in ("general", "data", "model", "training", "prediction", "vote", "validation",
                      "evaluation", "postprocess", "cluster", "database"):
             problems += getattr(self, name).problems()
+        if self.prediction.test_time_flips and self.model.head == "codes":
+            problems.append("[prediction] test_time_flips needs predicted patches; the ppp+dec codes of "
+                            "[model] head = \"codes\" cannot be flipped")
         return problems + checks.validation_problems(self)

@@ -99,8 +99,42 @@ def tile_geometry(model: ModelConfig) -> TileGeometry:
     return TileGeometry(inp, kept, margin, margin)  # type: ignore[arg-type]
 
 
-def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp: bool = False
-                 ) -> dict[str, np.ndarray]:
+def flip_sets(input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes (0 = Z, 1 = Y, 2 = X) longer than one voxel, the empty one first:
+    the flips of test-time augmentation (4 in 2D, 8 in 3D)."""
+    axes = [a for a, size in enumerate(input_shape) if size > 1]
+    return [tuple(a for i, a in enumerate(axes) if mask >> i & 1) for mask in range(2 ** len(axes))]
+
+
+def unflip_patches(patches: torch.Tensor, patch_shape: tuple[int, int, int], axes: tuple[int, ...]) -> torch.Tensor:
+    """Patches (N, P, Z, Y, X) predicted on an input flipped along spatial ``axes``, in the unflipped frame:
+    the voxels flip back, and so does each patch's own (pz, py, px) window."""
+    n, p, *spatial = patches.shape
+    full = patches.reshape(n, *patch_shape, *spatial)
+    full = torch.flip(full, dims=[1 + a for a in axes] + [4 + a for a in axes])
+    return full.reshape(n, p, *spatial)
+
+
+def _activations(net: PppModel, x: torch.Tensor, geometry: TileGeometry, amp: bool,
+                 batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(patch or code probabilities, numinst probabilities) of the kept output of one forward pass."""
+    with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=torch.float16,
+                                         enabled=amp and x.device.type == "cuda"):
+        patch_logits, numinst_logits = net(x)
+    crop = tuple(slice(c, c + o) for c, o in zip(geometry.net_crop, geometry.output_shape))
+    patch_logits = patch_logits[(Ellipsis, *crop)].float()
+    numinst_logits = numinst_logits[(Ellipsis, *crop)].float()
+    if not bool(torch.isfinite(patch_logits).all() and torch.isfinite(numinst_logits).all()):
+        top = float(np.abs(batch).max()) if batch.size else 0.0
+        raise InputDataError(f"the network's output holds NaN or infinite values (input values up to {top:.3g}): "
+                             "raw values this large overflow the network (set [data] normalization to clip or "
+                             "minmax), or the checkpoint's weights are damaged; nothing of this tile was stored")
+    numinst = torch.softmax(numinst_logits, dim=1) if numinst_logits.shape[1] > 1 else torch.sigmoid(numinst_logits)
+    return torch.sigmoid(patch_logits), numinst
+
+
+def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp: bool = False,
+                 flip_patch_shape: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
     """Network activations for one input tile (or a batch of them); a pure function.
 
     Parameters
@@ -109,6 +143,10 @@ def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp:
     raw : (C, *geometry.input_shape) or (N, C, *geometry.input_shape) float32 normalised input with context.
     geometry : the tile geometry of ``net``.
     amp : float16 autocast (CUDA only).
+    flip_patch_shape : test-time flips (``[prediction] test_time_flips``): the patch shape of ``net``; the
+        probabilities are then the mean over the input flipped along every subset of its spatial axes
+        (:func:`flip_sets`), each flipped back, patch windows included. Needs a symmetric tile (the same
+        context on both sides) and patches, not ppp+dec codes.
 
     Returns
     -------
@@ -122,23 +160,25 @@ def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp:
                          f"{geometry.input_shape}")
     device = next(net.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16,
-                                         enabled=amp and device.type == "cuda"):
-        patch_logits, numinst_logits = net(x)
-    crop = tuple(slice(c, c + o) for c, o in zip(geometry.net_crop, geometry.output_shape))
-    patch_logits = patch_logits[(Ellipsis, *crop)].float()
-    numinst_logits = numinst_logits[(Ellipsis, *crop)].float()
-    if not bool(torch.isfinite(patch_logits).all() and torch.isfinite(numinst_logits).all()):
-        top = float(np.abs(batch).max()) if batch.size else 0.0
-        raise InputDataError(f"the network's output holds NaN or infinite values (input values up to {top:.3g}): "
-                             "raw values this large overflow the network (set [data] normalization to clip or "
-                             "minmax), or the checkpoint's weights are damaged; nothing of this tile was stored")
-    if numinst_logits.shape[1] > 1:
-        numinst = torch.softmax(numinst_logits, dim=1)
+    if flip_patch_shape is None:
+        patches, numinst = _activations(net, x, geometry, amp, batch)
     else:
-        numinst = torch.sigmoid(numinst_logits)
-    out = {"numinst" if numinst_logits.shape[1] > 1 else "fg": numinst.cpu().numpy(),
-           "patches" if net.decoder is None else "codes": torch.sigmoid(patch_logits).cpu().numpy()}
+        if net.decoder is not None:
+            raise ConfigError("[prediction] test_time_flips needs predicted patches; ppp+dec codes cannot be flipped")
+        if any((i - o) % 2 for i, o in zip(geometry.input_shape, geometry.output_shape)):
+            raise ConfigError(f"[prediction] test_time_flips needs the same context on both sides of the output; "
+                              f"input {geometry.input_shape} and output {geometry.output_shape} differ by an odd "
+                              f"number of voxels")
+        flips = flip_sets(geometry.input_shape)
+        patches, numinst = _activations(net, x, geometry, amp, batch)  # flips[0] is no flip
+        for axes in flips[1:]:
+            dims = [2 + a for a in axes]
+            p, n = _activations(net, torch.flip(x, dims=dims), geometry, amp, batch)
+            patches += unflip_patches(p, flip_patch_shape, axes)
+            numinst += torch.flip(n, dims=dims)
+        patches, numinst = patches / len(flips), numinst / len(flips)
+    out = {"numinst" if numinst.shape[1] > 1 else "fg": numinst.cpu().numpy(),
+           "patches" if net.decoder is None else "codes": patches.cpu().numpy()}
     return {k: v[0] if single else v for k, v in out.items()}
 
 
@@ -175,4 +215,5 @@ def open_raw(input_spec: str, data: DataConfig) -> tuple[Any, int, tuple[int, ..
 
 
 __all__ = ["TileGeometry", "tile_geometry", "receptive_context", "read_input_tile", "predict_tile", "to_storage",
+           "flip_sets", "unflip_patches",
            "open_raw"]

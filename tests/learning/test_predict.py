@@ -35,17 +35,24 @@ def _checkpoint(config, tmp_path, recorded=True):
                            normalization=settings_of(config.data) if recorded else None)
 
 
-def _single_pass(config, checkpoint, raw, mode="symmetric"):
+def _single_pass(config, checkpoint, raw, mode="symmetric", flip=()):
     """Whole volume, mirrored at its border (or zero-padded: ``mode="constant"``) by the context (+ up to one
-    tile at the far end), in one forward pass."""
+    tile at the far end), in one forward pass; ``flip``: the padded volume flipped along these spatial axes
+    (0 = Z) for the pass, its outputs flipped back (patch windows included)."""
     geometry = tile_geometry(config.model)
     net = load_network(config.model, raw.shape[0], checkpoint, "cpu")
     spatial = raw.shape[1:]
     n = [-(-s // o) for s, o in zip(spatial, geometry.output_shape)]
     pads = [(0, 0)] + [(c, k * o + c - s) for s, k, o, c in zip(spatial, n, geometry.output_shape, geometry.context)]
     padded = np.pad(raw.astype(np.float32), pads, mode=mode)
+    dims = [2 + a for a in flip]
     with torch.no_grad():
-        patch_logits, numinst_logits = net(torch.from_numpy(padded)[None])
+        patch_logits, numinst_logits = net(torch.flip(torch.from_numpy(padded)[None], dims))
+    if flip:
+        numinst_logits = torch.flip(numinst_logits, dims)
+        n, p, *spatial_out = patch_logits.shape
+        windows = patch_logits.reshape(n, *config.model.patch_shape, *spatial_out)
+        patch_logits = torch.flip(windows, [1 + a for a in flip] + [4 + a for a in flip]).reshape(n, p, *spatial_out)
     crop = (0, slice(None)) + tuple(slice(m, m + s) for m, s in zip(geometry.net_crop, spatial))
     return {"numinst": torch.softmax(numinst_logits, 1)[crop].numpy(),
             "patches": torch.sigmoid(patch_logits)[crop].numpy()}
@@ -162,3 +169,55 @@ def test_network_output_that_is_not_finite_is_refused_not_stored(tmp_path, cause
         tiles[..., 1::2] = -1e38
     with pytest.raises(InputDataError, match="the network's output holds NaN or infinite values"):
         predict_tile(net, tiles, geometry)
+
+
+@pytest.mark.parametrize("name", ["2d valid", "2d same", "3d valid"])
+def test_test_time_flips_average_the_flipped_volumes(name, tmp_path):
+    """[prediction] test_time_flips: tiled prediction equals the mean of single passes over the volume flipped
+    along every subset of its spatial axes (4 in 2D, 8 in 3D), each flipped back, patch windows included. (The
+    volume is padded before it is flipped, so that the downsampling grid stays where the tiles put it.)"""
+    from ppp_dist.learning.predict import flip_sets
+
+    model, shape = CASES[name]
+    config = make_config(model=model, data={"num_channels": shape[0]},
+                         prediction={"device": "cpu", "zero_background": False, "test_time_flips": True})
+    raw = _write_raw(tmp_path / "in.zarr", shape)
+    checkpoint = _checkpoint(config, tmp_path)
+    predict_volume(config, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "out.zarr")
+    flips = flip_sets(tile_geometry(config.model).input_shape)
+    assert len(flips) == (4 if model["patch_shape"][0] == 1 else 8)
+    passes = [_single_pass(config, checkpoint, raw, flip=axes) for axes in flips]
+    mean = {k: np.mean([p[k] for p in passes], axis=0) for k in ("numinst", "patches")}
+    plain = _single_pass(config, checkpoint, raw)
+    for key in ("numinst", "patches"):
+        stored = open_array(f"{tmp_path}/out.zarr/{key}")[...].astype(int)
+        np.testing.assert_allclose(stored, to_storage(key, mean[key]).astype(int), atol=1)
+        assert np.abs(stored - to_storage(key, plain[key]).astype(int)).max() > 5  # the flips do change it
+
+
+def test_predictions_with_test_time_flips_are_flip_equivariant(tmp_path):
+    """On a volume of whole tiles (so that flipping it flips the tiling), predicting the flipped volume gives
+    the flipped prediction: the border and the interior are predicted alike from both sides."""
+    model = CASES["2d valid"][0]
+    config = make_config(model=model, prediction={"device": "cpu", "zero_background": False,
+                                                  "test_time_flips": True})
+    out = tile_geometry(config.model).output_shape
+    shape = (1, 1, 2 * out[1], 3 * out[2])
+    raw = _write_raw(tmp_path / "in.zarr", shape)
+    flipped = prepare_array(f"{tmp_path}/flipped.zarr/raw", shape=shape, chunks=shape, dtype="float32", axes="czyx")
+    flipped[...] = np.flip(raw, -1)
+    checkpoint = _checkpoint(config, tmp_path)
+    predict_volume(config, checkpoint, f"{tmp_path}/in.zarr/raw", tmp_path / "a.zarr")
+    predict_volume(config, checkpoint, f"{tmp_path}/flipped.zarr/raw", tmp_path / "b.zarr")
+    a = open_array(f"{tmp_path}/a.zarr/patches")[...].astype(int)
+    b = open_array(f"{tmp_path}/b.zarr/patches")[...]
+    windows = b.reshape(tuple(model["patch_shape"]) + b.shape[1:])
+    np.testing.assert_allclose(np.flip(windows, (2, 5)).reshape(b.shape).astype(int), a, atol=1)
+
+
+def test_test_time_flips_refuse_ppp_dec_codes():
+    from ppp_dist.config import config_from_table
+    from ppp_dist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="test_time_flips needs predicted patches"):
+        config_from_table({"model": {"head": "codes"}, "prediction": {"test_time_flips": True}})
