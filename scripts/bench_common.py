@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts: RSS sampling, machine description, markdown tables, sizes on disk.
 
-Imported by ``scripts/bench_suite.py``, ``bench_pipeline.py``, ``bench_agglomerate.py`` and
-``bench_graph_db.py`` (they put ``scripts/`` on ``sys.path`` first, so each stays runnable alone).
+Imported by ``scripts/bench_suite.py``, ``bench_pipeline.py``, ``bench_agglomerate.py``, ``bench_graph_db.py``
+and ``bench_label.py`` (they put ``scripts/`` on ``sys.path`` first, so each stays runnable alone).
 Nothing here imports ``ppp_dist``.
 """
 

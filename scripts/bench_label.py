@@ -2,10 +2,10 @@
 whole-volume ``ops.assemble`` it replaced, on oracle predictions stored in zarr.
 
 Both read the same prediction group and write the same labels array; each run is a fresh Python process.
-Memory is the peak resident memory during the run above what the process held before it (sampled every 5 ms
-from /proc/self/statm, so a peak shorter than that can be missed). The runs alternate (assemble, label,
-assemble, ...) and the fastest of ``--repeat`` is shown; one warm-up run of each fills numba's cache first.
-The labels of the two are compared byte for byte.
+Memory is the peak resident memory during the run above what the process held before it (sampled every
+5 ms with ``bench_common.RssSampler``, so a peak shorter than that can be missed). The runs alternate
+(assemble, label, assemble, ...) and the fastest of ``--repeat`` is shown; one warm-up run of each fills
+numba's cache first. The labels of the two are compared byte for byte.
 
     .venv/bin/python scripts/bench_label.py [--repeat 3] [--quick] [--only nuclei] [--out runs/bench_label.json]
 
@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,31 +29,22 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import RssSampler, rss_mib  # noqa: E402  (nothing there imports ppp_dist)
+
 MODES = ("assemble", "label")
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_above_start(fn: Callable[[], Any]) -> tuple[Any, float]:
     """(``fn()``, MiB of resident memory at its peak above the start), sampled every 5 ms."""
-    start, peak, stop = _rss(), [0], threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            stop.wait(0.005)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+    start = rss_mib()
+    sampler = RssSampler({"run": os.getpid()}, interval=0.005)
+    sampler.start()
     try:
         out = fn()
     finally:
-        stop.set()
-        thread.join()
-    return out, (max(peak[0], _rss()) - start) / 2 ** 20
+        sampler.stop()
+    return out, sampler.peaks()["run"] - start
 
 
 def write_oracle(group: Path, instances: np.ndarray, patch_shape: tuple[int, int, int]) -> str:
@@ -128,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         mode, group, output, patch = args.one
         print(json.dumps(run_one(mode, group, output, tuple(int(p) for p in patch.split(",")))))
         return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_assembly import datasets  # the same scenes and patch shapes
 
     from ppp_dist.io.volumes import open_array

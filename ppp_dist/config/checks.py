@@ -125,6 +125,14 @@ def metric_problem(config: PipelineConfig) -> str:
             f"{', '.join(names)}")
 
 
+def prediction_problems(config: PipelineConfig) -> list[str]:
+    """[prediction] settings that depend on [model]."""
+    if config.prediction.test_time_flips and config.model.head == "codes":
+        return ['[prediction] test_time_flips needs predicted patches; the ppp+dec codes of [model] head = "codes" '
+                "cannot be flipped"]
+    return []
+
+
 def validation_problems(config: PipelineConfig) -> list[str]:
     """Every value of the ``[validation.grid]`` sweep is a valid ``[vote]`` value; the metric exists."""
     from typing import get_type_hints
@@ -153,4 +161,5 @@ def validation_problems(config: PipelineConfig) -> list[str]:
 
 
 __all__ = ["ADDRESS", "DEVICE", "DIRECTIVE", "MAX_SEED", "MEMORY", "NAME", "SCHEDULER", "WALLTIME", "cluster_problems",
-           "database_problems", "device_problems", "metric_names", "metric_problem", "validation_problems"]
+           "database_problems", "device_problems", "metric_names", "metric_problem", "prediction_problems",
+           "validation_problems"]

@@ -469,7 +469,4 @@ class PipelineConfig:
         for name in ("general", "data", "model", "training", "prediction", "vote", "validation",
                      "evaluation", "postprocess", "cluster", "database"):
             problems += getattr(self, name).problems()
-        if self.prediction.test_time_flips and self.model.head == "codes":
-            problems.append("[prediction] test_time_flips needs predicted patches; the ppp+dec codes of "
-                            "[model] head = \"codes\" cannot be flipped")
-        return problems + checks.validation_problems(self)
+        return problems + checks.prediction_problems(self) + checks.validation_problems(self)

@@ -106,7 +106,7 @@ def flip_sets(input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [tuple(a for i, a in enumerate(axes) if mask >> i & 1) for mask in range(2 ** len(axes))]
 
 
-def unflip_patches(patches: torch.Tensor, patch_shape: tuple[int, int, int], axes: tuple[int, ...]) -> torch.Tensor:
+def unflip_patches(patches: torch.Tensor, patch_shape: tuple[int, ...], axes: tuple[int, ...]) -> torch.Tensor:
     """Patches (N, P, Z, Y, X) predicted on an input flipped along spatial ``axes``, in the unflipped frame:
     the voxels flip back, and so does each patch's own (pz, py, px) window."""
     n, p, *spatial = patches.shape
@@ -134,7 +134,7 @@ def _activations(net: PppModel, x: torch.Tensor, geometry: TileGeometry, amp: bo
 
 
 def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp: bool = False,
-                 flip_patch_shape: tuple[int, int, int] | None = None) -> dict[str, np.ndarray]:
+                 flips: bool = False) -> dict[str, np.ndarray]:
     """Network activations for one input tile (or a batch of them); a pure function.
 
     Parameters
@@ -143,10 +143,9 @@ def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp:
     raw : (C, *geometry.input_shape) or (N, C, *geometry.input_shape) float32 normalised input with context.
     geometry : the tile geometry of ``net``.
     amp : float16 autocast (CUDA only).
-    flip_patch_shape : test-time flips (``[prediction] test_time_flips``): the patch shape of ``net``; the
-        probabilities are then the mean over the input flipped along every subset of its spatial axes
-        (:func:`flip_sets`), each flipped back, patch windows included. Needs a symmetric tile (the same
-        context on both sides) and patches, not ppp+dec codes.
+    flips : test-time flips (``[prediction] test_time_flips``): the probabilities are the mean over the input
+        flipped along every subset of its spatial axes (:func:`flip_sets`), each flipped back, patch windows
+        included (the tile's context is the same on both sides). Needs patches, not ppp+dec codes.
 
     Returns
     -------
@@ -160,23 +159,18 @@ def predict_tile(net: PppModel, raw: np.ndarray, geometry: TileGeometry, *, amp:
                          f"{geometry.input_shape}")
     device = next(net.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-    if flip_patch_shape is None:
-        patches, numinst = _activations(net, x, geometry, amp, batch)
-    else:
+    patches, numinst = _activations(net, x, geometry, amp, batch)
+    if flips:
         if net.decoder is not None:
             raise ConfigError("[prediction] test_time_flips needs predicted patches; ppp+dec codes cannot be flipped")
-        if any((i - o) % 2 for i, o in zip(geometry.input_shape, geometry.output_shape)):
-            raise ConfigError(f"[prediction] test_time_flips needs the same context on both sides of the output; "
-                              f"input {geometry.input_shape} and output {geometry.output_shape} differ by an odd "
-                              f"number of voxels")
-        flips = flip_sets(geometry.input_shape)
-        patches, numinst = _activations(net, x, geometry, amp, batch)  # flips[0] is no flip
-        for axes in flips[1:]:
+        patch_shape = tuple(net.arch["patch_shape"])
+        sets = flip_sets(geometry.input_shape)
+        for axes in sets[1:]:  # sets[0] is no flip: the pass above
             dims = [2 + a for a in axes]
             p, n = _activations(net, torch.flip(x, dims=dims), geometry, amp, batch)
-            patches += unflip_patches(p, flip_patch_shape, axes)
+            patches += unflip_patches(p, patch_shape, axes)
             numinst += torch.flip(n, dims=dims)
-        patches, numinst = patches / len(flips), numinst / len(flips)
+        patches, numinst = patches / len(sets), numinst / len(sets)
     out = {"numinst" if numinst.shape[1] > 1 else "fg": numinst.cpu().numpy(),
            "patches" if net.decoder is None else "codes": patches.cpu().numpy()}
     return {k: v[0] if single else v for k, v in out.items()}

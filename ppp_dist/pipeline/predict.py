@@ -82,13 +82,12 @@ def predict_box(net: Any, raw: Any, box: Any, config: PipelineConfig) -> dict[st
 
     geometry = tile_geometry(config.model)
     amp = config.training.use_amp and next(net.parameters()).device.type == "cuda"
-    flips = config.model.patch_shape if config.prediction.test_time_flips else None
     tiles = [t.write_box.shift(box.begin) for t in tile(box.shape, geometry.output_shape)]
     result: dict[str, np.ndarray] = {}
     for first in range(0, len(tiles), config.prediction.batch_size):
         boxes = tiles[first:first + config.prediction.batch_size]
         inputs = np.stack([read_input_tile(raw, b, geometry, config.data) for b in boxes])
-        values = predict_tile(net, inputs, geometry, amp=amp, flip_patch_shape=flips)
+        values = predict_tile(net, inputs, geometry, amp=amp, flips=config.prediction.test_time_flips)
         for i, b in enumerate(boxes):
             keep = (slice(None), *(slice(0, s) for s in b.shape))
             tile_out = {name: to_storage(name, v[i][keep], config.prediction.patch_dtype) for name, v in values.items()}
